@@ -1,0 +1,39 @@
+"""Parts shared by requestors and workers: settings, errors, the wire envelope, JSON."""
+
+from common.config import DEFAULT_URL, Settings, redact_url
+from common.errors import (
+    BadRequest,
+    BrokerUnreachable,
+    CallError,
+    CallTimeout,
+    ClosedError,
+    ConfigError,
+    ConnectionLost,
+    MethodNotFound,
+    NoSuchService,
+    PublishRejected,
+    RemoteError,
+    ReqrepConnectionError,
+    ReqrepError,
+    SerializationError,
+)
+
+__all__ = [
+    "DEFAULT_URL",
+    "BadRequest",
+    "BrokerUnreachable",
+    "CallError",
+    "CallTimeout",
+    "ClosedError",
+    "ConfigError",
+    "ConnectionLost",
+    "MethodNotFound",
+    "NoSuchService",
+    "PublishRejected",
+    "RemoteError",
+    "ReqrepConnectionError",
+    "ReqrepError",
+    "SerializationError",
+    "Settings",
+    "redact_url",
+]

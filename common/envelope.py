@@ -1,0 +1,120 @@
+"""The request and reply messages, as docs/protocol.md defines them.
+
+Pure functions over bytes and plain values: no pika here. The I/O modules copy AMQP properties
+in and out; this module decides what a well-formed request or reply is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from common import serialization
+from common.errors import RemoteError, SerializationError
+
+__all__ = [
+    "BAD_REQUEST",
+    "HANDLER_ERROR",
+    "METHOD_NOT_FOUND",
+    "REPLY_TYPE",
+    "ErrorInfo",
+    "check_request",
+    "decode_reply",
+    "error_body",
+    "exception_text",
+    "success_body",
+]
+
+HANDLER_ERROR = "handler_error"
+METHOD_NOT_FOUND = "method_not_found"
+BAD_REQUEST = "bad_request"
+REPLY_TYPE = "reply"
+
+# Error text crosses the wire; a handler that raises with a megabyte message must not make a
+# megabyte reply.
+_MAX_MESSAGE_CHARS = 2000
+
+
+@dataclasses.dataclass(frozen=True)
+class ErrorInfo:
+    """An error as data: what an error reply carries."""
+
+    code: str
+    type: str
+    message: str
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_exception(cls, exc: BaseException, code: str = HANDLER_ERROR) -> ErrorInfo:
+        """Describe ``exc`` by its class name and text (even if its ``__str__`` fails)."""
+        return cls(code=code, type=type(exc).__name__, message=exception_text(exc))
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "code": _text(self.code),
+            "type": _text(self.type),
+            "message": _clip(_text(self.message)),
+            "details": self.details,
+        }
+
+
+def success_body(result: Any) -> bytes:
+    """The body of a successful reply; SerializationError if ``result`` is not JSON-able."""
+    return serialization.dumps({"ok": True, "result": result})
+
+
+def error_body(error: ErrorInfo) -> bytes:
+    """The body of an error reply (details that are not JSON-able are dropped, not fatal)."""
+    try:
+        return serialization.dumps({"ok": False, "error": error.to_wire()})
+    except SerializationError:
+        bare = dataclasses.replace(error, details={})
+        return serialization.dumps({"ok": False, "error": bare.to_wire()})
+
+
+def decode_reply(body: bytes) -> Any:
+    """Return a reply's result, or raise the RemoteError it carries.
+
+    A body that is not a reply object raises SerializationError.
+    """
+    reply = serialization.loads(body)
+    if not isinstance(reply, dict) or not isinstance(reply.get("ok"), bool):
+        raise SerializationError("malformed reply: not an object with a boolean 'ok'")
+    if reply["ok"]:
+        return reply.get("result")
+    error = reply.get("error")
+    if not isinstance(error, dict):
+        raise SerializationError("malformed error reply: 'error' is not an object")
+    raise RemoteError.from_wire(error)
+
+
+def check_request(method: str | None, content_type: str | None) -> ErrorInfo | None:
+    """Why a request cannot be served, judged from its properties; None if it can."""
+    if not method:
+        return ErrorInfo(BAD_REQUEST, "BadRequest", "request has no method (AMQP 'type' property)")
+    if not serialization.is_json_content_type(content_type):
+        return ErrorInfo(
+            BAD_REQUEST,
+            "BadRequest",
+            f"content_type must be {serialization.CONTENT_TYPE!r}, got {content_type!r}",
+        )
+    return None
+
+
+def exception_text(exc: BaseException) -> str:
+    """``str(exc)``, or a placeholder when the exception cannot say what it is."""
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - a broken __str__ must not cost the caller its reply
+        return f"<{type(exc).__name__}: unprintable message>"
+
+
+def _text(value: str) -> str:
+    """``value`` as text that can be encoded as UTF-8 (lone surrogates replaced)."""
+    return value.encode("utf-8", "replace").decode("utf-8")
+
+
+def _clip(text: str) -> str:
+    if len(text) <= _MAX_MESSAGE_CHARS:
+        return text
+    return text[:_MAX_MESSAGE_CHARS] + f"... [{len(text) - _MAX_MESSAGE_CHARS} more chars]"

@@ -1,0 +1,146 @@
+"""The one exception hierarchy of reqrep.
+
+``except ReqrepError`` catches everything reqrep raises on purpose::
+
+    ReqrepError
+    ├── ConfigError                  bad settings, URL or arguments       (also ValueError)
+    ├── SerializationError           a payload or body is not valid JSON  (also ValueError)
+    ├── ReqrepConnectionError        the broker connection               (also ConnectionError)
+    │   ├── BrokerUnreachable        could not connect at all
+    │   └── ConnectionLost           an open connection dropped; pending calls fail with it
+    ├── ClosedError                  the Requestor/Worker was closed; no more use
+    └── CallError                    one call did not produce a result
+        ├── CallTimeout              no reply before the deadline       (also TimeoutError)
+        ├── NoSuchService            no request queue for the service (AMQP 312 NO_ROUTE)
+        ├── PublishRejected          the broker refused the request (nack)
+        └── RemoteError              the worker answered with an error reply
+            ├── MethodNotFound       the service has no such method
+            └── BadRequest           the worker could not read the request
+
+On the wire an error is data (``code``, ``type``, ``message``, ``details``);
+``RemoteError.from_wire`` turns it back into the matching class here. No exception object is
+ever pickled.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "BadRequest",
+    "BrokerUnreachable",
+    "CallError",
+    "CallTimeout",
+    "ClosedError",
+    "ConfigError",
+    "ConnectionLost",
+    "MethodNotFound",
+    "NoSuchService",
+    "PublishRejected",
+    "RemoteError",
+    "ReqrepConnectionError",
+    "ReqrepError",
+    "SerializationError",
+]
+
+
+class ReqrepError(Exception):
+    """Root of every error reqrep raises."""
+
+
+class ConfigError(ReqrepError, ValueError):
+    """Settings, a URL or an argument are invalid."""
+
+
+class SerializationError(ReqrepError, ValueError):
+    """A value cannot be encoded to JSON, or bytes cannot be decoded from it."""
+
+
+class ReqrepConnectionError(ReqrepError, ConnectionError):
+    """Something is wrong with the connection to the broker."""
+
+
+class BrokerUnreachable(ReqrepConnectionError):
+    """The broker could not be reached or refused the login."""
+
+
+class ConnectionLost(ReqrepConnectionError):
+    """An open connection closed under us; calls that were pending fail with this."""
+
+
+class ClosedError(ReqrepError):
+    """The object was closed (or never opened) and cannot be used."""
+
+
+class CallError(ReqrepError):
+    """One call ended without a result."""
+
+
+class CallTimeout(CallError, TimeoutError):
+    """No reply arrived before the call's deadline."""
+
+
+class NoSuchService(CallError):
+    """The broker returned the request: no queue exists for the service."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__(f"no such service: {service!r} (no request queue; is a worker deployed?)")
+        self.service = service
+
+
+class PublishRejected(CallError):
+    """The broker negatively acknowledged the request (e.g. a queue length limit)."""
+
+
+class RemoteError(CallError):
+    """The worker answered with an error.
+
+    ``type`` is the remote exception's class name, ``message`` its text, ``code`` the wire code
+    (``handler_error``, ``method_not_found``, ``bad_request`` or one this version does not know).
+    """
+
+    code = "handler_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        type: str = "Exception",
+        code: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(f"{type}: {message}")
+        self.type = type
+        self.message = message
+        self.code = code or self.code
+        self.details = details or {}
+
+    @staticmethod
+    def from_wire(error: dict[str, Any]) -> RemoteError:
+        """Build the right subclass from a reply's ``error`` object."""
+        code = str(error.get("code", "handler_error"))
+        cls = _BY_CODE.get(code, RemoteError)
+        details = error.get("details")
+        return cls(
+            str(error.get("message", "")),
+            type=str(error.get("type", "Exception")),
+            code=code,
+            details=details if isinstance(details, dict) else {},
+        )
+
+
+class MethodNotFound(RemoteError):
+    """The service has no handler for the method."""
+
+    code = "method_not_found"
+
+
+class BadRequest(RemoteError):
+    """The worker could not read the request (bad JSON, content type, or missing method)."""
+
+    code = "bad_request"
+
+
+_BY_CODE: dict[str, type[RemoteError]] = {
+    cls.code: cls for cls in (RemoteError, MethodNotFound, BadRequest)
+}

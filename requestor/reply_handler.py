@@ -1,0 +1,159 @@
+"""ReplyHandler: correlation id -> the future a blocked caller waits on.
+
+A caller registers its future *before* its request is published, so a reply can never arrive for
+a call that is not yet known. Replies for ids nobody waits for (late after a timeout, duplicated,
+or forged by another connection in the vhost) are discarded and counted; they never wake a caller
+and never raise on the I/O thread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from collections import OrderedDict
+from concurrent.futures import Future, InvalidStateError
+from typing import Any
+
+from common import envelope
+from common.errors import CallTimeout, ReqrepError
+
+__all__ = ["ReplyHandler", "ReplyStats"]
+
+log = logging.getLogger("reqrep.requestor")
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplyStats:
+    """Counters of a ReplyHandler. ``late`` replies came for calls no longer waiting (timed
+    out, or answered already: a duplicate); ``unknown`` ones for ids this requestor never issued
+    (forged, or finished too long ago to remember)."""
+
+    pending: int
+    resolved: int
+    late: int
+    unknown: int
+
+
+@dataclasses.dataclass
+class _Pending:
+    future: Future[Any]
+    deadline: float
+    what: str  # "service.method", for error messages
+    timeout: float
+
+
+class ReplyHandler:
+    """Thread-safe table of outstanding calls.
+
+    Threads: ``expect`` and ``forget`` run on caller threads; ``resolve``, ``fail``, ``fail_all``
+    and ``expire_due`` on the requestor's I/O thread; ``stats`` anywhere. One lock guards the
+    table; futures are completed outside it so waking a caller never holds it.
+    """
+
+    def __init__(self, remember: int = 10_000) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict[str, _Pending] = {}
+        self._finished: OrderedDict[str, None] = OrderedDict()  # recent ids, for "late"
+        self._remember = remember
+        self._resolved = 0
+        self._late = 0
+        self._unknown = 0
+
+    def expect(
+        self, correlation_id: str, *, deadline: float, timeout: float, what: str
+    ) -> Future[Any]:
+        """Register a call; its future completes with the reply or a typed error."""
+        future: Future[Any] = Future()
+        future.set_running_or_notify_cancel()  # a running future cannot be cancelled by users
+        with self._lock:
+            self._pending[correlation_id] = _Pending(future, deadline, what, timeout)
+        return future
+
+    def forget(self, correlation_id: str) -> None:
+        """The caller stopped waiting (its timeout passed): a later reply is late."""
+        with self._lock:
+            if self._pending.pop(correlation_id, None) is not None:
+                self._remember_finished(correlation_id)
+
+    def resolve(self, correlation_id: str | None, body: bytes) -> bool:
+        """Complete the call ``correlation_id`` with a reply body; False if nobody waits."""
+        cid = correlation_id or ""
+        with self._lock:
+            entry = self._pending.pop(cid, None)
+            if entry is None:
+                late = cid in self._finished
+                if late:
+                    self._late += 1
+                else:
+                    self._unknown += 1
+            else:
+                self._resolved += 1
+                self._remember_finished(cid)
+        if entry is None:
+            log.debug(
+                "discarded %s reply (correlation_id=%r)",
+                "late" if late else "unknown",
+                correlation_id,
+            )
+            return False
+        try:
+            result = envelope.decode_reply(body)
+        except ReqrepError as exc:
+            _complete(entry.future, error=exc)
+        else:
+            _complete(entry.future, result=result)
+        return True
+
+    def fail(self, correlation_id: str, error: ReqrepError) -> bool:
+        """Complete one call with ``error``; False if it was no longer pending."""
+        with self._lock:
+            entry = self._pending.pop(correlation_id, None)
+        if entry is None:
+            return False
+        _complete(entry.future, error=error)
+        return True
+
+    def fail_all(self, error: ReqrepError) -> int:
+        """Complete every pending call with ``error`` (the connection is gone)."""
+        with self._lock:
+            entries, self._pending = self._pending, {}
+        for entry in entries.values():
+            _complete(entry.future, error=error)
+        return len(entries)
+
+    def expire_due(self, now: float) -> int:
+        """Fail calls whose deadline has passed with CallTimeout."""
+        with self._lock:
+            due = [cid for cid, entry in self._pending.items() if entry.deadline <= now]
+            entries = [self._pending.pop(cid) for cid in due]
+            for cid in due:
+                self._remember_finished(cid)
+        for entry in entries:
+            _complete(entry.future, error=timeout_error(entry.what, entry.timeout))
+        return len(entries)
+
+    def stats(self) -> ReplyStats:
+        with self._lock:
+            return ReplyStats(len(self._pending), self._resolved, self._late, self._unknown)
+
+    def _remember_finished(self, correlation_id: str) -> None:
+        self._finished[correlation_id] = None
+        if len(self._finished) > self._remember:
+            self._finished.popitem(last=False)
+
+
+def timeout_error(what: str, timeout: float) -> CallTimeout:
+    return CallTimeout(f"no reply from {what} within {timeout:g}s")
+
+
+def _complete(
+    future: Future[Any], *, result: Any = None, error: BaseException | None = None
+) -> None:
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+    except InvalidStateError:  # completed by a racing path (e.g. expiry); first one wins
+        pass

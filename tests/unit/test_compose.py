@@ -1,0 +1,479 @@
+"""Static checks of the container setup: docker-compose.yml, Dockerfile and .dockerignore.
+
+No Docker engine and no broker are needed. The compose file is parsed with PyYAML for the
+structural rules, and validated by ``docker-compose config -q`` (Compose v1, which validates
+without an engine). Where ``docker-compose`` is missing the validation tests skip, except on CI
+(``CI=true``), where they fail: CI must install it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
+DOCKERFILE = REPO_ROOT / "Dockerfile"
+DOCKERIGNORE = REPO_ROOT / ".dockerignore"
+
+BROKER = "rabbitmq"
+WORKER = "worker"
+CLI = "cli"
+PACKAGES = ("common", "requestor", "worker")
+
+# `${VAR}`, `${VAR:-default}`, `${VAR-default}`, `${VAR:?error}`, `${VAR?error}` and nothing else.
+INTERPOLATION = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::?[-?][^}]*)?\}")
+# user:password@ in a URL, where either part may be an interpolation (which may contain ':').
+URL_USERINFO = re.compile(
+    r"://(?P<user>(?:\$\{[^}]*\}|[^:@/$])*):(?P<password>(?:\$\{[^}]*\}|[^@/$])*)@"
+)
+SECRET_KEY = re.compile(r"PASS|SECRET|TOKEN|API_?KEY", re.IGNORECASE)
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+def load_compose(path: Path = COMPOSE_FILE) -> dict[str, Any]:
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert isinstance(data, dict), f"{path.name} is not a YAML mapping"
+    return data
+
+
+def env_mapping(service: dict[str, Any]) -> dict[str, str | None]:
+    """A service's `environment`, in either the mapping or the list form, as a dict."""
+    env = service.get("environment") or {}
+    if isinstance(env, dict):
+        return {str(k): None if v is None else str(v) for k, v in env.items()}
+    result: dict[str, str | None] = {}
+    for item in env:
+        key, sep, value = str(item).partition("=")
+        result[key] = value if sep else None
+    return result
+
+
+def is_interpolation(value: str) -> bool:
+    return INTERPOLATION.fullmatch(value) is not None
+
+
+def literal_secrets(compose: dict[str, Any]) -> list[str]:
+    """Every secret written into the file as it is, rather than through `${VAR...}`."""
+    found: list[str] = []
+    for name, service in (compose.get("services") or {}).items():
+        for key, value in env_mapping(service).items():
+            if value is None:  # passed through from the shell
+                continue
+            if SECRET_KEY.search(key) and not is_interpolation(value):
+                found.append(f"{name}: {key}={value!r}")
+            for match in URL_USERINFO.finditer(value):
+                if match["password"] and not is_interpolation(match["password"]):
+                    found.append(f"{name}: {key} has a literal password in its URL")
+    return found
+
+
+def host_ports(service: dict[str, Any]) -> list[Any]:
+    return list(service.get("ports") or [])
+
+
+def parse_duration(text: str) -> float:
+    """A Compose duration (`35s`, `1m30s`, `500ms`, `1h`) in seconds."""
+    units = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(us|ms|s|m|h)", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"not a Compose duration: {text!r}")
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def dockerfile_instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, with comments dropped and continuations joined."""
+    instructions: list[tuple[str, str]] = []
+    pending = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        line = pending + line
+        pending = ""
+        keyword, _, args = line.partition(" ")
+        instructions.append((keyword.upper(), args.strip()))
+    if pending:
+        keyword, _, args = pending.strip().partition(" ")
+        instructions.append((keyword.upper(), args.strip()))
+    return instructions
+
+
+def exec_form(args: str) -> list[str]:
+    value = json.loads(args)
+    assert isinstance(value, list), f"not the exec (JSON array) form: {args}"
+    return [str(v) for v in value]
+
+
+# --------------------------------------------------------------------------------------------
+# fixtures
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return load_compose()
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    found = compose.get("services")
+    assert isinstance(found, dict), "docker-compose.yml has no services mapping"
+    for name in (BROKER, WORKER, CLI):
+        assert name in found, f"service {name!r} is missing"
+    return found
+
+
+@pytest.fixture(scope="module")
+def dockerfile() -> list[tuple[str, str]]:
+    return dockerfile_instructions(DOCKERFILE.read_text(encoding="utf-8"))
+
+
+@pytest.fixture
+def docker_compose() -> str:
+    exe = shutil.which("docker-compose")
+    if exe is None:
+        message = (
+            "docker-compose (Compose v1) is not on PATH; it validates docker-compose.yml "
+            "without a Docker engine. Install it with `apt-get install docker-compose`."
+        )
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true: {message}")
+        pytest.skip(message)
+    return exe
+
+
+def run_config(exe: str, compose_file: Path) -> subprocess.CompletedProcess[str]:
+    # Relative paths (build: .) resolve against the repo root, wherever the file lies; COMPOSE_*
+    # variables from the caller's shell must not change what is validated.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
+    return subprocess.run(
+        [exe, "--project-directory", str(REPO_ROOT), "-f", str(compose_file), "config", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=REPO_ROOT,
+        env=env,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# the helpers themselves (so that a check that can never fail is caught)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("${RABBITMQ_PASSWORD:-reqrep}", True),
+        ("${RABBITMQ_PASSWORD}", True),
+        ("${RABBITMQ_PASSWORD:?set it}", True),
+        ("hunter2", False),
+        ("${RABBITMQ_PASSWORD:-x}tail", False),
+        ("prefix${RABBITMQ_PASSWORD}", False),
+        ("${RABBITMQ_PASSWORD:+x}", False),
+    ],
+)
+def test_is_interpolation(value: str, expected: bool) -> None:
+    assert is_interpolation(value) is expected
+
+
+@pytest.mark.parametrize(
+    ("environment", "expected"),
+    [
+        ({"RABBITMQ_DEFAULT_PASS": "${P:-local}"}, 0),
+        ({"RABBITMQ_DEFAULT_PASS": None}, 0),
+        ({"RABBITMQ_DEFAULT_PASS": "hunter2"}, 1),
+        (["RABBITMQ_DEFAULT_PASS=hunter2"], 1),
+        (["API_TOKEN=abc"], 1),
+        ({"AMQP_URL": "amqp://${U:-u}:${P:-p}@rabbitmq:5672/%2F"}, 0),
+        ({"AMQP_URL": "amqp://${U:-u}:hunter2@rabbitmq:5672/%2F"}, 1),
+        ({"AMQP_URL": "amqp://reqrep:reqrep@rabbitmq:5672/%2F"}, 1),
+        ({"AMQP_URL": "amqp://rabbitmq:5672/%2F"}, 0),
+    ],
+)
+def test_literal_secrets_detects_hardcoded_values(environment: Any, expected: int) -> None:
+    compose = {"services": {"svc": {"environment": environment}}}
+    assert len(literal_secrets(compose)) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("35s", 35.0), ("1m30s", 90.0), ("500ms", 0.5), ("1h", 3600.0)]
+)
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["35", "", "s", "35 s", "abc"])
+def test_parse_duration_rejects_garbage(text: str) -> None:
+    with pytest.raises(ValueError, match="not a Compose duration"):
+        parse_duration(text)
+
+
+def test_dockerfile_instructions_join_continuations() -> None:
+    text = "# c\nFROM x\nRUN a \\\n && b\n\nUSER 1000\n"
+    assert dockerfile_instructions(text) == [("FROM", "x"), ("RUN", "a  && b"), ("USER", "1000")]
+
+
+# --------------------------------------------------------------------------------------------
+# docker-compose.yml: structure
+
+
+def test_compose_file_uses_compose_spec_without_version_key(compose: dict[str, Any]) -> None:
+    assert "version" not in compose, "the Compose spec has no top-level `version:` key"
+
+
+def test_broker_is_rabbitmq_management_image(services: dict[str, dict[str, Any]]) -> None:
+    image = str(services[BROKER].get("image", ""))
+    assert re.fullmatch(r"rabbitmq:\d+(\.\d+)*-management(-alpine)?", image), image
+
+
+def test_broker_has_healthcheck(services: dict[str, dict[str, Any]]) -> None:
+    healthcheck = services[BROKER].get("healthcheck")
+    assert isinstance(healthcheck, dict), "the broker needs a healthcheck"
+    assert not healthcheck.get("disable", False)
+    test = healthcheck.get("test")
+    command = " ".join(test) if isinstance(test, list) else str(test)
+    assert "rabbitmq-diagnostics" in command
+    assert re.search(r"\b(ping|check_port_connectivity|check_running)\b", command), command
+    for key in ("interval", "timeout", "retries", "start_period"):
+        assert key in healthcheck, f"healthcheck.{key} is missing"
+    for key in ("interval", "timeout", "start_period"):
+        assert parse_duration(str(healthcheck[key])) > 0
+    assert int(healthcheck["retries"]) >= 1
+
+
+def test_broker_ports_are_published_on_localhost_only(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    ports = host_ports(services[BROKER])
+    published: set[str] = set()
+    for port in ports:
+        if isinstance(port, dict):  # long syntax
+            assert port.get("host_ip") == "127.0.0.1", port
+            published.add(str(port.get("target")))
+        else:
+            assert str(port).startswith("127.0.0.1:"), f"{port!r} is not bound to 127.0.0.1"
+            published.add(str(port).split(":")[-1].split("/")[0])
+    assert {"5672", "15672"} <= published, published
+
+
+def test_broker_credentials_come_from_environment(services: dict[str, dict[str, Any]]) -> None:
+    env = env_mapping(services[BROKER])
+    user = env.get("RABBITMQ_DEFAULT_USER")
+    password = env.get("RABBITMQ_DEFAULT_PASS")
+    assert user is not None, "RabbitMQ's guest user cannot connect from other containers"
+    assert password is not None
+    assert is_interpolation(user), user
+    assert is_interpolation(password), password
+    assert "guest" not in user
+
+
+def test_no_literal_passwords(compose: dict[str, Any]) -> None:
+    assert literal_secrets(compose) == []
+
+
+def test_worker_amqp_url_uses_broker_credentials(services: dict[str, dict[str, Any]]) -> None:
+    broker_env = env_mapping(services[BROKER])
+    for name in (WORKER, CLI):
+        url = env_mapping(services[name]).get("AMQP_URL")
+        assert url is not None, f"{name} has no AMQP_URL"
+        match = URL_USERINFO.search(url)
+        assert match is not None, url
+        assert match["user"] == broker_env["RABBITMQ_DEFAULT_USER"]
+        assert match["password"] == broker_env["RABBITMQ_DEFAULT_PASS"]
+        assert f"@{BROKER}:5672/" in url, url
+
+
+def test_worker_depends_on_healthy_broker(services: dict[str, dict[str, Any]]) -> None:
+    depends_on = services[WORKER].get("depends_on")
+    assert isinstance(depends_on, dict), "use the long form to wait for the broker's health"
+    assert depends_on.get(BROKER, {}).get("condition") == "service_healthy"
+
+
+def test_worker_is_scalable(services: dict[str, dict[str, Any]]) -> None:
+    worker = services[WORKER]
+    assert "container_name" not in worker, "container_name breaks --scale worker=N"
+    assert host_ports(worker) == [], "published host ports break --scale worker=N"
+    assert "profiles" not in worker, "`docker compose up` must start the worker"
+
+
+def test_worker_runs_demo_service_and_drains_on_stop(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    worker = services[WORKER]
+    assert "build" in worker
+    raw = worker.get("command")
+    assert raw, "the worker needs an explicit command"
+    command = raw.split() if isinstance(raw, str) else [str(c) for c in raw]
+    assert command[:2] == ["worker", "worker.demo:service"], command
+    assert worker.get("restart") == "unless-stopped"
+    assert worker.get("stop_signal", "SIGTERM") == "SIGTERM"
+    # The worker may take ~30 s to finish in-flight calls after SIGTERM.
+    assert parse_duration(str(worker.get("stop_grace_period", "10s"))) >= 30
+
+
+def test_cli_is_only_started_on_demand(services: dict[str, dict[str, Any]]) -> None:
+    cli = services[CLI]
+    assert cli.get("profiles"), "cli must be in a profile so `docker compose up` skips it"
+    assert "tools" in cli["profiles"]
+    assert "build" in cli
+    entrypoint = cli.get("entrypoint")
+    assert (entrypoint.split() if isinstance(entrypoint, str) else entrypoint) == ["reqrep"]
+    env = env_mapping(cli)
+    assert env.get("REQREP_SERVICE") == "demo"
+    assert cli.get("depends_on", {}).get(BROKER, {}).get("condition") == "service_healthy"
+    assert "container_name" not in cli
+
+
+# --------------------------------------------------------------------------------------------
+# docker-compose.yml: validation by docker-compose itself
+
+
+def test_docker_compose_config_is_valid(docker_compose: str) -> None:
+    result = run_config(docker_compose, COMPOSE_FILE)
+    assert result.returncode == 0, f"docker-compose config failed:\n{result.stderr}"
+
+
+def _add_unknown_key(compose: dict[str, Any]) -> None:
+    compose["services"][WORKER]["bogus_option"] = True
+
+
+def _bad_condition(compose: dict[str, Any]) -> None:
+    compose["services"][WORKER]["depends_on"][BROKER]["condition"] = "service_bogus"
+
+
+def _undefined_dependency(compose: dict[str, Any]) -> None:
+    compose["services"][WORKER]["depends_on"] = {
+        "no_such_service": {"condition": "service_started"}
+    }
+
+
+def _numeric_grace_period(compose: dict[str, Any]) -> None:
+    compose["services"][WORKER]["stop_grace_period"] = 35
+
+
+def _unchanged(compose: dict[str, Any]) -> None:
+    del compose  # control: the copy itself must still validate
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expect_ok", "expected_in_error"),
+    [
+        pytest.param(_unchanged, True, "", id="unchanged-copy"),
+        pytest.param(_add_unknown_key, False, "bogus_option", id="unknown-key"),
+        pytest.param(_bad_condition, False, "service_bogus", id="bad-condition"),
+        pytest.param(_undefined_dependency, False, "no_such_service", id="undefined-dependency"),
+        pytest.param(_numeric_grace_period, False, "stop_grace_period", id="numeric-duration"),
+    ],
+)
+def test_docker_compose_config_rejects_broken_file(
+    docker_compose: str,
+    tmp_path: Path,
+    mutate: Callable[[dict[str, Any]], None],
+    expect_ok: bool,
+    expected_in_error: str,
+) -> None:
+    broken = load_compose()
+    mutate(broken)
+    target = tmp_path / "docker-compose.yml"
+    target.write_text(yaml.safe_dump(broken, sort_keys=False), encoding="utf-8")
+
+    result = run_config(docker_compose, target)
+
+    if expect_ok:
+        assert result.returncode == 0, result.stderr
+    else:
+        assert result.returncode != 0, "docker-compose accepted a broken file"
+        assert expected_in_error in result.stderr + result.stdout
+
+
+def test_docker_compose_config_rejects_invalid_yaml(docker_compose: str, tmp_path: Path) -> None:
+    text = COMPOSE_FILE.read_text(encoding="utf-8")
+    target = tmp_path / "docker-compose.yml"
+    target.write_text(text.replace("services:", "services: [", 1), encoding="utf-8")
+    result = run_config(docker_compose, target)
+    assert result.returncode != 0, "docker-compose accepted unparsable YAML"
+
+
+# --------------------------------------------------------------------------------------------
+# Dockerfile and .dockerignore
+
+
+def _only(instructions: list[tuple[str, str]], keyword: str) -> Iterator[str]:
+    return (args for kw, args in instructions if kw == keyword)
+
+
+def test_dockerfile_base_image(dockerfile: list[tuple[str, str]]) -> None:
+    assert next(_only(dockerfile, "FROM")).split()[0] == "python:3.12-slim"
+
+
+def test_dockerfile_entrypoint_is_reqrep(dockerfile: list[tuple[str, str]]) -> None:
+    entrypoints = list(_only(dockerfile, "ENTRYPOINT"))
+    assert entrypoints, "no ENTRYPOINT"
+    assert exec_form(entrypoints[-1]) == ["reqrep"]
+    cmds = list(_only(dockerfile, "CMD"))
+    assert cmds, "no CMD"
+    assert exec_form(cmds[-1]) == ["worker", "worker.demo:service"]
+
+
+def test_dockerfile_runs_as_non_root(dockerfile: list[tuple[str, str]]) -> None:
+    users = list(_only(dockerfile, "USER"))
+    assert users, "no USER: the image would run as root"
+    user = users[-1].split(":")[0]
+    assert user not in ("root", "0", ""), f"final USER is {users[-1]!r}"
+    keywords = [kw for kw, _ in dockerfile]
+    last_user = len(keywords) - 1 - keywords[::-1].index("USER")
+    assert "RUN" not in keywords[last_user:], "nothing should RUN after dropping privileges"
+
+
+def test_dockerfile_runtime_settings(dockerfile: list[tuple[str, str]]) -> None:
+    assert list(_only(dockerfile, "STOPSIGNAL")) == ["SIGTERM"]
+    env_text = " ".join(_only(dockerfile, "ENV"))
+    assert re.search(r"\bPYTHONUNBUFFERED=1\b", env_text), env_text
+
+
+def test_dockerfile_installs_project_without_pip_cache(
+    dockerfile: list[tuple[str, str]],
+) -> None:
+    runs = list(_only(dockerfile, "RUN"))
+    installs = [r for r in runs if re.search(r"\bpip install\b", r)]
+    assert installs, "the project is not pip-installed"
+    for run in installs:
+        assert "--no-cache-dir" in run, run
+    assert any(re.search(r"pip install (\S+ )*\.(\s|$)", r) for r in installs), installs
+
+
+def test_dockerfile_copies_everything_pyproject_needs(dockerfile: list[tuple[str, str]]) -> None:
+    copied: set[str] = set()
+    for args in _only(dockerfile, "COPY"):
+        sources = [a for a in args.split() if not a.startswith("--")][:-1]
+        copied.update(s.rstrip("/") for s in sources)
+    assert {"pyproject.toml", "README.md", *PACKAGES} <= copied, copied
+    assert "." not in copied, "COPY . busts the layer cache on every change"
+
+
+def test_dockerignore_keeps_context_small_but_complete() -> None:
+    patterns = {
+        line.strip().rstrip("/")
+        for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    for excluded in (".git", "tests", ".venv", "**/__pycache__", ".pytest_cache"):
+        assert excluded in patterns, f".dockerignore should exclude {excluded}"
+    for needed in ("pyproject.toml", "README.md", *PACKAGES, "*", "*.md", "*.toml"):
+        assert needed not in patterns, f".dockerignore excludes {needed}, which the build needs"

@@ -1,0 +1,178 @@
+"""The ``reqrep`` command: ``reqrep worker ...`` serves a service, ``reqrep call ...`` calls one."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+
+import click
+
+from common import exitcodes
+from common.config import QUEUE_TYPES, Settings
+from common.errors import ReqrepError
+from requestor.cli import call_command
+from worker.server import Worker
+from worker.service import Service
+from worker.supervisor import Supervisor
+
+__all__ = ["load_service", "main"]
+
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d]: %(message)s"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--log-level",
+    envvar="REQREP_LOG_LEVEL",
+    show_envvar=True,
+    default=None,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    help="Logging level  [default: INFO for worker, WARNING for call]",
+)
+@click.pass_context
+def cli(ctx: click.Context, log_level: str | None) -> None:
+    """Request-reply (RPC) over RabbitMQ."""
+    default = "INFO" if ctx.invoked_subcommand == "worker" else "WARNING"
+    level = getattr(logging, (log_level or default).upper())
+    logging.basicConfig(level=level, format=_LOG_FORMAT, stream=sys.stderr)
+    # pika narrates every connection step, and logs each failure as ERROR before we report it
+    # with more context: keep its voice for DEBUG runs only.
+    logging.getLogger("pika").setLevel(level if level <= logging.DEBUG else logging.CRITICAL)
+
+
+def load_service(spec: str) -> Service:
+    """Import ``module:attribute`` and return the Service it names."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise click.BadParameter(
+            f"expected MODULE:ATTRIBUTE, e.g. worker.demo:service; got {spec!r}"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 - any import failure is a bad SPEC for the user
+        raise click.BadParameter(f"cannot import {module_name!r}: {exc}") from None
+    service = getattr(module, attr, None)
+    if not isinstance(service, Service):
+        raise click.BadParameter(f"{spec!r} is not a worker.Service (got {type(service).__name__})")
+    return service
+
+
+@cli.command("worker")
+@click.argument("spec", metavar="MODULE:SERVICE")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 1024),
+    default=8,
+    show_default=True,
+    envvar="REQREP_CONCURRENCY",
+    help="Handler threads per process.",
+)
+@click.option(
+    "--prefetch",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Unacked requests per process  [default: concurrency]",
+)
+@click.option(
+    "--processes",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    envvar="REQREP_PROCESSES",
+    help="Worker processes sharing the queue.",
+)
+@click.option("--url", envvar="AMQP_URL", show_envvar=True, help="Broker URL.")
+@click.option(
+    "--queue-type",
+    type=click.Choice(QUEUE_TYPES),
+    default=None,
+    help="Request queue type  [default: $REQREP_QUEUE_TYPE or quorum]",
+)
+@click.option(
+    "--drain-timeout",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds to let in-flight calls finish on SIGTERM.",
+)
+@click.option("--parent-pid", type=int, default=None, hidden=True)
+def worker_command(
+    *,
+    spec: str,
+    concurrency: int,
+    prefetch: int | None,
+    processes: int,
+    url: str | None,
+    queue_type: str | None,
+    drain_timeout: float,
+    parent_pid: int | None,
+) -> None:
+    """Serve MODULE:SERVICE (e.g. worker.demo:service) until SIGTERM or SIGINT, then drain."""
+    service = load_service(spec)
+    try:
+        settings = Settings.from_env(url=url, queue_type=queue_type)
+    except ReqrepError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if processes > 1:
+        sys.exit(
+            _supervise(
+                spec=spec,
+                processes=processes,
+                settings=settings,
+                concurrency=concurrency,
+                prefetch=prefetch,
+                drain_timeout=drain_timeout,
+            )
+        )
+    worker = Worker(
+        service,
+        settings=settings,
+        concurrency=concurrency,
+        prefetch=prefetch,
+        drain_timeout=drain_timeout,
+    )
+    try:
+        sys.exit(worker.run(parent_pid=parent_pid))
+    except ReqrepError as exc:
+        click.echo(f"reqrep: {exc}", err=True)
+        sys.exit(exitcodes.for_error(exc))
+
+
+def _supervise(
+    *,
+    spec: str,
+    processes: int,
+    settings: Settings,
+    concurrency: int,
+    prefetch: int | None,
+    drain_timeout: float,
+) -> int:
+    argv = [
+        sys.executable,
+        "-m",
+        "worker",
+        "worker",
+        spec,
+        "--concurrency",
+        str(concurrency),
+        "--drain-timeout",
+        str(drain_timeout),
+        "--queue-type",
+        settings.queue_type,
+        "--parent-pid",
+        str(os.getpid()),
+    ]
+    if prefetch is not None:
+        argv += ["--prefetch", str(prefetch)]
+    # The URL travels in the environment, never in argv, where `ps` would show its password.
+    env = {**os.environ, "AMQP_URL": settings.url}
+    return Supervisor(argv, processes, env).run()
+
+
+cli.add_command(call_command)
+
+
+def main() -> None:
+    cli(prog_name="reqrep")

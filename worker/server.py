@@ -1,0 +1,251 @@
+"""Worker: serves one Service over one connection, with handlers on a bounded thread pool."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable
+from queue import SimpleQueue
+from types import FrameType, TracebackType
+
+from common import envelope, serialization
+from common.config import Settings
+from common.connection import State
+from common.errors import ConfigError, ReqrepError, SerializationError
+from worker.consumer import Consumer, ConsumerStats, Job
+from worker.service import Service
+
+__all__ = ["Worker"]
+
+log = logging.getLogger("reqrep.worker")
+
+
+class Worker:
+    """Consumes a service's request queue and answers each request.
+
+    Handlers run on ``concurrency`` pool threads, never on the I/O thread, so a long handler
+    cannot starve the connection's heartbeats. The broker sends at most ``prefetch`` (default:
+    ``concurrency``) unacknowledged requests to this worker, so N workers share one queue fairly.
+
+    Threads: ``start``, ``stop`` and ``wait`` run on a controlling thread; ``run`` on the main
+    thread (it installs signal handlers). Handlers run on pool threads ``reqrep-handler-N``;
+    every pika call happens on the Consumer's I/O thread.
+    """
+
+    def __init__(
+        self,
+        service: Service,
+        url: str | None = None,
+        *,
+        settings: Settings | None = None,
+        concurrency: int = 8,
+        prefetch: int | None = None,
+        drain_timeout: float = 30.0,
+    ) -> None:
+        if concurrency < 1:
+            raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
+        if prefetch is not None and prefetch < 1:
+            raise ConfigError(f"prefetch must be >= 1, got {prefetch}")
+        base = settings if settings is not None else Settings.from_env()
+        self.service = service
+        self.settings = base.replace(url=url)
+        self.concurrency = concurrency
+        self.prefetch = prefetch or concurrency
+        self.drain_timeout = drain_timeout
+        self._wake = threading.Event()  # a stop was asked for, or the connection ended
+        self._pool = _Pool(concurrency, self._run_job)
+        self._consumer = Consumer(
+            self.settings,
+            service,
+            prefetch=self.prefetch,
+            dispatch=self._pool.submit,
+            on_closed=self._wake.set,
+            name=f"reqrep-worker-{service.name}-{os.getpid()}",
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<Worker service={self.service.name!r} url={self.settings.redacted_url!r} "
+            f"concurrency={self.concurrency} state={self._consumer.state.value}>"
+        )
+
+    @property
+    def stats(self) -> ConsumerStats:
+        return self._consumer.stats
+
+    @property
+    def name(self) -> str:
+        """The connection name the broker shows for this worker (``connection_name``)."""
+        return self._consumer.name
+
+    @property
+    def queue(self) -> str:
+        return self._consumer.queue
+
+    def start(self) -> Worker:
+        """Connect, declare the request queue and start consuming; BrokerUnreachable if not."""
+        self._pool.start()
+        try:
+            self._consumer.start()
+        except BaseException:
+            self._pool.shutdown()
+            raise
+        log.info(
+            "worker ready: service=%s queue=%s concurrency=%d prefetch=%d url=%s",
+            self.service.name,
+            self.queue,
+            self.concurrency,
+            self.prefetch,
+            self.settings.redacted_url,
+        )
+        return self
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Drain and close: stop consuming, let in-flight handlers finish and their replies be
+        confirmed and acked, then close. Returns False if the drain timed out (what was still in
+        flight is redelivered by the broker to another worker)."""
+        timeout = self.drain_timeout if timeout is None else timeout
+        drained = False
+        if self._consumer.state is State.OPEN:
+            try:
+                self._consumer.drain()
+                drained = self._consumer.drained.wait(timeout)
+            except ReqrepError:
+                drained = False
+            if not drained:
+                log.warning(
+                    "drain did not finish within %gs; unacked requests are redelivered", timeout
+                )
+        self._consumer.stop()
+        self._pool.shutdown()
+        self._wake.set()
+        return drained
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until a stop was asked for or the connection ended; False on timeout."""
+        return self._wake.wait(timeout)
+
+    def run(self, *, parent_pid: int | None = None) -> int:
+        """Serve until SIGTERM/SIGINT (then drain) or until the connection is lost.
+
+        Main thread only. A second signal exits at once; the broker redelivers what was unacked.
+        With ``parent_pid``, also stop when that process goes away (a supervisor died).
+        Returns a process exit status: 0 after a clean drain.
+        """
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in _STOP_SIGNALS}
+        try:
+            self.start()
+            poll = 1.0 if parent_pid is not None else None
+            while not self._wake.wait(poll):
+                if parent_pid is not None and os.getppid() != parent_pid:
+                    log.warning("supervisor %s is gone: draining", parent_pid)
+                    break
+            if self._consumer.state is not State.OPEN:
+                self.stop(0)
+                return 1
+            return 0 if self.stop() else 1
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def __enter__(self) -> Worker:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self._wake.is_set():
+            log.warning("%s again: exiting now without draining", name)
+            os._exit(128 + signum)
+        log.info("%s: draining", name)
+        self._wake.set()
+
+    # -- pool threads -------------------------------------------------------------------------
+
+    def _run_job(self, job: Job) -> None:
+        try:
+            if self._consumer.draining:
+                self._consumer.requeue(job)  # not started yet: let another worker have it
+                return
+            self._consumer.reply(job, _execute(job))
+        except ReqrepError as exc:
+            log.warning(
+                "reply to %s not sent (%s); the broker will redeliver the request",
+                job.correlation_id,
+                exc,
+            )
+
+
+def _execute(job: Job) -> bytes:
+    """Run the handler; always return a reply body, success or error."""
+    try:
+        payload = serialization.loads(job.body)
+    except SerializationError as exc:
+        return envelope.error_body(envelope.ErrorInfo(envelope.BAD_REQUEST, "BadRequest", str(exc)))
+    try:
+        result = job.handler(payload)
+    except BaseException as exc:  # user code: every failure, even SystemExit, becomes a reply
+        log.warning(
+            "handler %r raised %s: %s",
+            job.method,
+            type(exc).__name__,
+            envelope.exception_text(exc),
+            exc_info=log.isEnabledFor(logging.DEBUG),
+        )
+        return envelope.error_body(envelope.ErrorInfo.from_exception(exc))
+    try:
+        return envelope.success_body(result)
+    except SerializationError as exc:
+        message = f"result of {job.method!r} is not JSON-serializable: {exc}"
+        return envelope.error_body(
+            envelope.ErrorInfo(envelope.HANDLER_ERROR, "SerializationError", message)
+        )
+
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class _Pool:
+    """A fixed set of daemon threads running jobs from one queue.
+
+    Daemon threads, unlike ThreadPoolExecutor's, let the process exit even if a handler never
+    returns; the broker then redelivers its request.
+
+    Threads: ``submit`` from the I/O thread; ``start``/``shutdown`` from the controlling thread.
+    """
+
+    def __init__(self, size: int, run: Callable[[Job], None]) -> None:
+        self._size = size
+        self._run = run
+        self._queue: SimpleQueue[Job | None] = SimpleQueue()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for i in range(self._size):
+            thread = threading.Thread(target=self._loop, name=f"reqrep-handler-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def submit(self, job: Job) -> None:
+        self._queue.put(job)
+
+    def shutdown(self) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+        self._threads.clear()
+
+    def _loop(self) -> None:
+        while (job := self._queue.get()) is not None:
+            try:
+                self._run(job)
+            except Exception:
+                log.exception("unexpected error running %s", job.method)

@@ -1,0 +1,80 @@
+"""Service: a named set of handlers, one per method.
+
+A Service is plain data: it knows nothing of connections. A ``Worker`` serves it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any, TypeVar, overload
+
+from common.errors import ConfigError
+
+__all__ = ["Handler", "Service"]
+
+Handler = Callable[[Any], Any]
+H = TypeVar("H", bound=Handler)
+
+# Names become part of AMQP queue names and short strings: keep them plain.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}")
+
+
+class Service:
+    """Handlers registered by method name.
+
+    Threads: register handlers before a Worker starts; afterwards the Service is read-only and
+    ``get`` may be called from any thread.
+    """
+
+    def __init__(self, name: str) -> None:
+        _check("service", name)
+        self.name = name
+        self._handlers: dict[str, Handler] = {}
+
+    def __repr__(self) -> str:
+        return f"<Service {self.name!r} methods={self.methods}>"
+
+    @property
+    def methods(self) -> list[str]:
+        return sorted(self._handlers)
+
+    @overload
+    def handler(self, name_or_fn: H) -> H: ...
+    @overload
+    def handler(self, name_or_fn: str | None = None) -> Callable[[H], H]: ...
+
+    def handler(self, name_or_fn: str | H | None = None) -> H | Callable[[H], H]:
+        """Register a handler: ``@service.handler`` or ``@service.handler("name")``.
+
+        A handler takes the decoded JSON payload and returns a JSON-able result; whatever it
+        raises goes back to the caller as a RemoteError with the exception's type and message.
+        """
+        if callable(name_or_fn):
+            self.add(name_or_fn.__name__, name_or_fn)
+            return name_or_fn
+
+        def register(fn: H) -> H:
+            self.add(name_or_fn or fn.__name__, fn)
+            return fn
+
+        return register
+
+    def add(self, method: str, fn: Handler) -> None:
+        """Register ``fn`` as the handler of ``method``."""
+        _check("method", method)
+        if not callable(fn):
+            raise ConfigError(f"handler for {method!r} is not callable: {fn!r}")
+        if method in self._handlers:
+            raise ConfigError(f"service {self.name!r} already has a handler for {method!r}")
+        self._handlers[method] = fn
+
+    def get(self, method: str) -> Handler | None:
+        return self._handlers.get(method)
+
+
+def _check(kind: str, name: object) -> None:
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ConfigError(
+            f"invalid {kind} name {name!r}: use 1-200 letters, digits, '_', '.', ':' or '-'"
+        )

@@ -1,0 +1,101 @@
+"""Run N worker processes under one command, forwarding stop signals to them.
+
+The children are competing consumers of one request queue, exactly like N containers. Each runs
+in its own session, so a Ctrl-C in the terminal reaches only the supervisor, which then asks
+every child to drain (SIGTERM) once. A child that exits while the supervisor is not stopping is
+restarted, with a growing delay if it keeps failing fast (e.g. the broker is down).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from types import FrameType
+
+__all__ = ["Supervisor"]
+
+log = logging.getLogger("reqrep.supervisor")
+
+_FAST_FAILURE = 5.0  # a child that dies sooner than this after starting counts as failing fast
+_MAX_DELAY = 30.0
+
+
+class Supervisor:
+    """Keeps ``count`` copies of ``argv`` running until told to stop.
+
+    Threads: main thread only (it installs signal handlers and reaps children).
+    """
+
+    def __init__(
+        self, argv: Sequence[str], count: int, env: Mapping[str, str] | None = None
+    ) -> None:
+        self._argv = list(argv)
+        self._count = count
+        self._env = dict(os.environ if env is None else env)
+        self._stopping = threading.Event()
+        self._children: dict[int, tuple[int, subprocess.Popen[bytes], float]] = {}  # pid -> slot
+        self._failures = [0] * count
+        self._codes: list[int] = []
+
+    def run(self) -> int:
+        """Start the children, supervise them, and return 0 if all drained cleanly."""
+        previous = {
+            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
+        }
+        try:
+            for slot in range(self._count):
+                self._spawn(slot)
+            while self._children:
+                pid, status = os.wait()
+                self._reaped(pid, os.waitstatus_to_exitcode(status))
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return 0 if self._codes and all(code == 0 for code in self._codes) else 1
+
+    def _spawn(self, slot: int) -> None:
+        proc = subprocess.Popen(self._argv, env=self._env, start_new_session=True)  # noqa: S603
+        self._children[proc.pid] = (slot, proc, time.monotonic())
+        log.info("started worker process %d (pid %d)", slot, proc.pid)
+
+    def _reaped(self, pid: int, code: int) -> None:
+        entry = self._children.pop(pid, None)
+        if entry is None:
+            return
+        slot, proc, started = entry
+        proc.returncode = code  # reaped by os.wait(); tell Popen so it does not wait again
+        if self._stopping.is_set():
+            log.info("worker process %d (pid %d) exited with %d", slot, pid, code)
+            self._codes.append(code)
+            return
+        fast = time.monotonic() - started < _FAST_FAILURE
+        self._failures[slot] = self._failures[slot] + 1 if fast else 0
+        delay = min(_MAX_DELAY, 0.5 * 2 ** self._failures[slot]) if fast else 0.0
+        log.warning(
+            "worker process %d (pid %d) exited with %d; restarting in %.1fs", slot, pid, code, delay
+        )
+        if not self._stopping.wait(delay):
+            self._spawn(slot)
+        else:
+            self._codes.append(code)
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        again = self._stopping.is_set()
+        self._stopping.set()
+        # A second signal is passed on too: a child that gets a second one exits at once.
+        log.info(
+            "%s: %s %d worker processes",
+            name,
+            "stopping" if not again else "forcing",
+            len(self._children),
+        )
+        for _slot, proc, _started in self._children.values():
+            with contextlib.suppress(ProcessLookupError):  # it exited meanwhile
+                proc.send_signal(signal.SIGTERM)
