@@ -10,10 +10,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
+from common import topology
 from common.errors import ConfigError
 
 __all__ = ["DEFAULT_URL", "QUEUE_TYPES", "Settings", "check_seconds", "redact_url"]
@@ -21,13 +22,29 @@ __all__ = ["DEFAULT_URL", "QUEUE_TYPES", "Settings", "check_seconds", "redact_ur
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 QUEUE_TYPES = ("quorum", "classic")
 
-_ENV_FIELDS: dict[str, tuple[str, type]] = {
+
+def _flag(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+_flag.__name__ = "boolean (1/0, true/false, yes/no, on/off)"
+
+_ENV_FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "url": ("AMQP_URL", str),
     "timeout": ("REQREP_TIMEOUT", float),
     "connect_timeout": ("REQREP_CONNECT_TIMEOUT", float),
     "heartbeat": ("REQREP_HEARTBEAT", int),
     "queue_prefix": ("REQREP_QUEUE_PREFIX", str),
     "queue_type": ("REQREP_QUEUE_TYPE", str),
+    "reconnect_max": ("REQREP_RECONNECT_MAX", float),
+    "max_message_bytes": ("REQREP_MAX_MESSAGE_BYTES", int),
+    "max_redeliveries": ("REQREP_MAX_REDELIVERIES", int),
+    "sign_replies": ("REQREP_SIGN_REPLIES", _flag),
 }
 
 
@@ -55,6 +72,11 @@ class Settings:
 
     ``url`` is an AMQP URL (``amqp://user:password@host:port/vhost``); ``timeout`` the default call
     timeout in seconds; ``queue_prefix`` + service name is a service's request queue.
+    ``reconnect_max`` caps the backoff between reconnection attempts; ``max_message_bytes`` bounds
+    request and reply bodies, checked on both sides; a request delivered more than
+    ``max_redeliveries`` times again (its worker died each time) is refused as poison.
+    ``sign_replies`` makes workers stamp replies with their broker user (``user_id``), which the
+    broker verifies, so requestors can accept replies from trusted users only.
     """
 
     url: str = dataclasses.field(default=DEFAULT_URL, repr=False)
@@ -63,6 +85,10 @@ class Settings:
     heartbeat: int = 30
     queue_prefix: str = "reqrep."
     queue_type: str = "quorum"
+    reconnect_max: float = 5.0
+    max_message_bytes: int = 4 * 1024 * 1024
+    max_redeliveries: int = 5
+    sign_replies: bool = False
 
     def __post_init__(self) -> None:
         _check_url(self.url)
@@ -74,6 +100,13 @@ class Settings:
             raise ConfigError(f"heartbeat must be >= 0 seconds, got {self.heartbeat!r}")
         if not isinstance(self.queue_prefix, str):
             raise ConfigError(f"queue_prefix must be a string, got {self.queue_prefix!r}")
+        check_seconds("reconnect_max", self.reconnect_max)
+        for name in ("max_message_bytes", "max_redeliveries"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
+        if not isinstance(self.sign_replies, bool):
+            raise ConfigError(f"sign_replies must be True or False, got {self.sign_replies!r}")
         if self.queue_type not in QUEUE_TYPES:
             raise ConfigError(f"queue_type must be one of {QUEUE_TYPES}, got {self.queue_type!r}")
 
@@ -82,6 +115,15 @@ class Settings:
             f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self) if f.repr
         )
         return f"Settings(url={self.redacted_url!r}, {fields})"
+
+    @property
+    def username(self) -> str:
+        """The broker user of the URL (guest when the URL names none, as pika assumes)."""
+        try:
+            user = urlsplit(self.url).username
+        except ValueError:
+            return ""
+        return unquote(user) if user else "guest"
 
     @property
     def redacted_url(self) -> str:
@@ -113,7 +155,7 @@ class Settings:
 
     def request_queue(self, service: str) -> str:
         """The name of ``service``'s request queue."""
-        return f"{self.queue_prefix}{service}"
+        return topology.request_queue(self.queue_prefix, service)
 
 
 def check_seconds(name: str, value: object) -> None:

@@ -16,6 +16,7 @@ __all__ = [
     "BAD_REQUEST",
     "HANDLER_ERROR",
     "METHOD_NOT_FOUND",
+    "POISON_REQUEST",
     "REPLY_TYPE",
     "ErrorInfo",
     "check_request",
@@ -28,6 +29,7 @@ __all__ = [
 HANDLER_ERROR = "handler_error"
 METHOD_NOT_FOUND = "method_not_found"
 BAD_REQUEST = "bad_request"
+POISON_REQUEST = "poison_request"
 REPLY_TYPE = "reply"
 
 # Error text crosses the wire; a handler that raises with a megabyte message must not make a
@@ -88,10 +90,12 @@ def decode_reply(body: bytes) -> Any:
     raise RemoteError.from_wire(error)
 
 
-def check_request(method: str | None, content_type: str | None) -> ErrorInfo | None:
+def check_request(method: object, content_type: object) -> ErrorInfo | None:
     """Why a request cannot be served, judged from its properties; None if it can."""
     if not method:
         return ErrorInfo(BAD_REQUEST, "BadRequest", "request has no method (AMQP 'type' property)")
+    if not isinstance(method, str):
+        return ErrorInfo(BAD_REQUEST, "BadRequest", "the method (AMQP 'type') is not UTF-8")
     if not serialization.is_json_content_type(content_type):
         return ErrorInfo(
             BAD_REQUEST,

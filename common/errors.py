@@ -13,9 +13,11 @@
         ├── CallTimeout              no reply before the deadline       (also TimeoutError)
         ├── NoSuchService            no request queue for the service (AMQP 312 NO_ROUTE)
         ├── PublishRejected          the broker refused the request (nack)
+        ├── MessageTooLarge          a body exceeds max_message_bytes     (also ValueError)
         └── RemoteError              the worker answered with an error reply
             ├── MethodNotFound       the service has no such method
-            └── BadRequest           the worker could not read the request
+            ├── BadRequest           the worker could not read the request
+            └── PoisonRequest        the request killed its worker on every delivery
 
 On the wire an error is data (``code``, ``type``, ``message``, ``details``);
 ``RemoteError.from_wire`` turns it back into the matching class here. No exception object is
@@ -34,8 +36,10 @@ __all__ = [
     "ClosedError",
     "ConfigError",
     "ConnectionLost",
+    "MessageTooLarge",
     "MethodNotFound",
     "NoSuchService",
+    "PoisonRequest",
     "PublishRejected",
     "RemoteError",
     "ReqrepConnectionError",
@@ -92,6 +96,10 @@ class PublishRejected(CallError):
     """The broker negatively acknowledged the request (e.g. a queue length limit)."""
 
 
+class MessageTooLarge(CallError, ValueError):
+    """A request or reply body is larger than ``max_message_bytes``."""
+
+
 class RemoteError(CallError):
     """The worker answered with an error.
 
@@ -141,6 +149,13 @@ class BadRequest(RemoteError):
     code = "bad_request"
 
 
+class PoisonRequest(RemoteError):
+    """The request was delivered ``max_redeliveries`` + 1 times and its worker died each time;
+    it was dead-lettered instead of being run again."""
+
+    code = "poison_request"
+
+
 _BY_CODE: dict[str, type[RemoteError]] = {
-    cls.code: cls for cls in (RemoteError, MethodNotFound, BadRequest)
+    cls.code: cls for cls in (RemoteError, MethodNotFound, BadRequest, PoisonRequest)
 }

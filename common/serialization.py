@@ -7,6 +7,7 @@ touching callers, and so that every failure is a ``SerializationError``.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from common.errors import SerializationError
@@ -22,9 +23,16 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-# Python's decoder accepts NaN and Infinity by default; they are not JSON and other languages'
-# parsers reject them, so neither side of the wire may use them.
-_decoder = json.JSONDecoder(parse_constant=_refuse_constant)
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text} is too large for a double")
+    return value
+
+
+# Python's decoder accepts NaN and Infinity by default, and reads 1e400 as infinity; none is
+# JSON that other languages' parsers accept, so neither side of the wire may use them.
+_decoder = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
 
 
 def dumps(value: Any) -> bytes:
@@ -44,8 +52,11 @@ def loads(body: bytes) -> Any:
         raise SerializationError(f"body is not UTF-8 JSON: {exc}") from exc
 
 
-def is_json_content_type(content_type: str | None) -> bool:
-    """True for ``application/json``, with or without parameters such as a charset."""
-    if not content_type:
+def is_json_content_type(content_type: object) -> bool:
+    """True for ``application/json``, with or without parameters such as a charset.
+
+    Anything but a ``str`` is not (pika hands over a property that is not UTF-8 as bytes).
+    """
+    if not isinstance(content_type, str) or not content_type:
         return False
     return content_type.split(";", 1)[0].strip().lower() == CONTENT_TYPE

@@ -5,11 +5,19 @@ requests with ``mandatory=True`` on a channel in confirm mode. Why both: a reque
 does not exist is otherwise dropped by the broker without a word, and the caller would wait out
 its whole timeout. With ``mandatory`` the broker returns it (312 NO_ROUTE) and the call fails at
 once with NoSuchService; confirms add a nack for requests the broker accepted but could not keep.
+
+When the connection drops, the callback queue dies with it (it is exclusive), so no reply to a
+request already sent can arrive any more: those calls fail at once with ConnectionLost, except
+calls marked retryable, which are sent again after the reconnection with the same idempotency key
+and a ``reply_to`` naming the new callback queue. Calls made while reconnecting wait, within their
+own deadline, and go out once the connection is back.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import time
 from collections import OrderedDict
 from typing import Any
@@ -18,17 +26,40 @@ import pika
 
 from common.config import Settings
 from common.connection import ConnectionThread
-from common.errors import ConnectionLost, NoSuchService, PublishRejected, ReqrepError
+from common.errors import (
+    CallTimeout,
+    ConnectionLost,
+    MessageTooLarge,
+    NoSuchService,
+    PublishRejected,
+    ReqrepError,
+)
 from common.serialization import CONTENT_TYPE
 from requestor.reply_handler import ReplyHandler
 
-__all__ = ["RequestorIO"]
+__all__ = ["DEADLINE_HEADER", "OutgoingRequest", "RequestorIO"]
 
 log = logging.getLogger("reqrep.requestor")
 
 # How often the I/O thread fails calls whose deadline passed. Blocking calls wait with their own
 # exact timeout; this bounds how late an async call's future learns of its timeout.
 SWEEP_INTERVAL = 0.1
+DEADLINE_HEADER = "x-deadline"  # absolute deadline, Unix time in milliseconds
+
+
+@dataclasses.dataclass
+class OutgoingRequest:
+    """A request as the I/O thread publishes it (and, if retryable, publishes it again)."""
+
+    service: str
+    queue: str
+    method: str
+    correlation_id: str
+    message_id: str
+    body: bytes
+    deadline: float  # time.monotonic() seconds
+    deadline_ms: int  # Unix time in milliseconds, for the worker
+    retries: int  # resends still allowed after a lost connection
 
 
 class RequestorIO(ConnectionThread):
@@ -38,27 +69,38 @@ class RequestorIO(ConnectionThread):
     runs on the I/O thread this object owns.
     """
 
-    def __init__(self, settings: Settings, replies: ReplyHandler, *, name: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        replies: ReplyHandler,
+        *,
+        name: str,
+        trusted_repliers: frozenset[str] | None = None,
+    ) -> None:
         super().__init__(settings, name=name)
         self._replies = replies
+        self._trusted = trusted_repliers
         self._reply_queue = ""
         self._published = 0  # publish sequence number == confirm delivery tag
         self._unconfirmed: OrderedDict[int, str] = OrderedDict()  # tag -> correlation id
+        self._held: dict[str, OutgoingRequest] = {}  # waiting for a connection
+        self._retryable: dict[str, OutgoingRequest] = {}  # sent; may be sent again
         self._services: dict[str, str] = {}  # request queue -> service, for NoSuchService
+        self.resent = 0
 
     @property
     def reply_queue(self) -> str:
         return self._reply_queue
 
-    def publish(
-        self, service: str, queue: str, method: str, correlation_id: str, body: bytes
-    ) -> None:
-        """Queue a request for publishing (any thread); raises if the connection is not open."""
-        self.submit(lambda: self._publish(service, queue, method, correlation_id, body))
+    def publish(self, request: OutgoingRequest) -> None:
+        """Queue a request for publishing (any thread); raises ClosedError once closed."""
+        self.submit(lambda: self._publish(request))
 
     # -- I/O thread ---------------------------------------------------------------------------
 
     def _setup(self, channel: Any) -> None:
+        self._published = 0
+        self._unconfirmed.clear()
         channel.add_on_return_callback(self._on_return)
         channel.confirm_delivery(self._on_confirm, callback=lambda _frame: self._declare())
 
@@ -78,52 +120,79 @@ class RequestorIO(ConnectionThread):
         )
 
     def _on_consuming(self) -> None:
-        self.call_later(SWEEP_INTERVAL, self._sweep)
+        if self.generation == 1:
+            self.call_later(SWEEP_INTERVAL, self._sweep)
         self._ready()
 
-    def _publish(
-        self, service: str, queue: str, method: str, correlation_id: str, body: bytes
-    ) -> None:
+    def _on_recovered(self) -> None:
+        held, self._held = self._held, {}
+        for request in held.values():
+            if self._replies.is_pending(request.correlation_id):
+                self._publish(request)
+
+    def _publish(self, request: OutgoingRequest) -> None:
+        cid = request.correlation_id
+        if not self.is_open:
+            self._held[cid] = request
+            return
+        left_ms = math.ceil((request.deadline - time.monotonic()) * 1000)
+        if left_ms <= 0:
+            return  # the sweep fails it with CallTimeout
         properties = pika.BasicProperties(
             content_type=CONTENT_TYPE,
-            correlation_id=correlation_id,
+            correlation_id=cid,
             reply_to=self._reply_queue,
-            type=method,
-            message_id=correlation_id,
+            type=request.method,
+            message_id=request.message_id,
             delivery_mode=2,
+            expiration=str(left_ms),
+            headers={DEADLINE_HEADER: request.deadline_ms},
         )
-        self._services[queue] = service
         try:
-            self.channel.basic_publish("", queue, body, properties, mandatory=True)
-        except Exception as exc:  # noqa: BLE001 - pika raises several types once the channel closes
-            self._replies.fail(correlation_id, ConnectionLost(f"could not publish: {exc!r}"))
+            self.channel.basic_publish("", request.queue, request.body, properties, mandatory=True)
+        except Exception:  # noqa: BLE001 - pika raises several types once the channel closes
+            self._held[cid] = request  # never sent: send it after the reconnection
             return
         self._published += 1
-        self._unconfirmed[self._published] = correlation_id
+        self._unconfirmed[self._published] = cid
+        self._services[request.queue] = request.service
+        if request.retries > 0:
+            self._retryable[cid] = request
 
     def _on_reply(self, _channel: Any, _deliver: Any, properties: Any, body: bytes) -> None:
-        self._replies.resolve(properties.correlation_id, body)
+        if self._trusted is not None and properties.user_id not in self._trusted:
+            self._replies.discard_untrusted(properties.correlation_id, properties.user_id)
+            return
+        cid = properties.correlation_id
+        if cid:
+            self._retryable.pop(cid, None)
+        if len(body) > self._settings.max_message_bytes:
+            self._replies.fail(
+                cid or "",
+                MessageTooLarge(
+                    f"reply of {len(body)} bytes exceeds max_message_bytes="
+                    f"{self._settings.max_message_bytes}"
+                ),
+            )
+            return
+        self._replies.resolve(cid, body)
 
     def _on_return(self, _channel: Any, method: Any, properties: Any, _body: bytes) -> None:
-        queue = method.routing_key
-        service = self._services.get(queue, queue)
-        log.debug(
-            "request %s returned: %s %s",
-            properties.correlation_id,
-            method.reply_code,
-            method.reply_text,
-        )
-        if properties.correlation_id:
-            self._replies.fail(properties.correlation_id, NoSuchService(service))
+        cid = properties.correlation_id
+        log.debug("request %s returned: %s %s", cid, method.reply_code, method.reply_text)
+        if cid:
+            self._retryable.pop(cid, None)
+            service = self._services.get(method.routing_key, method.routing_key)
+            self._replies.fail(cid, NoSuchService(service))
 
     def _on_confirm(self, frame: Any) -> None:
         method = frame.method
-        nacked = isinstance(method, pika.spec.Basic.Nack)
-        for correlation_id in self._settle(method.delivery_tag, method.multiple):
-            if nacked:
-                self._replies.fail(
-                    correlation_id, PublishRejected("the broker refused the request (nack)")
-                )
+        if not isinstance(method, pika.spec.Basic.Nack):
+            self._settle(method.delivery_tag, method.multiple)
+            return
+        for cid in self._settle(method.delivery_tag, method.multiple):
+            self._retryable.pop(cid, None)
+            self._replies.fail(cid, PublishRejected("the broker refused the request (nack)"))
 
     def _settle(self, tag: int, multiple: bool) -> list[str]:
         if not multiple:
@@ -138,10 +207,34 @@ class RequestorIO(ConnectionThread):
         return settled
 
     def _sweep(self) -> None:
-        self._replies.expire_due(time.monotonic())
+        now = time.monotonic()
+        for cid in [c for c, r in self._held.items() if r.deadline <= now]:
+            request = self._held.pop(cid)
+            self._replies.fail(
+                cid,
+                CallTimeout(
+                    f"no reply from {request.service}.{request.method}: the broker connection "
+                    "was down until the call's deadline"
+                ),
+            )
+        for cid in [c for c, r in self._retryable.items() if r.deadline <= now]:
+            del self._retryable[cid]
+        self._replies.expire_due(now)
         self.call_later(SWEEP_INTERVAL, self._sweep)
 
     def _on_lost(self, error: ReqrepError) -> None:
-        failed = self._replies.fail_all(error)
+        """Fail calls whose replies can no longer arrive; keep the ones that may be resent."""
+        for cid, request in self._retryable.items():
+            if request.retries > 0 and self._replies.is_pending(cid):
+                request.retries -= 1
+                self._held[cid] = request
+                self.resent += 1
+        self._retryable.clear()
+        lost = ConnectionLost(f"{error} (the request may or may not have been run)")
+        failed = self._replies.fail_all(lost, keep=self._held)
         if failed:
             log.warning("%d pending calls failed: %s", failed, error)
+
+    def _on_closed(self) -> None:
+        self._held.clear()
+        self._retryable.clear()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import itertools
 import os
 import threading
 import time
+from collections.abc import Collection
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from types import TracebackType
@@ -14,8 +16,8 @@ from typing import Any
 
 from common import serialization
 from common.config import Settings, check_seconds
-from common.errors import ClosedError, ConfigError
-from requestor._io import RequestorIO
+from common.errors import ClosedError, ConfigError, MessageTooLarge
+from requestor._io import OutgoingRequest, RequestorIO
 from requestor.reply_handler import ReplyHandler, ReplyStats, timeout_error
 
 __all__ = ["Requestor"]
@@ -36,12 +38,18 @@ class Requestor:
     Many calls can be in flight at once over one connection: each caller thread blocks only on
     its own future. Every call has a finite timeout (``timeout`` here, or per call).
 
+    Any connection in the vhost can publish into the callback queue. With ``trusted_repliers``
+    (broker user names; workers run with ``sign_replies``), only replies whose broker-verified
+    ``user_id`` is one of them are accepted; others are discarded and counted.
+
     Threads: ``call``, ``call_async``, ``open``, ``close`` and ``stats`` may be called from any
     thread. Callers only register a future and queue a publish; every pika object lives on the
     one I/O thread this Requestor owns.
 
-    If the connection is lost, pending calls fail at once with ConnectionLost and later calls
-    raise it too, until ``open()`` connects again. After ``close()`` every call raises ClosedError.
+    If the connection drops, calls whose requests were sent fail at once with ConnectionLost
+    (unless marked retryable), and the requestor reconnects by itself; calls made meanwhile are
+    sent once it is back, within their own deadline. After ``close()`` every call raises
+    ClosedError.
     """
 
     def __init__(
@@ -51,10 +59,12 @@ class Requestor:
         service: str | None = None,
         timeout: float | None = None,
         settings: Settings | None = None,
+        trusted_repliers: Collection[str] | None = None,
     ) -> None:
         base = settings if settings is not None else Settings.from_env()
         self._settings = base.replace(url=url, timeout=timeout)
         self._service = service
+        self._trusted = None if trusted_repliers is None else frozenset(trusted_repliers)
         self._replies = ReplyHandler()
         self._lock = threading.Lock()
         self._state = _State.NEW
@@ -72,18 +82,33 @@ class Requestor:
         return self._settings
 
     @property
+    def reply_queue(self) -> str:
+        """The current callback queue (it changes when the connection is re-established)."""
+        return self._io.reply_queue if self._io is not None else ""
+
+    @property
+    def reconnects(self) -> int:
+        """How many times the connection was re-established."""
+        return self._io.reconnects if self._io is not None else 0
+
+    @property
     def name(self) -> str:
         """The connection name the broker shows for this requestor (``connection_name``)."""
         return self._name
 
     def open(self) -> Requestor:
-        """Connect (or reconnect after a lost connection); BrokerUnreachable if it cannot."""
+        """Connect, retrying for up to ``connect_timeout``; BrokerUnreachable if it cannot.
+
+        Once open, a dropped connection is re-established automatically.
+        """
         with self._lock:
             if self._state is _State.CLOSED:
                 raise ClosedError("requestor is closed")
-            if self._io is not None and self._io.error is None:
+            if self._io is not None:
                 return self
-            io = RequestorIO(self._settings, self._replies, name=self._name)
+            io = RequestorIO(
+                self._settings, self._replies, name=self._name, trusted_repliers=self._trusted
+            )
             io.start()
             self._io = io
             self._state = _State.OPEN
@@ -116,18 +141,35 @@ class Requestor:
         *,
         service: str | None = None,
         timeout: float | None = None,
+        idempotent: bool = False,
+        retries: int | None = None,
+        idempotency_key: str | None = None,
     ) -> Any:
         """Call ``method`` of ``service`` and wait for its result.
 
-        Raises CallTimeout, RemoteError (MethodNotFound, BadRequest), NoSuchService,
-        ConnectionLost, BrokerUnreachable, ClosedError, SerializationError or ConfigError.
+        A call whose request was sent when the connection dropped fails at once with
+        ConnectionLost, unless it is safe to send again: ``idempotent=True`` (resend as often as
+        the deadline allows) or ``retries=N`` (at most N resends). A resent request keeps its
+        idempotency key (``idempotency_key``, by default a fresh random id per call), so a worker
+        that already ran it answers from its cache instead of running it twice.
+
+        Raises CallTimeout, RemoteError (MethodNotFound, BadRequest, PoisonRequest),
+        NoSuchService, ConnectionLost, BrokerUnreachable, ClosedError, MessageTooLarge,
+        SerializationError or ConfigError.
         """
-        future, seconds, what, correlation_id = self._send(method, payload, service, timeout)
+        future, call = self._send(
+            method,
+            payload=payload,
+            service=service,
+            timeout=timeout,
+            retries=_retries(idempotent, retries),
+            idempotency_key=idempotency_key,
+        )
         try:
-            return future.result(seconds)
+            return future.result(call.timeout)
         except FutureTimeout:
-            self._replies.forget(correlation_id)
-            raise timeout_error(what, seconds) from None
+            self._replies.forget(call.correlation_id)
+            raise timeout_error(call.what, call.timeout) from None
 
     def call_async(
         self,
@@ -136,37 +178,74 @@ class Requestor:
         *,
         service: str | None = None,
         timeout: float | None = None,
+        idempotent: bool = False,
+        retries: int | None = None,
+        idempotency_key: str | None = None,
     ) -> Future[Any]:
         """Start a call; the future completes with its result or a typed error, by its timeout.
 
-        The future cannot be cancelled; wait with ``future.result()``.
+        The options are those of ``call``. The future cannot be cancelled.
         """
-        return self._send(method, payload, service, timeout)[0]
+        future, _call = self._send(
+            method,
+            payload=payload,
+            service=service,
+            timeout=timeout,
+            retries=_retries(idempotent, retries),
+            idempotency_key=idempotency_key,
+        )
+        return future
 
     def stats(self) -> ReplyStats:
         """Counters: pending calls, replies resolved, late and unknown replies discarded."""
         return self._replies.stats()
 
     def _send(
-        self, method: str, payload: Any, service: str | None, timeout: float | None
-    ) -> tuple[Future[Any], float, str, str]:
+        self,
+        method: str,
+        *,
+        payload: Any,
+        service: str | None,
+        timeout: float | None,
+        retries: int,
+        idempotency_key: str | None,
+    ) -> tuple[Future[Any], _Call]:
         service = _check_name("service", service or self._service)
         method = _check_name("method", method)
         seconds = self._settings.timeout if timeout is None else timeout
         check_seconds("timeout", seconds)
         body = serialization.dumps(payload)
+        if len(body) > self._settings.max_message_bytes:
+            raise MessageTooLarge(
+                f"request of {len(body)} bytes exceeds max_message_bytes="
+                f"{self._settings.max_message_bytes}"
+            )
         io = self._live_io()
         correlation_id = os.urandom(16).hex()
-        what = f"{service}.{method}"
+        if idempotency_key is not None:
+            _check_name("idempotency_key", idempotency_key)
+        call = _Call(correlation_id, f"{service}.{method}", seconds)
+        deadline = time.monotonic() + seconds
         future = self._replies.expect(
-            correlation_id, deadline=time.monotonic() + seconds, timeout=seconds, what=what
+            correlation_id, deadline=deadline, timeout=seconds, what=call.what
+        )
+        request = OutgoingRequest(
+            service=service,
+            queue=self._settings.request_queue(service),
+            method=method,
+            correlation_id=correlation_id,
+            message_id=idempotency_key or correlation_id,
+            body=body,
+            deadline=deadline,
+            deadline_ms=int((time.time() + seconds) * 1000),
+            retries=retries,
         )
         try:
-            io.publish(service, self._settings.request_queue(service), method, correlation_id, body)
+            io.publish(request)
         except BaseException:
             self._replies.forget(correlation_id)
             raise
-        return future, seconds, what, correlation_id
+        return future, call
 
     def _live_io(self) -> RequestorIO:
         if self._io is None and self._state is _State.NEW:
@@ -174,9 +253,26 @@ class Requestor:
         io = self._io
         if io is None:
             raise ClosedError("requestor is closed")
-        if io.error is not None:
-            raise type(io.error)(f"{io.error} [call open() to reconnect]")
         return io
+
+
+@dataclasses.dataclass(frozen=True)
+class _Call:
+    correlation_id: str
+    what: str  # "service.method"
+    timeout: float
+
+
+# "As often as the deadline allows": each resend needs a reconnection, so this is never reached.
+_UNBOUNDED_RETRIES = 1_000_000
+
+
+def _retries(idempotent: bool, retries: int | None) -> int:
+    if retries is None:
+        return _UNBOUNDED_RETRIES if idempotent else 0
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ConfigError(f"retries must be a whole number >= 0, got {retries!r}")
+    return retries
 
 
 def _check_name(kind: str, value: object) -> str:

@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Container
 from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
@@ -33,6 +34,7 @@ class ReplyStats:
     resolved: int
     late: int
     unknown: int
+    untrusted: int = 0  # from a broker user not in the requestor's trusted_repliers
 
 
 @dataclasses.dataclass
@@ -59,6 +61,7 @@ class ReplyHandler:
         self._resolved = 0
         self._late = 0
         self._unknown = 0
+        self._untrusted = 0
 
     def expect(
         self, correlation_id: str, *, deadline: float, timeout: float, what: str
@@ -114,13 +117,28 @@ class ReplyHandler:
         _complete(entry.future, error=error)
         return True
 
-    def fail_all(self, error: ReqrepError) -> int:
-        """Complete every pending call with ``error`` (the connection is gone)."""
+    def fail_all(self, error: ReqrepError, *, keep: Container[str] = ()) -> int:
+        """Complete every pending call with ``error``, except those in ``keep``."""
         with self._lock:
-            entries, self._pending = self._pending, {}
-        for entry in entries.values():
+            if keep:
+                failed = {c: e for c, e in self._pending.items() if c not in keep}
+                for cid in failed:
+                    del self._pending[cid]
+            else:
+                failed, self._pending = self._pending, {}
+        for entry in failed.values():
             _complete(entry.future, error=error)
-        return len(entries)
+        return len(failed)
+
+    def discard_untrusted(self, correlation_id: str | None, user_id: str | None) -> None:
+        """A reply from a user we do not trust: ignored; the call keeps waiting."""
+        with self._lock:
+            self._untrusted += 1
+        log.warning("discarded reply %r from untrusted user %r", correlation_id, user_id)
+
+    def is_pending(self, correlation_id: str) -> bool:
+        with self._lock:
+            return correlation_id in self._pending
 
     def expire_due(self, now: float) -> int:
         """Fail calls whose deadline has passed with CallTimeout."""
@@ -135,7 +153,9 @@ class ReplyHandler:
 
     def stats(self) -> ReplyStats:
         with self._lock:
-            return ReplyStats(len(self._pending), self._resolved, self._late, self._unknown)
+            return ReplyStats(
+                len(self._pending), self._resolved, self._late, self._unknown, self._untrusted
+            )
 
     def _remember_finished(self, correlation_id: str) -> None:
         self._finished[correlation_id] = None

@@ -73,10 +73,11 @@ def admin(amqp_url: str) -> Iterator[Admin]:
 
 @pytest.fixture
 def prefix(admin: Admin) -> Iterator[str]:
-    """A private queue prefix; its ``demo`` queue is deleted after the test."""
+    """A private queue prefix; its ``demo`` queues and dead-letter exchange go after the test."""
     value = f"test-{uuid.uuid4().hex[:10]}."
     yield value
-    admin.delete_queue(f"{value}demo")
+    admin.delete_service_queues(value, "demo")
+    admin.delete_exchange(f"{value}dlx")
 
 
 @pytest.fixture
@@ -90,4 +91,4 @@ def service_name(admin: Admin, prefix: str) -> Iterator[str]:
     """A fresh service name; its request queue is deleted after the test."""
     name = f"svc{uuid.uuid4().hex[:8]}"
     yield name
-    admin.delete_queue(f"{prefix}{name}")
+    admin.delete_service_queues(prefix, name)

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import pika
 import pika.exceptions
@@ -52,6 +52,16 @@ class Admin:
             self.channel = self._open_channel()
         return self.channel
 
+    def _do(self, fn: Callable[[Any], Any]) -> Any:
+        """Run ``fn(channel)``; once more on a fresh connection if the broker dropped ours
+        (a test may have restarted it)."""
+        try:
+            return fn(self._chan())
+        except pika.exceptions.AMQPConnectionError:
+            self._connection = pika.BlockingConnection(pika.URLParameters(self.url))
+            self.channel = self._open_channel()
+            return fn(self.channel)
+
     def queue_exists(self, name: str) -> bool:
         try:
             self._chan().queue_declare(name, passive=True)
@@ -66,10 +76,62 @@ class Admin:
         return int(self._chan().queue_declare(name, passive=True).method.message_count)
 
     def delete_queue(self, name: str) -> None:
-        self._chan().queue_delete(name)
+        self._do(lambda channel: channel.queue_delete(name))
+
+    def delete_service_queues(self, prefix: str, service: str) -> None:
+        """A service's request queue and dead-letter queue."""
+        self.delete_queue(f"{prefix}{service}")
+        self.delete_queue(f"{prefix}{service}.dead")
+
+    def delete_exchange(self, name: str) -> None:
+        self._do(lambda channel: channel.exchange_delete(name))
 
     def publish(self, queue: str, body: bytes, properties: pika.BasicProperties) -> None:
         self._chan().basic_publish("", queue, body, properties)
+
+
+_Q = TypeVar("_Q", bound="BareReplyQueue")
+
+
+class BareReplyQueue:
+    """A bare-pika connection with an exclusive, server-named queue to receive replies on.
+
+    Subclasses say what to do with each reply in ``_on_reply``. One thread only.
+    """
+
+    def __init__(self, url: str, *, confirm: bool = False) -> None:
+        self.connection = pika.BlockingConnection(pika.URLParameters(url))
+        try:
+            self.channel = self.connection.channel()
+            if confirm:
+                self.channel.confirm_delivery()
+            self.queue: str = self.channel.queue_declare("", exclusive=True).method.queue
+            self.channel.basic_consume(self.queue, self._on_reply, auto_ack=True)
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self: _Q) -> _Q:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.connection.is_open:
+            self.connection.close()
+
+    def pump(self, seconds: float) -> None:
+        """Let pika deliver what has arrived, for up to ``seconds``."""
+        self.connection.process_data_events(time_limit=seconds)
+
+    def _on_reply(self, _channel: Any, _deliver: Any, properties: Any, body: bytes) -> None:
+        raise NotImplementedError
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -153,7 +215,10 @@ class WorkerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(10)
-            raise
+            raise AssertionError(
+                f"worker {self.proc.pid} did not exit within {timeout}s of SIGTERM; log:\n"
+                + "".join(self.log)
+            ) from None
         finally:
             self._reader.join(5)
             if self.proc.stderr is not None:

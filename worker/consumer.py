@@ -4,6 +4,15 @@ A request is acknowledged only after the broker has confirmed its reply, so a wo
 between running a handler and replying leaves the request to be redelivered, never lost.
 Replies go out with ``mandatory=True``: a reply whose callback queue is gone (the requestor
 disconnected) comes back and is counted, instead of vanishing without a trace.
+
+Before a request reaches a handler thread it is judged here, cheaply and in this order:
+unanswerable (no ``reply_to``/``correlation_id``: rejected to the dead-letter queue); past its
+deadline (acked and counted, not run); poison (delivered too often: error reply, then rejected to
+the dead-letter queue); a duplicate of one answered or running here (answered from the cache, or
+when the running one finishes); too large, malformed or for an unknown method (error reply).
+
+Delivery tags belong to one channel. After a reconnection the broker redelivers whatever was
+unacknowledged, so results of requests from an older channel are only cached, never acked.
 """
 
 from __future__ import annotations
@@ -11,21 +20,26 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pika
 
-from common import envelope
+from common import envelope, topology
 from common.config import Settings
 from common.connection import ConnectionThread
 from common.errors import ReqrepError
 from common.serialization import CONTENT_TYPE
+from worker.dedupe import ReplyCache
 from worker.service import Handler, Service
 
 __all__ = ["Consumer", "ConsumerStats", "Job"]
 
 log = logging.getLogger("reqrep.worker")
+
+DEADLINE_HEADER = "x-deadline"
+DELIVERY_COUNT_HEADER = "x-delivery-count"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,11 +47,26 @@ class Job:
     """One request to run: what a handler thread needs, and what the reply needs."""
 
     tag: int
+    generation: int
     method: str
     correlation_id: str
     reply_to: str
+    message_id: str | None
     body: bytes
     handler: Handler
+    deadline_ms: int | None = None
+    redelivered: bool = False
+    delivery_count: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class _Waiter:
+    """A duplicate delivery waiting for the same key's running job."""
+
+    tag: int
+    generation: int
+    reply_to: str
+    correlation_id: str
 
 
 @dataclasses.dataclass
@@ -46,18 +75,21 @@ class ConsumerStats:
 
     received: int = 0
     replied: int = 0
-    rejected: int = 0  # unanswerable (no reply_to / correlation_id): rejected, not requeued
+    rejected: int = 0  # unanswerable (no reply_to / correlation_id): dead-lettered
     requeued: int = 0
+    expired: int = 0  # past their deadline on arrival: not run
+    poisoned: int = 0  # delivered too often: refused and dead-lettered
+    deduplicated: int = 0  # answered from the reply cache or by a running twin
+    stale: int = 0  # finished after their channel was lost: cached, not acked
     replies_returned: int = 0  # the requestor's callback queue no longer existed
 
 
 class Consumer(ConnectionThread):
     """Consumes one service's request queue.
 
-    Threads: ``reply``, ``requeue`` and ``drain`` may be called from any thread and only queue
+    Threads: ``reply`` and ``drain`` may be called from any thread and only queue
     work; ``dispatch`` and ``on_closed`` (given by the Worker) are called on the I/O thread and
-    must not block.
-    Everything else runs on the I/O thread.
+    must not block. Everything else runs on the I/O thread.
     """
 
     def __init__(
@@ -69,6 +101,7 @@ class Consumer(ConnectionThread):
         dispatch: Callable[[Job], None],
         on_closed: Callable[[], None],
         name: str,
+        cache: ReplyCache | None = None,
     ) -> None:
         super().__init__(settings, name=name)
         self.queue = settings.request_queue(service.name)
@@ -78,55 +111,96 @@ class Consumer(ConnectionThread):
         self._prefetch = prefetch
         self._dispatch = dispatch
         self._notify_closed = on_closed
+        self._cache = cache if cache is not None else ReplyCache()
         self._consumer_tag: str | None = None
         self._draining = False
-        self._unsettled: set[int] = set()  # request tags not yet acked, nacked or rejected
+        self._cancelled = False  # the broker confirmed our consumer is cancelled
+        self._unsettled: set[int] = set()  # this channel's request tags not yet settled
         self._published = 0
-        self._reply_for: dict[int, int] = {}  # reply confirm tag -> request tag
+        self._reply_for: dict[int, tuple[int, bool]] = {}  # reply tag -> (request tag, reject)
+        self._running: dict[str, list[_Waiter]] = {}  # idempotency key -> duplicates waiting
+        self._user_id = settings.username if settings.sign_replies else None
 
     @property
     def draining(self) -> bool:
         return self._draining
 
     def reply(self, job: Job, body: bytes) -> None:
-        """Publish ``body`` as the reply to ``job``, then ack it once confirmed."""
-        self.submit(lambda: self._publish_reply(job.tag, job.reply_to, job.correlation_id, body))
-
-    def requeue(self, job: Job) -> None:
-        """Give ``job`` back to the queue unrun (the worker is draining)."""
-        self.submit(lambda: self._settle(job.tag, requeue=True))
+        """Publish ``body`` as the reply to ``job`` (and its twins), then ack once confirmed."""
+        self.submit(lambda: self._complete_job(job, body))
 
     def drain(self) -> None:
-        """Stop taking requests; ``drained`` is set once every received one is settled."""
+        """Stop taking requests; ``drained`` is set once every received one is answered.
+
+        What was delivered before the broker confirmed the cancel is run, not requeued: it is
+        here already, and requeueing it could leave it waiting for a worker that is not there.
+        """
         self.submit(self._begin_drain)
 
-    # -- I/O thread ---------------------------------------------------------------------------
+    # -- I/O thread: set-up -------------------------------------------------------------------
 
     def _setup(self, channel: Any) -> None:
+        self._unsettled.clear()
+        self._reply_for.clear()
+        self._published = 0
         channel.add_on_return_callback(self._on_return)
-        channel.basic_qos(prefetch_count=self._prefetch, callback=lambda _f: self._confirm())
+        prefix, settings = self._settings.queue_prefix, self._settings
+        dlx, dlq = topology.dead_letter_exchange(prefix), topology.dead_letter_queue(self.queue)
+        steps: list[Callable[[Callable[[Any], None]], None]] = [
+            lambda done: channel.basic_qos(prefetch_count=self._prefetch, callback=done),
+            lambda done: channel.confirm_delivery(self._on_confirm, callback=done),
+            lambda done: channel.exchange_declare(
+                dlx, exchange_type="direct", durable=True, callback=done
+            ),
+            lambda done: channel.queue_declare(
+                dlq,
+                durable=True,
+                arguments=topology.dead_letter_queue_arguments(settings.queue_type),
+                callback=done,
+            ),
+            lambda done: channel.queue_bind(dlq, dlx, routing_key=dlq, callback=done),
+            lambda done: channel.queue_declare(
+                self.queue,
+                durable=True,
+                arguments=topology.request_queue_arguments(
+                    prefix=prefix,
+                    queue=self.queue,
+                    queue_type=settings.queue_type,
+                    max_redeliveries=settings.max_redeliveries,
+                ),
+                callback=done,
+            ),
+            self._consume,
+        ]
+        _chain(steps, self._after_setup)
 
-    def _confirm(self) -> None:
-        self.channel.confirm_delivery(self._on_confirm, callback=lambda _f: self._declare())
+    def _consume(self, done: Callable[[Any], None]) -> None:
+        if self._draining:  # reconnected while draining: take nothing new
+            done(None)
+            return
+        self._consumer_tag = self.channel.basic_consume(self.queue, self._on_request, callback=done)
 
-    def _declare(self) -> None:
-        self.channel.queue_declare(
-            queue=self.queue,
-            durable=True,
-            arguments={"x-queue-type": self._settings.queue_type},
-            callback=lambda _f: self._consume(),
-        )
+    def _after_setup(self) -> None:
+        self._ready()
 
-    def _consume(self) -> None:
-        self._consumer_tag = self.channel.basic_consume(
-            self.queue, self._on_request, callback=lambda _f: self._ready()
-        )
+    # -- I/O thread: requests -----------------------------------------------------------------
 
-    def _on_request(self, channel: Any, deliver: Any, props: Any, body: bytes) -> None:
-        tag = deliver.delivery_tag
+    def _on_request(self, _channel: Any, deliver: Any, props: Any, body: bytes) -> None:
+        tag, generation = deliver.delivery_tag, self.generation
         self.stats.received += 1
         self._unsettled.add(tag)
-        if not props.reply_to or not props.correlation_id:
+        try:
+            self._judge(tag, generation, deliver, props, body)
+        except Exception:
+            # Whatever a message holds, it must not take the connection down (pika would drop
+            # it, and the broker redeliver the message to do the same again).
+            log.exception("rejected request (tag %s) that could not be judged", tag)
+            self.stats.rejected += 1
+            self._settle(tag, generation, requeue=False)
+
+    def _judge(self, tag: int, generation: int, deliver: Any, props: Any, body: bytes) -> None:
+        log.debug("request %s: %r (tag %s)", props.correlation_id, props.type, tag)
+        if not isinstance(props.reply_to, str) or not props.reply_to or not props.correlation_id:
             log.warning(
                 "rejected request without %s (tag %s, type %r): it cannot be answered",
                 "reply_to" if not props.reply_to else "correlation_id",
@@ -134,24 +208,61 @@ class Consumer(ConnectionThread):
                 props.type,
             )
             self.stats.rejected += 1
-            self._settle(tag, requeue=False)
+            self._settle(tag, generation, requeue=False)
             return
-        if self._draining:
-            self._settle(tag, requeue=True)
+        headers = props.headers if isinstance(props.headers, dict) else {}
+        deadline_ms = _int_header(headers, DEADLINE_HEADER)
+        if deadline_ms is not None and time.time() * 1000 > deadline_ms:
+            self.stats.expired += 1  # its caller has given up: running it helps nobody
+            self._settle(tag, generation, ack=True)
             return
-        log.debug("request %s: %r (tag %s)", props.correlation_id, props.type, tag)
-        found = self._classify(props)
+        # The broker sets x-delivery-count on redeliveries; on a first delivery the header, if
+        # any, came from the publisher and proves nothing.
+        delivery_count = (
+            (_int_header(headers, DELIVERY_COUNT_HEADER) or 0) if deliver.redelivered else 0
+        )
+        if delivery_count > self._settings.max_redeliveries:
+            self._refuse_poison(tag, props, delivery_count)
+            return
+        key = props.message_id or None
+        if key is not None and self._answer_duplicate(key, tag, props):
+            return
+        found = self._classify(props, len(body))
         if isinstance(found, envelope.ErrorInfo):
-            body = envelope.error_body(found)
-            self._publish_reply(tag, props.reply_to, props.correlation_id, body)
+            self._publish_reply(
+                tag, props.reply_to, props.correlation_id, envelope.error_body(found)
+            )
             return
-        self._dispatch(Job(tag, props.type, props.correlation_id, props.reply_to, body, found))
+        if key is not None:
+            self._running[key] = []
+        self._dispatch(
+            Job(
+                tag,
+                generation,
+                props.type,
+                props.correlation_id,
+                props.reply_to,
+                key,
+                body,
+                found,
+                deadline_ms,
+                bool(deliver.redelivered),
+                delivery_count,
+            )
+        )
 
-    def _classify(self, props: Any) -> Handler | envelope.ErrorInfo:
+    def _classify(self, props: Any, size: int) -> Handler | envelope.ErrorInfo:
         """The handler for a request, or why it has none (answered at once, off the pool)."""
         problem = envelope.check_request(props.type, props.content_type)
         if problem is not None:
             return problem
+        limit = self._settings.max_message_bytes
+        if size > limit:
+            return envelope.ErrorInfo(
+                envelope.BAD_REQUEST,
+                "MessageTooLarge",
+                f"request body of {size} bytes exceeds max_message_bytes={limit}",
+            )
         handler = self._service.get(props.type)
         if handler is None:
             return envelope.ErrorInfo(
@@ -162,17 +273,78 @@ class Consumer(ConnectionThread):
             )
         return handler
 
-    def _publish_reply(self, tag: int, reply_to: str, correlation_id: str, body: bytes) -> None:
+    def _answer_duplicate(self, key: str, tag: int, props: Any) -> bool:
+        cached = self._cache.get(key)
+        if cached is not None:
+            self.stats.deduplicated += 1
+            self._publish_reply(tag, props.reply_to, props.correlation_id, cached)
+            return True
+        waiters = self._running.get(key)
+        if waiters is not None:
+            self.stats.deduplicated += 1
+            waiters.append(_Waiter(tag, self.generation, props.reply_to, props.correlation_id))
+            return True
+        return False
+
+    def _refuse_poison(self, tag: int, props: Any, delivery_count: int) -> None:
+        self.stats.poisoned += 1
+        log.error(
+            "poison request %s (%r) delivered %d times; its workers died each time: "
+            "refused and dead-lettered to %s",
+            props.correlation_id,
+            props.type,
+            delivery_count + 1,
+            topology.dead_letter_queue(self.queue),
+        )
+        error = envelope.ErrorInfo(
+            envelope.POISON_REQUEST,
+            "PoisonRequest",
+            f"the request was delivered {delivery_count + 1} times and its worker died each "
+            "time; it was dead-lettered instead of being run again",
+            {"delivery_count": delivery_count + 1},
+        )
+        body = envelope.error_body(error)
+        self._publish_reply(tag, props.reply_to, props.correlation_id, body, reject=True)
+
+    # -- I/O thread: replies and settling -----------------------------------------------------
+
+    def _complete_job(self, job: Job, body: bytes) -> None:
+        waiters: list[_Waiter] = []
+        if job.message_id is not None:
+            self._cache.put(job.message_id, body)
+            waiters = self._running.pop(job.message_id, [])
+        if job.generation == self.generation and self.is_open:
+            self._publish_reply(job.tag, job.reply_to, job.correlation_id, body)
+        else:
+            self.stats.stale += 1
+        for waiter in waiters:
+            if waiter.generation == self.generation:
+                self._publish_reply(waiter.tag, waiter.reply_to, waiter.correlation_id, body)
+
+    def _publish_reply(
+        self, tag: int, reply_to: str, correlation_id: str, body: bytes, *, reject: bool = False
+    ) -> None:
+        if not self.is_open:
+            return  # the channel is gone, and with it this delivery: the broker redelivers
         properties = pika.BasicProperties(
-            correlation_id=correlation_id, content_type=CONTENT_TYPE, type=envelope.REPLY_TYPE
+            correlation_id=correlation_id,
+            content_type=CONTENT_TYPE,
+            type=envelope.REPLY_TYPE,
+            # The broker refuses a user_id that is not the connection's own user (406): a
+            # requestor that trusts it knows which user sent the reply.
+            user_id=self._user_id,
         )
         try:
             self.channel.basic_publish("", reply_to, body, properties, mandatory=True)
-        except Exception:  # noqa: BLE001 - channel closing: the broker will redeliver the request
-            log.warning("could not publish reply %s; request will be redelivered", correlation_id)
+        except Exception:
+            if self.is_open:  # the channel is fine: this reply cannot be sent at all
+                log.exception("could not publish reply %r; request rejected", correlation_id)
+                self._settle(tag, self.generation, requeue=False)
+            else:  # the channel is going: the broker redelivers the request
+                log.warning("could not publish reply %r; it will be redelivered", correlation_id)
             return
         self._published += 1
-        self._reply_for[self._published] = tag
+        self._reply_for[self._published] = (tag, reject)
 
     def _on_confirm(self, frame: Any) -> None:
         method = frame.method
@@ -182,13 +354,15 @@ class Consumer(ConnectionThread):
         else:
             tags = [method.delivery_tag] if method.delivery_tag in self._reply_for else []
         for reply_tag in tags:
-            request_tag = self._reply_for.pop(reply_tag)
+            request_tag, reject = self._reply_for.pop(reply_tag)
             if nacked:  # the reply was not kept: let the request run again rather than lose it
                 log.warning("reply nacked by the broker; requeueing request %s", request_tag)
-                self._settle(request_tag, requeue=True)
+                self._settle(request_tag, self.generation, requeue=True)
+            elif reject:
+                self._settle(request_tag, self.generation, requeue=False)
             else:
                 self.stats.replied += 1
-                self._settle(request_tag, ack=True)
+                self._settle(request_tag, self.generation, ack=True)
 
     def _on_return(self, _channel: Any, method: Any, properties: Any, _body: bytes) -> None:
         self.stats.replies_returned += 1
@@ -200,9 +374,11 @@ class Consumer(ConnectionThread):
             method.routing_key,
         )
 
-    def _settle(self, tag: int, *, ack: bool = False, requeue: bool = False) -> None:
-        if tag not in self._unsettled:
-            return
+    def _settle(
+        self, tag: int, generation: int, *, ack: bool = False, requeue: bool = False
+    ) -> None:
+        if generation != self.generation or tag not in self._unsettled or not self.is_open:
+            return  # that delivery died with its channel
         self._unsettled.discard(tag)
         if ack:
             self.channel.basic_ack(tag)
@@ -217,19 +393,53 @@ class Consumer(ConnectionThread):
         if self._draining:
             return
         self._draining = True
-        if self._consumer_tag is not None:
-            self.channel.basic_cancel(self._consumer_tag)
         log.info("draining: %d requests in flight", len(self._unsettled))
+        if self.is_open and self._consumer_tag is not None:
+            # Deliveries sent before the broker saw the cancel arrive before its CancelOk.
+            self.channel.basic_cancel(self._consumer_tag, callback=self._on_cancelled)
+        else:
+            self._on_cancelled()
+
+    def _on_cancelled(self, _frame: Any = None) -> None:
+        self._cancelled = True
         self._check_drained()
 
     def _check_drained(self) -> None:
-        if self._draining and not self._unsettled:
+        if self._draining and self._cancelled and not self._unsettled:
             self.drained.set()
+
+    def _on_lost(self, error: ReqrepError) -> None:
+        if self._unsettled:
+            log.warning(
+                "%d requests in flight on the lost channel will be redelivered",
+                len(self._unsettled),
+            )
+        self._unsettled.clear()
+        self._reply_for.clear()
+        if self._draining:
+            self._cancelled = True  # the consumer died with the channel
+        self._check_drained()
 
     def _on_closed(self) -> None:
         self._notify_closed()
 
-    def _on_lost(self, error: ReqrepError) -> None:
-        log.error(
-            "worker connection lost with %d requests in flight: %s", len(self._unsettled), error
-        )
+
+def _chain(steps: list[Callable[[Callable[[Any], None]], None]], then: Callable[[], None]) -> None:
+    """Run asynchronous pika steps one after another; each gets the callback that starts the
+    next (pika calls it with the reply frame, which we ignore)."""
+    if not steps:
+        then()
+        return
+    first, rest = steps[0], steps[1:]
+
+    def next_step(_frame: Any = None) -> None:
+        _chain(rest, then)
+
+    first(next_step)
+
+
+def _int_header(headers: dict[str, Any], name: str) -> int | None:
+    value = headers.get(name)
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value

@@ -14,7 +14,9 @@ from common import envelope, serialization
 from common.config import Settings
 from common.connection import State
 from common.errors import ConfigError, ReqrepError, SerializationError
+from worker import context
 from worker.consumer import Consumer, ConsumerStats, Job
+from worker.dedupe import ReplyCache
 from worker.service import Service
 
 __all__ = ["Worker"]
@@ -28,6 +30,9 @@ class Worker:
     Handlers run on ``concurrency`` pool threads, never on the I/O thread, so a long handler
     cannot starve the connection's heartbeats. The broker sends at most ``prefetch`` (default:
     ``concurrency``) unacknowledged requests to this worker, so N workers share one queue fairly.
+    If the connection drops, the worker reconnects by itself; the broker redelivers what was in
+    flight. Replies are cached by idempotency key (``dedupe_entries`` for ``dedupe_ttl`` seconds),
+    so a redelivered or retried request that already ran here is answered, not run again.
 
     Threads: ``start``, ``stop`` and ``wait`` run on a controlling thread; ``run`` on the main
     thread (it installs signal handlers). Handlers run on pool threads ``reqrep-handler-N``;
@@ -43,6 +48,8 @@ class Worker:
         concurrency: int = 8,
         prefetch: int | None = None,
         drain_timeout: float = 30.0,
+        dedupe_entries: int = 10_000,
+        dedupe_ttl: float = 300.0,
     ) -> None:
         if concurrency < 1:
             raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
@@ -62,6 +69,7 @@ class Worker:
             prefetch=self.prefetch,
             dispatch=self._pool.submit,
             on_closed=self._wake.set,
+            cache=ReplyCache(dedupe_entries, dedupe_ttl),
             name=f"reqrep-worker-{service.name}-{os.getpid()}",
         )
 
@@ -79,6 +87,11 @@ class Worker:
     def name(self) -> str:
         """The connection name the broker shows for this worker (``connection_name``)."""
         return self._consumer.name
+
+    @property
+    def reconnects(self) -> int:
+        """How many times the connection was re-established."""
+        return self._consumer.reconnects
 
     @property
     def queue(self) -> str:
@@ -137,8 +150,9 @@ class Worker:
         previous = {sig: signal.signal(sig, self._on_signal) for sig in _STOP_SIGNALS}
         try:
             self.start()
-            poll = 1.0 if parent_pid is not None else None
-            while not self._wake.wait(poll):
+            # A bounded wait, not a blocking one: a signal that lands just before a blocking
+            # wait would only be handled when the wait ends, maybe never.
+            while not self._wake.wait(0.2):
                 if parent_pid is not None and os.getppid() != parent_pid:
                     log.warning("supervisor %s is gone: draining", parent_pid)
                     break
@@ -173,10 +187,10 @@ class Worker:
 
     def _run_job(self, job: Job) -> None:
         try:
-            if self._consumer.draining:
-                self._consumer.requeue(job)  # not started yet: let another worker have it
-                return
-            self._consumer.reply(job, _execute(job))
+            body = _execute(
+                job, service=self.service.name, max_bytes=self.settings.max_message_bytes
+            )
+            self._consumer.reply(job, body)
         except ReqrepError as exc:
             log.warning(
                 "reply to %s not sent (%s); the broker will redeliver the request",
@@ -185,12 +199,13 @@ class Worker:
             )
 
 
-def _execute(job: Job) -> bytes:
+def _execute(job: Job, *, service: str = "", max_bytes: int | None = None) -> bytes:
     """Run the handler; always return a reply body, success or error."""
     try:
         payload = serialization.loads(job.body)
     except SerializationError as exc:
         return envelope.error_body(envelope.ErrorInfo(envelope.BAD_REQUEST, "BadRequest", str(exc)))
+    token = context.bind(_context(job, service))
     try:
         result = job.handler(payload)
     except BaseException as exc:  # user code: every failure, even SystemExit, becomes a reply
@@ -202,13 +217,33 @@ def _execute(job: Job) -> bytes:
             exc_info=log.isEnabledFor(logging.DEBUG),
         )
         return envelope.error_body(envelope.ErrorInfo.from_exception(exc))
+    finally:
+        context.unbind(token)
     try:
-        return envelope.success_body(result)
+        body = envelope.success_body(result)
     except SerializationError as exc:
         message = f"result of {job.method!r} is not JSON-serializable: {exc}"
         return envelope.error_body(
             envelope.ErrorInfo(envelope.HANDLER_ERROR, "SerializationError", message)
         )
+    if max_bytes is not None and len(body) > max_bytes:
+        message = f"result of {len(body)} bytes exceeds max_message_bytes={max_bytes}"
+        return envelope.error_body(
+            envelope.ErrorInfo(envelope.HANDLER_ERROR, "MessageTooLarge", message)
+        )
+    return body
+
+
+def _context(job: Job, service: str) -> context.CallContext:
+    return context.CallContext(
+        service=service,
+        method=job.method,
+        correlation_id=job.correlation_id,
+        message_id=job.message_id,
+        deadline=None if job.deadline_ms is None else job.deadline_ms / 1000,
+        redelivered=job.redelivered,
+        delivery_count=job.delivery_count,
+    )
 
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)

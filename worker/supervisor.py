@@ -24,6 +24,7 @@ log = logging.getLogger("reqrep.supervisor")
 
 _FAST_FAILURE = 5.0  # a child that dies sooner than this after starting counts as failing fast
 _MAX_DELAY = 30.0
+_TICK = 0.1  # seconds between looks at the children
 
 
 class Supervisor:
@@ -42,6 +43,7 @@ class Supervisor:
         self._children: dict[int, tuple[int, subprocess.Popen[bytes], float]] = {}  # pid -> slot
         self._failures = [0] * count
         self._codes: list[int] = []
+        self._restarts: dict[int, float] = {}  # slot -> when to start it again
 
     def run(self) -> int:
         """Start the children, supervise them, and return 0 if all drained cleanly."""
@@ -51,9 +53,12 @@ class Supervisor:
         try:
             for slot in range(self._count):
                 self._spawn(slot)
-            while self._children:
-                pid, status = os.wait()
-                self._reaped(pid, os.waitstatus_to_exitcode(status))
+            while self._children or (self._restarts and not self._stopping.is_set()):
+                self._reap()
+                self._restart_due()
+                # A bounded wait, not a blocking os.wait(): a signal that lands just before a
+                # blocking call would only be handled once that call returns, maybe never.
+                self._stopping.wait(_TICK)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -64,26 +69,37 @@ class Supervisor:
         self._children[proc.pid] = (slot, proc, time.monotonic())
         log.info("started worker process %d (pid %d)", slot, proc.pid)
 
-    def _reaped(self, pid: int, code: int) -> None:
-        entry = self._children.pop(pid, None)
-        if entry is None:
-            return
-        slot, proc, started = entry
-        proc.returncode = code  # reaped by os.wait(); tell Popen so it does not wait again
+    def _reap(self) -> None:
+        for pid, (slot, proc, started) in list(self._children.items()):
+            code = proc.poll()
+            if code is None:
+                continue
+            del self._children[pid]
+            if self._stopping.is_set():
+                log.info("worker process %d (pid %d) exited with %d", slot, pid, code)
+                self._codes.append(code)
+                continue
+            fast = time.monotonic() - started < _FAST_FAILURE
+            self._failures[slot] = self._failures[slot] + 1 if fast else 0
+            delay = min(_MAX_DELAY, 0.5 * 2 ** self._failures[slot]) if fast else 0.0
+            log.warning(
+                "worker process %d (pid %d) exited with %d; restarting in %.1fs",
+                slot,
+                pid,
+                code,
+                delay,
+            )
+            self._restarts[slot] = time.monotonic() + delay
+
+    def _restart_due(self) -> None:
         if self._stopping.is_set():
-            log.info("worker process %d (pid %d) exited with %d", slot, pid, code)
-            self._codes.append(code)
+            self._restarts.clear()
             return
-        fast = time.monotonic() - started < _FAST_FAILURE
-        self._failures[slot] = self._failures[slot] + 1 if fast else 0
-        delay = min(_MAX_DELAY, 0.5 * 2 ** self._failures[slot]) if fast else 0.0
-        log.warning(
-            "worker process %d (pid %d) exited with %d; restarting in %.1fs", slot, pid, code, delay
-        )
-        if not self._stopping.wait(delay):
-            self._spawn(slot)
-        else:
-            self._codes.append(code)
+        now = time.monotonic()
+        for slot, when in list(self._restarts.items()):
+            if when <= now:
+                del self._restarts[slot]
+                self._spawn(slot)
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         name = signal.Signals(signum).name

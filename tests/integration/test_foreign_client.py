@@ -12,13 +12,13 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
-from types import TracebackType
 from typing import Any
 
 import pika
 import pika.exceptions
 import pytest
 
+from tests.support import BareReplyQueue
 from worker import Worker
 
 WAIT = 10.0  # seconds: the longest any test waits for a reply
@@ -36,40 +36,17 @@ class Reply:
         return json.loads(self.body.decode("utf-8"))
 
 
-class ForeignClient:
+class ForeignClient(BareReplyQueue):
     """A requestor written from the protocol document with nothing but an AMQP client.
 
     One BlockingConnection, one channel in confirm mode, an exclusive server-named callback queue.
     """
 
     def __init__(self, url: str) -> None:
-        self.connection = pika.BlockingConnection(pika.URLParameters(url))
-        try:
-            self.channel = self.connection.channel()
-            self.channel.confirm_delivery()
-            declared = self.channel.queue_declare("", exclusive=True)
-            self.reply_queue: str = declared.method.queue
-            self.replies: dict[str, Reply] = {}
-            self.arrivals: list[str] = []
-            self.channel.basic_consume(self.reply_queue, self._on_reply, auto_ack=True)
-        except BaseException:
-            self.close()
-            raise
-
-    def __enter__(self) -> ForeignClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self.connection.is_open:
-            self.connection.close()
+        self.replies: dict[str, Reply] = {}
+        self.arrivals: list[str] = []
+        super().__init__(url, confirm=True)
+        self.reply_queue = self.queue
 
     def _on_reply(self, _channel: Any, _deliver: Any, properties: Any, body: bytes) -> None:
         self.arrivals.append(properties.correlation_id)

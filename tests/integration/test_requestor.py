@@ -145,13 +145,11 @@ def test_connection_lost_fails_pending_calls_at_once(
     future = requestor.call_async("gate", None, timeout=60)
     assert gate.started.acquire(timeout=5)
     assert close_connections(requestor.name) == 1
-    with pytest.raises(ConnectionLost):
+    with pytest.raises(ConnectionLost, match="may or may not have been run"):
         future.result(20)
-    with pytest.raises(ConnectionLost, match="connection"):
-        requestor.call("echo", 1)
     gate.release.set()  # free the worker's only handler thread
-    requestor.open()  # reconnects, with a new callback queue
-    assert requestor.call("echo", "again", timeout=10) == "again"
+    # The requestor reconnects by itself, with a new callback queue.
+    assert requestor.call("echo", "again", timeout=20) == "again"
 
 
 def test_use_after_close(settings: Settings, service_name: str) -> None:

@@ -16,7 +16,14 @@ from worker.server import _execute
 
 def _job(handler: Callable[[Any], Any], body: bytes = b"null", method: str = "m") -> Job:
     return Job(
-        tag=1, method=method, correlation_id="cid", reply_to="amq.gen-x", body=body, handler=handler
+        tag=1,
+        generation=1,
+        method=method,
+        correlation_id="cid",
+        reply_to="amq.gen-x",
+        message_id=None,
+        body=body,
+        handler=handler,
     )
 
 

@@ -1,0 +1,278 @@
+"""Recovery, deadlines, idempotency, poison requests, size limits and hostile replies."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pika
+import pytest
+
+from common import (
+    BadRequest,
+    ConnectionLost,
+    MessageTooLarge,
+    PoisonRequest,
+    RemoteError,
+    Settings,
+)
+from requestor import Requestor
+from tests.support import Admin, WorkerProcess, close_connections
+from worker import Service, Worker, current
+
+
+class Counted:
+    """A handler that counts its runs and can be held at a gate."""
+
+    def __init__(self, *, gated: bool = False) -> None:
+        self.runs = 0
+        self.started = threading.Semaphore(0)
+        self.release = threading.Event()
+        if not gated:
+            self.release.set()
+
+    def __call__(self, payload: object) -> object:
+        self.runs += 1
+        self.started.release()
+        if not self.release.wait(30):
+            raise TimeoutError("never released")
+        return payload
+
+
+@pytest.fixture
+def counted() -> Iterator[Counted]:
+    handler = Counted(gated=True)
+    yield handler
+    handler.release.set()
+
+
+@pytest.fixture
+def counted_worker(settings: Settings, service_name: str, counted: Counted) -> Iterator[Worker]:
+    service = Service(service_name)
+    service.add("work", counted)
+    service.add("echo", lambda payload: payload)
+    worker = Worker(service, settings=settings, concurrency=2).start()
+    try:
+        yield worker
+    finally:
+        counted.release.set()
+        worker.stop(5)
+
+
+def test_idempotent_call_survives_a_lost_connection_and_runs_once(
+    counted_worker: Worker, requestor: Requestor, counted: Counted
+) -> None:
+    future = requestor.call_async("work", "payload", timeout=30, idempotent=True)
+    assert counted.started.acquire(timeout=10)
+    assert close_connections(requestor.name) == 1  # the reply can no longer reach this queue
+    counted.release.set()
+    # Resent on the new connection with the same key: the worker answers from its cache.
+    assert future.result(30) == "payload"
+    assert counted.runs == 1
+    assert counted_worker.stats.deduplicated == 1
+    assert requestor.reconnects == 1
+
+
+def test_call_with_retries_zero_fails_at_once(
+    counted_worker: Worker, requestor: Requestor, counted: Counted
+) -> None:
+    future = requestor.call_async("work", 1, timeout=30)
+    assert counted.started.acquire(timeout=10)
+    assert close_connections(requestor.name) == 1
+    with pytest.raises(ConnectionLost):
+        future.result(10)
+
+
+def test_worker_reconnects_and_a_redelivered_request_is_not_run_twice(
+    counted_worker: Worker, requestor: Requestor, counted: Counted
+) -> None:
+    future = requestor.call_async("work", "once", timeout=30)
+    assert counted.started.acquire(timeout=10)
+    assert close_connections(counted_worker.name) == 1  # the request goes back to the queue
+    counted.release.set()  # the result of the first run is cached, not acked
+    assert future.result(30) == "once"  # answered from the cache on redelivery
+    assert counted.runs == 1
+    assert counted_worker.reconnects == 1
+    assert counted_worker.stats.stale == 1
+
+
+def test_handler_reads_its_deadline(settings: Settings, service_name: str) -> None:
+    service = Service(service_name)
+    service.add("budget", lambda _p: (current().remaining(), current().method))
+    with (
+        Worker(service, settings=settings, concurrency=1),
+        Requestor(settings=settings, service=service_name) as rq,
+    ):
+        remaining, method = rq.call("budget", timeout=7)
+    assert 5 < remaining <= 7
+    assert method == "budget"
+
+
+def test_request_past_its_deadline_is_not_run(
+    counted_worker: Worker, requestor: Requestor, admin: Admin, counted: Counted
+) -> None:
+    counted.release.set()
+    props = pika.BasicProperties(
+        type="work",
+        content_type="application/json",
+        correlation_id="late-1",
+        reply_to="amq.rabbitmq.reply-to.nobody",
+        headers={"x-deadline": int(time.time() * 1000) - 1000},
+    )
+    admin.publish(counted_worker.queue, b'"too late"', props)
+    assert requestor.call("echo", "after", timeout=10) == "after"
+    assert counted_worker.stats.expired == 1
+    assert counted.runs == 0
+
+
+def test_expired_request_is_dropped_by_the_broker(
+    counted_worker: Worker, requestor: Requestor, counted: Counted, admin: Admin
+) -> None:
+    """Both handler threads busy: a short call waits in the queue, expires there, and is
+    dead-lettered (reason ``expired``) instead of running after its caller gave up."""
+    busy = [requestor.call_async("work", i, timeout=30) for i in range(2)]
+    for _ in range(2):
+        assert counted.started.acquire(timeout=10)
+    with pytest.raises(Exception, match=r"within 0\.3s"):
+        requestor.call("work", "short", timeout=0.3)
+    dead = f"{counted_worker.queue}.dead"
+    method, props, _body = _get_one(admin, dead)
+    assert props.headers["x-death"][0]["reason"] == "expired"
+    counted.release.set()
+    assert [f.result(10) for f in busy] == [0, 1]
+    assert counted.runs == 2
+    assert method is not None
+
+
+def _get_one(admin: Admin, queue: str, timeout: float = 10) -> tuple[Any, Any, bytes]:
+    """basic_get until a message arrives (quorum queue counts lag, so poll the queue itself)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        method, props, body = admin.channel.basic_get(queue, auto_ack=True)
+        if method is not None:
+            return method, props, body
+        time.sleep(0.05)
+    raise AssertionError(f"no message in {queue} within {timeout}s")
+
+
+def test_size_limits_on_both_sides(amqp_url: str, prefix: str, service_name: str) -> None:
+    settings = Settings(url=amqp_url, timeout=10, queue_prefix=prefix, max_message_bytes=1000)
+    service = Service(service_name)
+    service.add("echo", lambda payload: payload)
+    service.add("grow", lambda n: "x" * n)
+    with (
+        Worker(service, settings=settings, concurrency=1),
+        Requestor(settings=settings, service=service_name) as rq,
+    ):
+        with pytest.raises(MessageTooLarge):
+            rq.call("echo", "x" * 2000)
+        with pytest.raises(RemoteError) as info:
+            rq.call("grow", 2000)
+        assert info.value.type == "MessageTooLarge"
+        big = Settings(url=amqp_url, timeout=10, queue_prefix=prefix, max_message_bytes=10_000)
+        with (
+            Requestor(settings=big, service=service_name) as unlimited,
+            pytest.raises(BadRequest, match="exceeds max_message_bytes=1000"),
+        ):
+            unlimited.call("echo", "x" * 2000)
+        assert rq.call("echo", "small") == "small"
+
+
+def test_forged_replies_are_counted_and_never_wake_a_caller(
+    demo_worker: Worker, requestor: Requestor, admin: Admin
+) -> None:
+    assert requestor.call("echo", 1) == 1  # connected; the callback queue exists
+    forged = pika.BasicProperties(correlation_id="not-a-call", content_type="application/json")
+    admin.publish(requestor.reply_queue, b'{"ok": true, "result": "forged"}', forged)
+    admin.publish(requestor.reply_queue, b"\xff garbage", pika.BasicProperties())
+    # The replies are queued before this call's reply, so they have been judged when it returns.
+    assert requestor.call("echo", 2) == 2
+    stats = requestor.stats()
+    assert (stats.unknown, stats.pending) == (2, 0)
+
+
+def test_poison_request_is_dead_lettered_and_its_caller_told(
+    amqp_url: str, prefix: str, admin: Admin
+) -> None:
+    env = {
+        "AMQP_URL": amqp_url,
+        "REQREP_QUEUE_PREFIX": prefix,
+        "REQREP_MAX_REDELIVERIES": "1",
+    }
+    # Prefetch 1: a worker holding the poison request holds nothing else, so no bystander is
+    # redelivered (and counted) each time it dies.
+    proc = WorkerProcess(["tests.services:crashy", "--processes", "2", "--concurrency", "1"], env)
+    settings = Settings(url=amqp_url, queue_prefix=prefix, timeout=60)
+    try:
+        proc.wait_for("worker ready", count=2)
+        with Requestor(settings=settings, service="crashy") as rq:
+            poison = rq.call_async("crash", None)
+            # Other traffic keeps flowing while the poison request kills workers.
+            for i in range(20):
+                assert rq.call("echo", i, timeout=30) == i
+            with pytest.raises(PoisonRequest) as info:
+                poison.result(60)
+            assert info.value.details["delivery_count"] == 3
+        _method, props, _body = _get_one(admin, f"{prefix}crashy.dead")
+        assert props.headers["x-death"][0]["reason"] == "rejected"
+        assert props.type == "crash"
+    finally:
+        proc.stop()
+        admin.delete_service_queues(prefix, "crashy")
+
+
+def test_trusted_repliers(amqp_url: str, prefix: str, service_name: str, admin: Admin) -> None:
+    """Signed replies carry the worker's broker-verified user; a requestor that trusts only that
+    user ignores a forged reply even when it carries the right correlation id."""
+    settings = Settings(url=amqp_url, queue_prefix=prefix, timeout=10, sign_replies=True)
+    gate = Counted(gated=True)
+    seen: list[str] = []
+
+    def work(payload: object) -> object:
+        seen.append(current().correlation_id)
+        return gate(payload)
+
+    service = Service(service_name)
+    service.add("work", work)
+    with (
+        Worker(service, settings=settings, concurrency=1),
+        Requestor(
+            settings=settings, service=service_name, trusted_repliers={settings.username}
+        ) as rq,
+        Requestor(
+            settings=settings, service=service_name, trusted_repliers={"someone-else"}
+        ) as suspicious,
+    ):
+        future = rq.call_async("work", "real")
+        assert gate.started.acquire(timeout=10)
+        # Forge the answer to the pending call (the admin's connection has no user_id stamp).
+        forged = pika.BasicProperties(correlation_id=seen[0], content_type="application/json")
+        admin.publish(rq.reply_queue, b'{"ok": true, "result": "forged"}', forged)
+        gate.release.set()
+        assert future.result(10) == "real"
+        assert rq.stats().untrusted == 1
+        with pytest.raises(Exception, match="within 1s"):
+            suspicious.call("work", "x", timeout=1)
+        assert suspicious.stats().untrusted == 1
+
+
+def test_classic_queues_work_too(amqp_url: str, prefix: str, service_name: str) -> None:
+    settings = Settings(url=amqp_url, queue_prefix=prefix, timeout=10, queue_type="classic")
+    service = Service(service_name)
+    service.add("echo", lambda payload: payload)
+    with (
+        Worker(service, settings=settings, concurrency=2),
+        Requestor(settings=settings, service=service_name) as rq,
+    ):
+        assert rq.call("echo", "classic") == "classic"
+    types = subprocess.run(
+        ["rabbitmqctl", "-q", "list_queues", "name", "type"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    assert f"{prefix}{service_name}\tclassic" in types

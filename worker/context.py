@@ -1,0 +1,59 @@
+"""What a handler may know about the call it is serving: ``worker.current()``.
+
+Handlers keep their one-argument signature; the context travels in a context variable set on the
+handler thread for the duration of the call.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import time
+
+from common.errors import ReqrepError
+
+__all__ = ["CallContext", "current"]
+
+
+@dataclasses.dataclass(frozen=True)
+class CallContext:
+    """The call a handler is serving.
+
+    ``deadline`` is the caller's deadline as Unix time in seconds (None if the request carried
+    none); ``delivery_count`` is how many times the broker delivered it before (quorum queues).
+    """
+
+    service: str
+    method: str
+    correlation_id: str
+    message_id: str | None
+    deadline: float | None
+    redelivered: bool
+    delivery_count: int
+
+    def remaining(self) -> float | None:
+        """Seconds left before the caller gives up (never negative), or None: pass it on as the
+        timeout of the calls this handler makes."""
+        if self.deadline is None:
+            return None
+        return max(0.0, self.deadline - time.time())
+
+
+_current: contextvars.ContextVar[CallContext] = contextvars.ContextVar("reqrep_call")
+
+
+def current() -> CallContext:
+    """The context of the call being handled on this thread; ReqrepError outside a handler."""
+    try:
+        return _current.get()
+    except LookupError:
+        raise ReqrepError("worker.current() called outside a handler") from None
+
+
+def bind(context: CallContext) -> contextvars.Token[CallContext]:
+    """Make ``context`` current on this thread (the worker does this around each handler)."""
+    return _current.set(context)
+
+
+def unbind(token: contextvars.Token[CallContext]) -> None:
+    _current.reset(token)
