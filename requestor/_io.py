@@ -85,6 +85,8 @@ class RequestorIO(ConnectionThread):
         self._unconfirmed: OrderedDict[int, str] = OrderedDict()  # tag -> correlation id
         self._held: dict[str, OutgoingRequest] = {}  # waiting for a connection
         self._retryable: dict[str, OutgoingRequest] = {}  # sent; may be sent again
+        self._sent: set[str] = set()  # sent on this connection, no outcome yet
+        self._sweeps = 0
         self._services: dict[str, str] = {}  # request queue -> service, for NoSuchService
         self.resent = 0
 
@@ -155,6 +157,7 @@ class RequestorIO(ConnectionThread):
             return
         self._published += 1
         self._unconfirmed[self._published] = cid
+        self._sent.add(cid)
         self._services[request.queue] = request.service
         if request.retries > 0:
             self._retryable[cid] = request
@@ -166,6 +169,7 @@ class RequestorIO(ConnectionThread):
         cid = properties.correlation_id
         if cid:
             self._retryable.pop(cid, None)
+            self._sent.discard(cid)
         if len(body) > self._settings.max_message_bytes:
             self._replies.fail(
                 cid or "",
@@ -182,6 +186,7 @@ class RequestorIO(ConnectionThread):
         log.debug("request %s returned: %s %s", cid, method.reply_code, method.reply_text)
         if cid:
             self._retryable.pop(cid, None)
+            self._sent.discard(cid)
             service = self._services.get(method.routing_key, method.routing_key)
             self._replies.fail(cid, NoSuchService(service))
 
@@ -192,6 +197,7 @@ class RequestorIO(ConnectionThread):
             return
         for cid in self._settle(method.delivery_tag, method.multiple):
             self._retryable.pop(cid, None)
+            self._sent.discard(cid)
             self._replies.fail(cid, PublishRejected("the broker refused the request (nack)"))
 
     def _settle(self, tag: int, multiple: bool) -> list[str]:
@@ -219,22 +225,30 @@ class RequestorIO(ConnectionThread):
             )
         for cid in [c for c, r in self._retryable.items() if r.deadline <= now]:
             del self._retryable[cid]
-        self._replies.expire_due(now)
+        self._sent.difference_update(self._replies.expire_due(now))
+        self._sweeps += 1
+        if self._sweeps % 50 == 0:  # calls whose callers timed out on their own thread
+            self._sent = self._replies.pending_among(self._sent)
         self.call_later(SWEEP_INTERVAL, self._sweep)
 
     def _on_lost(self, error: ReqrepError) -> None:
-        """Fail calls whose replies can no longer arrive; keep the ones that may be resent."""
+        """Fail the calls whose replies can no longer arrive (sent on the lost connection, whose
+        callback queue died with it), except those that may be resent. Calls not sent yet are
+        not touched: they go out on the next connection."""
         for cid, request in self._retryable.items():
             if request.retries > 0 and self._replies.is_pending(cid):
                 request.retries -= 1
                 self._held[cid] = request
                 self.resent += 1
         self._retryable.clear()
+        stranded = self._sent.difference(self._held)
+        self._sent.clear()
         lost = ConnectionLost(f"{error} (the request may or may not have been run)")
-        failed = self._replies.fail_all(lost, keep=self._held)
+        failed = self._replies.fail_many(stranded, lost)
         if failed:
             log.warning("%d pending calls failed: %s", failed, error)
 
     def _on_closed(self) -> None:
         self._held.clear()
         self._retryable.clear()
+        self._sent.clear()

@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Container
+from collections.abc import Iterable
 from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
@@ -117,18 +117,26 @@ class ReplyHandler:
         _complete(entry.future, error=error)
         return True
 
-    def fail_all(self, error: ReqrepError, *, keep: Container[str] = ()) -> int:
-        """Complete every pending call with ``error``, except those in ``keep``."""
+    def fail_all(self, error: ReqrepError) -> int:
+        """Complete every pending call with ``error`` (the requestor is closing)."""
         with self._lock:
-            if keep:
-                failed = {c: e for c, e in self._pending.items() if c not in keep}
-                for cid in failed:
-                    del self._pending[cid]
-            else:
-                failed, self._pending = self._pending, {}
+            failed, self._pending = self._pending, {}
         for entry in failed.values():
             _complete(entry.future, error=error)
         return len(failed)
+
+    def fail_many(self, correlation_ids: Iterable[str], error: ReqrepError) -> int:
+        """Complete the given calls, those still pending, with ``error``."""
+        with self._lock:
+            entries = [e for c in correlation_ids if (e := self._pending.pop(c, None)) is not None]
+        for entry in entries:
+            _complete(entry.future, error=error)
+        return len(entries)
+
+    def pending_among(self, correlation_ids: Iterable[str]) -> set[str]:
+        """Which of ``correlation_ids`` are still waited for."""
+        with self._lock:
+            return {c for c in correlation_ids if c in self._pending}
 
     def discard_untrusted(self, correlation_id: str | None, user_id: str | None) -> None:
         """A reply from a user we do not trust: ignored; the call keeps waiting."""
@@ -140,8 +148,8 @@ class ReplyHandler:
         with self._lock:
             return correlation_id in self._pending
 
-    def expire_due(self, now: float) -> int:
-        """Fail calls whose deadline has passed with CallTimeout."""
+    def expire_due(self, now: float) -> list[str]:
+        """Fail calls whose deadline has passed with CallTimeout; return their ids."""
         with self._lock:
             due = [cid for cid, entry in self._pending.items() if entry.deadline <= now]
             entries = [self._pending.pop(cid) for cid in due]
@@ -149,7 +157,7 @@ class ReplyHandler:
                 self._remember_finished(cid)
         for entry in entries:
             _complete(entry.future, error=timeout_error(entry.what, entry.timeout))
-        return len(entries)
+        return due
 
     def stats(self) -> ReplyStats:
         with self._lock:

@@ -276,3 +276,26 @@ def test_classic_queues_work_too(amqp_url: str, prefix: str, service_name: str) 
         timeout=60,
     ).stdout
     assert f"{prefix}{service_name}\tclassic" in types
+
+
+def test_idempotent_call_made_as_the_connection_drops_succeeds(
+    demo_worker: Worker, requestor: Requestor
+) -> None:
+    """Found by the chaos run: an idempotent call queued for the I/O thread just as the
+    connection dropped failed with ConnectionLost. Whichever comes first on the I/O thread, the
+    publish or the news of the loss, the call must succeed."""
+    assert requestor.call("echo", 0) == 0
+    busy, release = threading.Event(), threading.Event()
+    io = requestor._io  # white box: hold the I/O thread so the loss and the call coincide
+    assert io is not None
+
+    def hold() -> None:
+        busy.set()
+        release.wait(10)
+
+    io.submit(hold)
+    assert busy.wait(5)
+    assert close_connections(requestor.name) == 1  # seen only once the I/O thread is free
+    future = requestor.call_async("echo", "queued", timeout=30, idempotent=True)
+    release.set()
+    assert future.result(30) == "queued"

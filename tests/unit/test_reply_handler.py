@@ -198,7 +198,7 @@ def test_expire_due_expires_only_calls_past_their_deadline() -> None:
     handler = ReplyHandler()
     past = handler.expect("past", deadline=5.0, timeout=1.5, what="svc.slow")
     future = _expect(handler, "future", deadline=15.0)
-    assert handler.expire_due(now=10.0) == 1
+    assert len(handler.expire_due(now=10.0)) == 1
     with pytest.raises(CallTimeout, match=r"svc\.slow.*1\.5s"):
         past.result(WAIT)
     assert not future.done()
@@ -208,7 +208,7 @@ def test_expire_due_expires_only_calls_past_their_deadline() -> None:
 def test_expire_due_with_nothing_due() -> None:
     handler = ReplyHandler()
     future = _expect(handler, "c1", deadline=50.0)
-    assert handler.expire_due(now=10.0) == 0
+    assert len(handler.expire_due(now=10.0)) == 0
     assert not future.done()
 
 
@@ -223,9 +223,9 @@ def test_expired_call_raises_a_timeout_error() -> None:
 def test_expire_due_then_later_deadlines() -> None:
     handler = ReplyHandler()
     futures = {d: _expect(handler, f"c{d}", deadline=float(d)) for d in (1, 2, 3)}
-    assert handler.expire_due(now=2.5) == 2
+    assert len(handler.expire_due(now=2.5)) == 2
     assert [futures[d].done() for d in (1, 2, 3)] == [True, True, False]
-    assert handler.expire_due(now=3.5) == 1
+    assert len(handler.expire_due(now=3.5)) == 1
     assert futures[3].done()
 
 
