@@ -45,6 +45,7 @@ _ENV_FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "max_message_bytes": ("REQREP_MAX_MESSAGE_BYTES", int),
     "max_redeliveries": ("REQREP_MAX_REDELIVERIES", int),
     "sign_replies": ("REQREP_SIGN_REPLIES", _flag),
+    "persistent": ("REQREP_PERSISTENT", _flag),
 }
 
 
@@ -77,6 +78,9 @@ class Settings:
     ``max_redeliveries`` times again (its worker died each time) is refused as poison.
     ``sign_replies`` makes workers stamp replies with their broker user (``user_id``), which the
     broker verifies, so requestors can accept replies from trusted users only.
+    ``persistent=False`` trades durability for speed: requests are transient and neither side
+    uses publisher confirms (a worker acks right after writing the reply, which the broker reads
+    first on that channel); a request the broker loses is then a CallTimeout, not an error.
     """
 
     url: str = dataclasses.field(default=DEFAULT_URL, repr=False)
@@ -89,6 +93,7 @@ class Settings:
     max_message_bytes: int = 4 * 1024 * 1024
     max_redeliveries: int = 5
     sign_replies: bool = False
+    persistent: bool = True
 
     def __post_init__(self) -> None:
         _check_url(self.url)
@@ -105,8 +110,9 @@ class Settings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
-        if not isinstance(self.sign_replies, bool):
-            raise ConfigError(f"sign_replies must be True or False, got {self.sign_replies!r}")
+        for name in ("sign_replies", "persistent"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.queue_type not in QUEUE_TYPES:
             raise ConfigError(f"queue_type must be one of {QUEUE_TYPES}, got {self.queue_type!r}")
 

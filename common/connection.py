@@ -37,6 +37,7 @@ from pika.adapters.utils.connection_workflow import (
     AMQPConnectorStackTimeout,
 )
 
+from common._pika_writes import coalesce_pika_writes
 from common.config import Settings
 from common.errors import (
     BrokerUnreachable,
@@ -71,6 +72,7 @@ class ConnectionThread:
     """
 
     def __init__(self, settings: Settings, *, name: str) -> None:
+        coalesce_pika_writes()
         self._settings = settings
         self._name = name
         self._params = _parameters(settings, name)  # on the caller's thread: ConfigError here

@@ -104,7 +104,10 @@ class RequestorIO(ConnectionThread):
         self._published = 0
         self._unconfirmed.clear()
         channel.add_on_return_callback(self._on_return)
-        channel.confirm_delivery(self._on_confirm, callback=lambda _frame: self._declare())
+        if self._settings.persistent:
+            channel.confirm_delivery(self._on_confirm, callback=lambda _frame: self._declare())
+        else:  # mandatory returns need no confirms: NoSuchService still fails at once
+            self._declare()
 
     def _declare(self) -> None:
         self.channel.queue_declare(
@@ -146,7 +149,7 @@ class RequestorIO(ConnectionThread):
             reply_to=self._reply_queue,
             type=request.method,
             message_id=request.message_id,
-            delivery_mode=2,
+            delivery_mode=2 if self._settings.persistent else 1,
             expiration=str(left_ms),
             headers={DEADLINE_HEADER: request.deadline_ms},
         )
@@ -155,8 +158,9 @@ class RequestorIO(ConnectionThread):
         except Exception:  # noqa: BLE001 - pika raises several types once the channel closes
             self._held[cid] = request  # never sent: send it after the reconnection
             return
-        self._published += 1
-        self._unconfirmed[self._published] = cid
+        if self._settings.persistent:
+            self._published += 1
+            self._unconfirmed[self._published] = cid
         self._sent.add(cid)
         self._services[request.queue] = request.service
         if request.retries > 0:

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from common import DEFAULT_URL, Settings
-from tests.support import Admin
+from tests.support import Admin, WorkerProcess
 
 
 def _answers(url: str) -> bool:
@@ -62,6 +62,13 @@ def _container_url() -> Iterator[str]:
         host = container.get_container_host_ip()
         port = container.get_exposed_port(5672)
         yield f"amqp://guest:guest@{host}:{port}/%2F"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_stray_workers() -> Iterator[None]:
+    """Whatever a failing test left running is killed when the session ends."""
+    yield
+    WorkerProcess.kill_leftovers()
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import pika
 import pika.exceptions
@@ -169,6 +169,8 @@ def close_connections(name_part: str, reason: str = "test") -> int:
 class WorkerProcess:
     """``reqrep worker ...`` as a child process, its stderr read line by line on a thread."""
 
+    started: ClassVar[list[WorkerProcess]] = []  # so the session can kill any a test left
+
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
         self.lines: queue.Queue[str] = queue.Queue()
         self.log: list[str] = []
@@ -181,6 +183,20 @@ class WorkerProcess:
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+        WorkerProcess.started.append(self)
+
+    @classmethod
+    def kill_leftovers(cls) -> int:
+        """SIGKILL every worker process a test left running. A supervisor's children notice
+        their parent is gone (``--parent-pid``) and drain and exit by themselves."""
+        killed = 0
+        for worker in cls.started:
+            if worker.proc.poll() is None:
+                worker.proc.kill()
+                worker.proc.wait(10)
+                killed += 1
+        cls.started.clear()
+        return killed
 
     def _read(self) -> None:
         assert self.proc.stderr is not None

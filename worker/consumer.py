@@ -116,6 +116,7 @@ class Consumer(ConnectionThread):
         self._draining = False
         self._cancelled = False  # the broker confirmed our consumer is cancelled
         self._unsettled: set[int] = set()  # this channel's request tags not yet settled
+        self._acks: list[int] = []  # settled tags whose ack goes out at the end of this turn
         self._published = 0
         self._reply_for: dict[int, tuple[int, bool]] = {}  # reply tag -> (request tag, reject)
         self._running: dict[str, list[_Waiter]] = {}  # idempotency key -> duplicates waiting
@@ -141,6 +142,7 @@ class Consumer(ConnectionThread):
 
     def _setup(self, channel: Any) -> None:
         self._unsettled.clear()
+        self._acks.clear()
         self._reply_for.clear()
         self._published = 0
         channel.add_on_return_callback(self._on_return)
@@ -148,7 +150,7 @@ class Consumer(ConnectionThread):
         dlx, dlq = topology.dead_letter_exchange(prefix), topology.dead_letter_queue(self.queue)
         steps: list[Callable[[Callable[[Any], None]], None]] = [
             lambda done: channel.basic_qos(prefetch_count=self._prefetch, callback=done),
-            lambda done: channel.confirm_delivery(self._on_confirm, callback=done),
+            lambda done: self._confirm(channel, done),
             lambda done: channel.exchange_declare(
                 dlx, exchange_type="direct", durable=True, callback=done
             ),
@@ -173,6 +175,12 @@ class Consumer(ConnectionThread):
             self._consume,
         ]
         _chain(steps, self._after_setup)
+
+    def _confirm(self, channel: Any, done: Callable[[Any], None]) -> None:
+        if self._settings.persistent:
+            channel.confirm_delivery(self._on_confirm, callback=done)
+        else:
+            done(None)
 
     def _consume(self, done: Callable[[Any], None]) -> None:
         if self._draining:  # reconnected while draining: take nothing new
@@ -343,6 +351,12 @@ class Consumer(ConnectionThread):
             else:  # the channel is going: the broker redelivers the request
                 log.warning("could not publish reply %r; it will be redelivered", correlation_id)
             return
+        if not self._settings.persistent:
+            # No confirms: the broker reads the reply before the ack that follows it here.
+            if not reject:
+                self.stats.replied += 1
+            self._settle(tag, self.generation, ack=not reject, requeue=False)
+            return
         self._published += 1
         self._reply_for[self._published] = (tag, reject)
 
@@ -381,12 +395,33 @@ class Consumer(ConnectionThread):
             return  # that delivery died with its channel
         self._unsettled.discard(tag)
         if ack:
-            self.channel.basic_ack(tag)
+            self._queue_ack(tag)
         elif requeue:
             self.stats.requeued += 1
             self.channel.basic_nack(tag, requeue=True)
         else:
             self.channel.basic_reject(tag, requeue=False)
+        self._check_drained()
+
+    def _queue_ack(self, tag: int) -> None:
+        """Ack soon, together with the other acks of this turn of the I/O loop: one
+        ``basic_ack(multiple=True)`` can settle a run of requests in one frame."""
+        if not self._acks:
+            self.call_later(0, self._flush_acks)
+        self._acks.append(tag)
+
+    def _flush_acks(self) -> None:
+        acks, self._acks = sorted(self._acks), []
+        if not acks or not self.is_open:
+            return
+        # multiple=True acks every unacked tag up to N: only safe below the lowest tag that
+        # is still being worked on.
+        lowest_open = min(self._unsettled) if self._unsettled else acks[-1] + 1
+        run = [t for t in acks if t < lowest_open]
+        if run:
+            self.channel.basic_ack(run[-1], multiple=len(run) > 1)
+        for tag in acks[len(run) :]:
+            self.channel.basic_ack(tag)
         self._check_drained()
 
     def _begin_drain(self) -> None:
@@ -405,7 +440,7 @@ class Consumer(ConnectionThread):
         self._check_drained()
 
     def _check_drained(self) -> None:
-        if self._draining and self._cancelled and not self._unsettled:
+        if self._draining and self._cancelled and not self._unsettled and not self._acks:
             self.drained.set()
 
     def _on_lost(self, error: ReqrepError) -> None:
@@ -415,6 +450,7 @@ class Consumer(ConnectionThread):
                 len(self._unsettled),
             )
         self._unsettled.clear()
+        self._acks.clear()
         self._reply_for.clear()
         if self._draining:
             self._cancelled = True  # the consumer died with the channel

@@ -34,7 +34,11 @@ def demo(settings: Settings) -> Iterator[Requestor]:
 
 def _start(env: dict[str, str], *extra: str) -> WorkerProcess:
     proc = WorkerProcess(["worker.demo:service", "--concurrency", "4", *extra], env)
-    proc.wait_for("worker ready")
+    try:
+        proc.wait_for("worker ready")
+    except BaseException:
+        proc.proc.kill()
+        raise
     return proc
 
 
@@ -57,8 +61,10 @@ def test_sigkill_a_worker_under_load(worker_env: dict[str, str], demo: Requestor
         # requests a held can be affected: at most its prefetch (4).
         assert stats.late <= 4
     finally:
-        a.stop()
-        b.stop()
+        try:
+            a.stop()
+        finally:
+            b.stop()
 
 
 def test_sigstop_a_worker_holding_requests(
@@ -77,9 +83,11 @@ def test_sigstop_a_worker_holding_requests(
         assert demo.stats().late == 0
     finally:
         os.kill(frozen.proc.pid, signal.SIGCONT)
-        frozen.stop()
-        if other is not None:
-            other.stop()
+        try:
+            frozen.stop()
+        finally:
+            if other is not None:
+                other.stop()
 
 
 def _rabbitmqctl(*args: str) -> None:

@@ -15,6 +15,7 @@ from common import (
     BadRequest,
     ConnectionLost,
     MessageTooLarge,
+    NoSuchService,
     PoisonRequest,
     RemoteError,
     Settings,
@@ -299,3 +300,23 @@ def test_idempotent_call_made_as_the_connection_drops_succeeds(
     future = requestor.call_async("echo", "queued", timeout=30, idempotent=True)
     release.set()
     assert future.result(30) == "queued"
+
+
+def test_fast_mode_without_persistence_or_confirms(
+    amqp_url: str, prefix: str, service_name: str, admin: Admin
+) -> None:
+    settings = Settings(
+        url=amqp_url, queue_prefix=prefix, timeout=10, queue_type="classic", persistent=False
+    )
+    service = Service(service_name)
+    service.add("echo", lambda payload: payload)
+    with (
+        Worker(service, settings=settings, concurrency=4) as worker,
+        Requestor(settings=settings, service=service_name) as rq,
+    ):
+        futures = [rq.call_async("echo", i) for i in range(200)]
+        assert [f.result(10) for f in futures] == list(range(200))
+        with pytest.raises(NoSuchService):
+            rq.call("echo", 1, service="nobody-here")
+    assert worker.stats.replied == 200  # every request acked after its reply
+    assert admin.message_count(f"{prefix}{service_name}") == 0
