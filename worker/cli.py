@@ -12,7 +12,7 @@ import click
 from common import exitcodes
 from common.config import QUEUE_TYPES, Settings
 from common.errors import ReqrepError
-from requestor.cli import call_command
+from requestor.cli import bench_command, call_command
 from worker.server import Worker
 from worker.service import Service
 from worker.supervisor import Supervisor
@@ -172,6 +172,7 @@ def _supervise(
 
 
 cli.add_command(call_command)
+cli.add_command(bench_command)
 
 
 def main() -> None:
