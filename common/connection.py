@@ -279,8 +279,10 @@ class ConnectionThread:
         if self._state is State.CLOSING:
             self._ioloop.stop()
         elif self._state is State.STARTING:
-            delay = self._next_delay()
-            if fatal or time.monotonic() + delay > self._start_deadline:
+            # Keep trying until the start deadline, the last pause cut short to meet it.
+            left = self._start_deadline - time.monotonic()
+            delay = min(self._next_delay(), left - 0.05)
+            if fatal or delay <= 0:
                 self._error = error
                 self._ioloop.stop()
             else:

@@ -59,7 +59,7 @@ class Worker:
         self.service = service
         self.settings = base.replace(url=url)
         self.concurrency = concurrency
-        self.prefetch = prefetch or concurrency
+        self.prefetch = prefetch or default_prefetch(concurrency)
         self.drain_timeout = drain_timeout
         self._wake = threading.Event()  # a stop was asked for, or the connection ended
         self._pool = _Pool(concurrency, self._run_job)
@@ -284,3 +284,14 @@ class _Pool:
                 self._run(job)
             except Exception:
                 log.exception("unexpected error running %s", job.method)
+
+
+def default_prefetch(concurrency: int) -> int:
+    """A quarter more than the handler threads (at least one more).
+
+    With exactly ``concurrency``, a thread that has finished waits idle until its reply is
+    confirmed and its request acked before the broker sends the next one: 10-20% of a 10 ms
+    handler's time on our machines. A few spare requests hide that round trip; few enough that
+    a request rarely waits here while another worker is free.
+    """
+    return concurrency + max(1, concurrency // 4)

@@ -55,7 +55,8 @@ def counted_worker(settings: Settings, service_name: str, counted: Counted) -> I
     service = Service(service_name)
     service.add("work", counted)
     service.add("echo", lambda payload: payload)
-    worker = Worker(service, settings=settings, concurrency=2).start()
+    # Prefetch 2, no spare: with both threads busy, the next request waits in the broker.
+    worker = Worker(service, settings=settings, concurrency=2, prefetch=2).start()
     try:
         yield worker
     finally:
@@ -205,7 +206,10 @@ def test_poison_request_is_dead_lettered_and_its_caller_told(
     }
     # Prefetch 1: a worker holding the poison request holds nothing else, so no bystander is
     # redelivered (and counted) each time it dies.
-    proc = WorkerProcess(["tests.services:crashy", "--processes", "2", "--concurrency", "1"], env)
+    proc = WorkerProcess(
+        ["tests.services:crashy", "--processes", "2", "--concurrency", "1", "--prefetch", "1"],
+        env,
+    )
     settings = Settings(url=amqp_url, queue_prefix=prefix, timeout=60)
     try:
         proc.wait_for("worker ready", count=2)
