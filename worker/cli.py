@@ -73,7 +73,7 @@ def load_service(spec: str) -> Service:
     "--prefetch",
     type=click.IntRange(1, 65535),
     default=None,
-    help="Unacked requests per process  [default: concurrency]",
+    help="Unacked requests per process  [default: concurrency + a quarter]",
 )
 @click.option(
     "--processes",
