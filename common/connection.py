@@ -18,6 +18,7 @@ reconnection is ready; ``_on_closed()`` once, last.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import random
@@ -200,6 +201,7 @@ class ConnectionThread:
             self._error = ConnectionLost(f"{self._where()}: I/O thread crashed: {exc!r}")
             if self._state is State.OPEN:
                 self._on_lost(self._error)
+            self._abandon_socket()
         finally:
             self._finish()
 
@@ -212,6 +214,14 @@ class ConnectionThread:
                 task()
             except Exception:
                 log.exception("%s: task failed on the I/O thread", self._name)
+
+    def _abandon_socket(self) -> None:
+        """After a crash, close the socket ourselves: the loop that would have is gone."""
+        transport = getattr(self._connection, "_transport", None)  # pika internals, if present
+        sock = getattr(transport, "_sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
 
     def _connect(self) -> None:
         self._retry_timer = None

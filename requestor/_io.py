@@ -28,6 +28,7 @@ from common.config import Settings
 from common.connection import ConnectionThread
 from common.errors import (
     CallTimeout,
+    ClosedError,
     ConnectionLost,
     MessageTooLarge,
     NoSuchService,
@@ -253,6 +254,9 @@ class RequestorIO(ConnectionThread):
             log.warning("%d pending calls failed: %s", failed, error)
 
     def _on_closed(self) -> None:
+        """The I/O thread is ending (closed, or crashed): no pending call can complete now."""
         self._held.clear()
         self._retryable.clear()
         self._sent.clear()
+        error = self.error or ClosedError("the requestor's connection was closed")
+        self._replies.fail_all(type(error)(f"{error} (the request may or may not have been run)"))

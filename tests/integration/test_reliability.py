@@ -18,9 +18,10 @@ from common import (
     NoSuchService,
     PoisonRequest,
     RemoteError,
+    ReqrepError,
     Settings,
 )
-from requestor import Requestor
+from requestor import ReplyHandler, Requestor
 from tests.support import Admin, WorkerProcess, close_connections
 from worker import Service, Worker, current
 
@@ -324,3 +325,49 @@ def test_fast_mode_without_persistence_or_confirms(
             rq.call("echo", 1, service="nobody-here")
     assert worker.stats.replied == 200  # every request acked after its reply
     assert admin.message_count(f"{prefix}{service_name}") == 0
+
+
+def test_io_thread_crash_fails_pending_and_later_calls(
+    counted_worker: Worker,
+    settings: Settings,
+    service_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """If the I/O thread dies, no caller is left waiting for its timeout."""
+    with Requestor(settings=settings, service=service_name, timeout=60) as rq:
+        pending = rq.call_async("work", "x")  # held by the gate: still pending at the crash
+        crashed = threading.Event()
+
+        def broken(_self: object, _now: float) -> list[str]:
+            crashed.set()
+            raise RuntimeError("bug in the deadline sweep")
+
+        # White box: the sweep runs on a pika timer, where an exception ends the I/O loop.
+        monkeypatch.setattr(ReplyHandler, "expire_due", broken)
+        assert crashed.wait(5)
+        with pytest.raises(ReqrepError, match="crashed"):
+            pending.result(10)
+        with pytest.raises(ReqrepError):
+            rq.call("echo", 2)
+
+
+def test_a_broken_reply_path_costs_the_connection_not_the_callers(
+    counted_worker: Worker,
+    settings: Settings,
+    service_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An exception while pika reads a reply: pika drops the connection; the calls it stranded
+    fail at once with ConnectionLost naming the cause."""
+    from requestor import _io  # noqa: PLC0415 - white box: break the reply path on purpose
+
+    def broken(*_args: object) -> None:
+        raise RuntimeError("bug in the reply path")
+
+    monkeypatch.setattr(_io.RequestorIO, "_on_reply", broken)
+    with Requestor(settings=settings, service=service_name, timeout=60) as rq:
+        pending = rq.call_async("work", "x")
+        with pytest.raises(ConnectionLost, match="bug in the reply path"):
+            rq.call("echo", 1)
+        with pytest.raises(ConnectionLost):
+            pending.result(10)
