@@ -5,11 +5,9 @@ between running a handler and replying leaves the request to be redelivered, nev
 Replies go out with ``mandatory=True``: a reply whose callback queue is gone (the requestor
 disconnected) comes back and is counted, instead of vanishing without a trace.
 
-Before a request reaches a handler thread it is judged here, cheaply and in this order:
-unanswerable (no ``reply_to``/``correlation_id``: rejected to the dead-letter queue); past its
-deadline (acked and counted, not run); poison (delivered too often: error reply, then rejected to
-the dead-letter queue); a duplicate of one answered or running here (answered from the cache, or
-when the running one finishes); too large, malformed or for an unknown method (error reply).
+Before a request reaches a handler thread it is judged here, cheaply, by the rules of
+``worker/admission.py`` and this worker's reply cache (a duplicate of a request answered or
+running here gets the same reply).
 
 Delivery tags belong to one channel. After a reconnection the broker redelivers whatever was
 unacknowledged, so results of requests from an older channel are only cached, never acked.
@@ -31,15 +29,13 @@ from common.config import Settings
 from common.connection import ConnectionThread
 from common.errors import ReqrepError
 from common.serialization import CONTENT_TYPE
+from worker import admission
 from worker.dedupe import ReplyCache
 from worker.service import Handler, Service
 
 __all__ = ["Consumer", "ConsumerStats", "Job"]
 
 log = logging.getLogger("reqrep.worker")
-
-DEADLINE_HEADER = "x-deadline"
-DELIVERY_COUNT_HEADER = "x-delivery-count"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,38 +204,49 @@ class Consumer(ConnectionThread):
 
     def _judge(self, tag: int, generation: int, deliver: Any, props: Any, body: bytes) -> None:
         log.debug("request %s: %r (tag %s)", props.correlation_id, props.type, tag)
-        if not isinstance(props.reply_to, str) or not props.reply_to or not props.correlation_id:
+        delivery = admission.Delivery(
+            method=props.type,
+            correlation_id=props.correlation_id,
+            reply_to=props.reply_to,
+            content_type=props.content_type,
+            message_id=props.message_id,
+            headers=props.headers,
+            redelivered=bool(deliver.redelivered),
+            size=len(body),
+        )
+        verdict = admission.screen(delivery, self._settings, time.time() * 1000)
+        if isinstance(verdict, admission.Unanswerable):
             log.warning(
                 "rejected request without %s (tag %s, type %r): it cannot be answered",
-                "reply_to" if not props.reply_to else "correlation_id",
+                verdict.missing,
                 tag,
                 props.type,
             )
             self.stats.rejected += 1
             self._settle(tag, generation, requeue=False)
-            return
-        headers = props.headers if isinstance(props.headers, dict) else {}
-        deadline_ms = _int_header(headers, DEADLINE_HEADER)
-        if deadline_ms is not None and time.time() * 1000 > deadline_ms:
-            self.stats.expired += 1  # its caller has given up: running it helps nobody
+        elif isinstance(verdict, admission.Expired):
+            self.stats.expired += 1
             self._settle(tag, generation, ack=True)
+        elif isinstance(verdict, admission.Poison):
+            self._refuse_poison(tag, props, verdict)
+        else:
+            self._admit(tag, generation, delivery, verdict, body)
+
+    def _admit(
+        self,
+        tag: int,
+        generation: int,
+        delivery: admission.Delivery,
+        verdict: admission.Passed,
+        body: bytes,
+    ) -> None:
+        key = delivery.message_id or None
+        if key is not None and self._answer_duplicate(key, tag, delivery):
             return
-        # The broker sets x-delivery-count on redeliveries; on a first delivery the header, if
-        # any, came from the publisher and proves nothing.
-        delivery_count = (
-            (_int_header(headers, DELIVERY_COUNT_HEADER) or 0) if deliver.redelivered else 0
-        )
-        if delivery_count > self._settings.max_redeliveries:
-            self._refuse_poison(tag, props, delivery_count)
-            return
-        key = props.message_id or None
-        if key is not None and self._answer_duplicate(key, tag, props):
-            return
-        found = self._classify(props, len(body))
+        found = admission.classify(delivery, self._service, self._settings)
         if isinstance(found, envelope.ErrorInfo):
-            self._publish_reply(
-                tag, props.reply_to, props.correlation_id, envelope.error_body(found)
-            )
+            error = envelope.error_body(found)
+            self._publish_reply(tag, delivery.reply_to, delivery.correlation_id, error)
             return
         if key is not None:
             self._running[key] = []
@@ -247,71 +254,44 @@ class Consumer(ConnectionThread):
             Job(
                 tag,
                 generation,
-                props.type,
-                props.correlation_id,
-                props.reply_to,
+                delivery.method,
+                delivery.correlation_id,
+                delivery.reply_to,
                 key,
                 body,
                 found,
-                deadline_ms,
-                bool(deliver.redelivered),
-                delivery_count,
+                verdict.deadline_ms,
+                delivery.redelivered,
+                verdict.delivery_count,
             )
         )
 
-    def _classify(self, props: Any, size: int) -> Handler | envelope.ErrorInfo:
-        """The handler for a request, or why it has none (answered at once, off the pool)."""
-        problem = envelope.check_request(props.type, props.content_type)
-        if problem is not None:
-            return problem
-        limit = self._settings.max_message_bytes
-        if size > limit:
-            return envelope.ErrorInfo(
-                envelope.BAD_REQUEST,
-                "MessageTooLarge",
-                f"request body of {size} bytes exceeds max_message_bytes={limit}",
-            )
-        handler = self._service.get(props.type)
-        if handler is None:
-            return envelope.ErrorInfo(
-                envelope.METHOD_NOT_FOUND,
-                "MethodNotFound",
-                f"service {self._service.name!r} has no method {props.type!r}",
-                {"methods": self._service.methods},
-            )
-        return handler
-
-    def _answer_duplicate(self, key: str, tag: int, props: Any) -> bool:
+    def _answer_duplicate(self, key: str, tag: int, delivery: admission.Delivery) -> bool:
         cached = self._cache.get(key)
         if cached is not None:
             self.stats.deduplicated += 1
-            self._publish_reply(tag, props.reply_to, props.correlation_id, cached)
+            self._publish_reply(tag, delivery.reply_to, delivery.correlation_id, cached)
             return True
         waiters = self._running.get(key)
         if waiters is not None:
             self.stats.deduplicated += 1
-            waiters.append(_Waiter(tag, self.generation, props.reply_to, props.correlation_id))
+            waiters.append(
+                _Waiter(tag, self.generation, delivery.reply_to, delivery.correlation_id)
+            )
             return True
         return False
 
-    def _refuse_poison(self, tag: int, props: Any, delivery_count: int) -> None:
+    def _refuse_poison(self, tag: int, props: Any, verdict: admission.Poison) -> None:
         self.stats.poisoned += 1
         log.error(
             "poison request %s (%r) delivered %d times; its workers died each time: "
             "refused and dead-lettered to %s",
             props.correlation_id,
             props.type,
-            delivery_count + 1,
+            verdict.deliveries,
             topology.dead_letter_queue(self.queue),
         )
-        error = envelope.ErrorInfo(
-            envelope.POISON_REQUEST,
-            "PoisonRequest",
-            f"the request was delivered {delivery_count + 1} times and its worker died each "
-            "time; it was dead-lettered instead of being run again",
-            {"delivery_count": delivery_count + 1},
-        )
-        body = envelope.error_body(error)
+        body = envelope.error_body(verdict.error)
         self._publish_reply(tag, props.reply_to, props.correlation_id, body, reject=True)
 
     # -- I/O thread: replies and settling -----------------------------------------------------
@@ -472,10 +452,3 @@ def _chain(steps: list[Callable[[Callable[[Any], None]], None]], then: Callable[
         _chain(rest, then)
 
     first(next_step)
-
-
-def _int_header(headers: dict[str, Any], name: str) -> int | None:
-    value = headers.get(name)
-    if isinstance(value, bool) or not isinstance(value, int):
-        return None
-    return value
