@@ -46,9 +46,20 @@ def _parse_payload(_ctx: click.Context, _param: click.Parameter, value: str | No
     default=None,
     help="Seconds to wait for the reply  [default: $REQREP_TIMEOUT or 30]",
 )
+@click.option(
+    "--idempotent",
+    is_flag=True,
+    help="Safe to send again: resent on a new connection if the connection drops.",
+)
 @click.option("--url", envvar="AMQP_URL", show_envvar=True, help="Broker URL.")
 def call_command(
-    *, method: str, payload: Any, service: str, timeout: float | None, url: str | None
+    *,
+    method: str,
+    payload: Any,
+    service: str,
+    timeout: float | None,
+    idempotent: bool,
+    url: str | None,
 ) -> None:
     """Call METHOD of a service with a JSON PAYLOAD and print the JSON result.
 
@@ -58,7 +69,7 @@ def call_command(
     try:
         settings = Settings.from_env(url=url, timeout=timeout)
         with Requestor(settings=settings, service=service) as requestor:
-            result = requestor.call(method, payload)
+            result = requestor.call(method, payload, idempotent=idempotent)
     except ReqrepError as exc:
         click.echo(f"reqrep: {_kind(exc)}: {exc}", err=True)
         sys.exit(exitcodes.for_error(exc))

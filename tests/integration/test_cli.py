@@ -45,6 +45,11 @@ def test_echo_prints_json(demo_worker: Worker, run: Run) -> None:
     assert (result.returncode, result.stdout, result.stderr) == (0, '{"hello": "world"}\n', "")
 
 
+def test_idempotent_flag(demo_worker: Worker, run: Run) -> None:
+    result = run("add", '{"a": 1, "b": 2}', "--idempotent")
+    assert (result.returncode, result.stdout) == (0, "3\n")
+
+
 def test_no_payload_is_null(demo_worker: Worker, run: Run) -> None:
     result = run("echo")
     assert (result.returncode, json.loads(result.stdout)) == (0, None)
