@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import json
 import logging
 import os
 import sys
@@ -42,7 +41,6 @@ from bench.suite import (
     CLIENT_SLACK,
     READY_TIMEOUT,
     REQREP_ENV,
-    RESULTS_DIR,
     WORKER_READY_TEXT,
     Child,
     CpuSampler,
@@ -58,6 +56,7 @@ from bench.suite import (
     retry_cleanup,
     source_note,
     wait_for_broker,
+    write_outputs,
 )
 
 __all__ = ["main", "run_scaling"]
@@ -450,19 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted: processes stopped and queues deleted", file=sys.stderr)
         return 130
     render(report)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    json_paths = [RESULTS_DIR / f"scaling-{stamp}-{report['run_id']}.json"] + (
-        [args.json] if args.json else []
-    )
-    chart_paths = [RESULTS_DIR / f"scaling-{stamp}-{report['run_id']}.png"] + (
-        [args.chart] if args.chart else []
-    )
-    for path in json_paths:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    for path in chart_paths:
-        draw_chart(report, path)
-    print(f"wrote {', '.join(str(p) for p in json_paths + chart_paths)}")
+    write_outputs("scaling", report, extra_json=args.json, extra_chart=args.chart, draw=draw_chart)
     return 0 if all(r.get("ok") or r.get("retried") for r in report["runs"]) else 1
 
 

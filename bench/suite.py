@@ -963,21 +963,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted: processes stopped and queues deleted", file=sys.stderr)
         return 130
     render(report)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    json_paths = [RESULTS_DIR / f"suite-{stamp}-{report['run_id']}.json"] + (
-        [args.json] if args.json else []
-    )
-    chart_paths = [RESULTS_DIR / f"suite-{stamp}-{report['run_id']}.png"] + (
-        [args.chart] if args.chart else []
-    )
+    write_outputs("suite", report, extra_json=args.json, extra_chart=args.chart, draw=draw_chart)
+    return 0 if all(r.get("ok") or r.get("retried") for r in report["runs"]) else 1
+
+
+def write_outputs(
+    kind: str,
+    report: dict[str, Any],
+    *,
+    extra_json: Path | None,
+    extra_chart: Path | None,
+    draw: Callable[[dict[str, Any], Path], None],
+) -> None:
+    """The report as JSON and as a chart under bench/results/, and wherever else asked."""
+    stem = RESULTS_DIR / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{report['run_id']}"
+    json_paths = [stem.with_suffix(".json"), *([extra_json] if extra_json else [])]
+    chart_paths = [stem.with_suffix(".png"), *([extra_chart] if extra_chart else [])]
     for path in json_paths:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     for path in chart_paths:
-        draw_chart(report, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        draw(report, path)
     print(f"wrote {', '.join(str(p) for p in json_paths + chart_paths)}")
-    return 0 if all(r.get("ok") or r.get("retried") for r in report["runs"]) else 1
 
 
 if __name__ == "__main__":

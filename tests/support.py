@@ -86,6 +86,18 @@ class Admin:
     def delete_exchange(self, name: str) -> None:
         self._do(lambda channel: channel.exchange_delete(name))
 
+    def get_one(self, queue: str, timeout: float) -> tuple[Any, Any, bytes] | None:
+        """Consume one message of ``queue`` (auto-ack), blocking until it comes or ``timeout``."""
+        channel = self._chan()
+        try:
+            for method, properties, body in channel.consume(
+                queue, auto_ack=True, inactivity_timeout=timeout
+            ):
+                return None if method is None else (method, properties, body)
+        finally:
+            channel.cancel()
+        return None
+
     def publish(self, queue: str, body: bytes, properties: pika.BasicProperties) -> None:
         self._chan().basic_publish("", queue, body, properties)
 

@@ -151,14 +151,11 @@ def test_expired_request_is_dropped_by_the_broker(
 
 
 def _get_one(admin: Admin, queue: str, timeout: float = 10) -> tuple[Any, Any, bytes]:
-    """basic_get until a message arrives (quorum queue counts lag, so poll the queue itself)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        method, props, body = admin.channel.basic_get(queue, auto_ack=True)
-        if method is not None:
-            return method, props, body
-        time.sleep(0.05)
-    raise AssertionError(f"no message in {queue} within {timeout}s")
+    """The next message of ``queue``, waiting for it to arrive (at most ``timeout``)."""
+    message = admin.get_one(queue, timeout)
+    if message is None:
+        raise AssertionError(f"no message in {queue} within {timeout}s")
+    return message
 
 
 def test_size_limits_on_both_sides(amqp_url: str, prefix: str, service_name: str) -> None:
