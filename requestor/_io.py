@@ -89,7 +89,6 @@ class RequestorIO(ConnectionThread):
         self._sent: set[str] = set()  # sent on this connection, no outcome yet
         self._sweeps = 0
         self._services: dict[str, str] = {}  # request queue -> service, for NoSuchService
-        self.resent = 0
 
     @property
     def reply_queue(self) -> str:
@@ -244,7 +243,6 @@ class RequestorIO(ConnectionThread):
             if request.retries > 0 and self._replies.is_pending(cid):
                 request.retries -= 1
                 self._held[cid] = request
-                self.resent += 1
         self._retryable.clear()
         stranded = self._sent.difference(self._held)
         self._sent.clear()

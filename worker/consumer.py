@@ -118,10 +118,6 @@ class Consumer(ConnectionThread):
         self._running: dict[str, list[_Waiter]] = {}  # idempotency key -> duplicates waiting
         self._user_id = settings.username if settings.sign_replies else None
 
-    @property
-    def draining(self) -> bool:
-        return self._draining
-
     def reply(self, job: Job, body: bytes) -> None:
         """Publish ``body`` as the reply to ``job`` (and its twins), then ack once confirmed."""
         self.submit(lambda: self._complete_job(job, body))
