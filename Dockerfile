@@ -24,7 +24,9 @@ RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))
 
 # Then the project itself (README.md is pyproject's `readme`). Installed as a regular (non-editable)
 # package, so the sources are removed afterwards and nothing shadows the installed packages.
+# reqrep/ links common/, requestor/ and worker/ in: the wheel holds the one package `reqrep`.
 COPY README.md ./
+COPY reqrep/ reqrep/
 COPY common/ common/
 COPY requestor/ requestor/
 COPY worker/ worker/
@@ -37,4 +39,4 @@ USER 10001:10001
 # The worker drains in-flight calls on SIGTERM (give it ~30 s: see stop_grace_period in compose).
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["reqrep"]
-CMD ["worker", "worker.demo:service"]
+CMD ["worker", "reqrep.worker.demo:service"]

@@ -53,10 +53,10 @@ import pika
 import pika.exceptions
 
 from bench.chaos_service import LOG_ENV
-from common import DEFAULT_URL, Settings, topology
-from common.config import redact_url
-from requestor import Requestor
-from tests.faults.proxy import FaultProxy
+from bench.faultproxy import FaultProxy
+from reqrep.common import DEFAULT_URL, Settings, topology
+from reqrep.common.config import redact_url
+from reqrep.requestor import Requestor
 
 __all__ = ["ChaosConfig", "ChaosError", "ChaosResult", "main", "render", "run_chaos"]
 
@@ -270,7 +270,7 @@ def _seconds(value: float | None) -> str:
 
 
 class _WorkerProcess:
-    """One ``python -m worker worker bench.chaos_service:service`` child; its stderr is read on
+    """One ``python -m reqrep worker bench.chaos_service:service`` child; its stderr is read on
     a thread (so the pipe never fills), keeping the last lines and watching for "worker ready".
     """
 
@@ -737,7 +737,7 @@ class _Run:
         argv = [
             sys.executable,
             "-m",
-            "worker",
+            "reqrep",
             "worker",
             SERVICE_SPEC,
             "--concurrency",

@@ -1,4 +1,4 @@
-"""The service the chaos benchmark calls: ``python -m worker worker bench.chaos_service:service``.
+"""The service the chaos benchmark calls: ``python -m reqrep worker bench.chaos_service:service``.
 
 ``record`` leaves one visible side effect per run: it appends ``<message_id>\\n`` (the call's
 idempotency key) to the file named by ``$CHAOS_LOG``, so the benchmark can count afterwards how
@@ -12,7 +12,7 @@ import random
 import time
 from typing import Any
 
-from worker import Service, current
+from reqrep.worker import Service, current
 
 __all__ = ["LOG_ENV", "record", "service"]
 

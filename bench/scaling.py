@@ -4,7 +4,7 @@
 [--json PATH] [--concurrency 8] [--inflight-per-slot 4] [--classic] [--max-minutes 15]``
 
 The handler (``bench.cases.sleepy:service``, method ``wait``) sleeps 10 ms. For each N in
-``--processes``, N separate worker processes (``python -m worker worker
+``--processes``, N separate worker processes (``python -m reqrep worker
 bench.cases.sleepy:service --concurrency C``; the same command ``--processes N`` would run under
 its supervisor, started separately here so that each pid is known and can be killed) serve one
 queue, and one reqrep client keeps ``inflight-per-slot x C x N`` calls in flight with
@@ -104,7 +104,7 @@ def run_one(
     worker_argv = [
         sys.executable,
         "-m",
-        "worker",
+        "reqrep",
         "worker",
         SPEC,
         "--concurrency",

@@ -76,8 +76,8 @@ BROKER_WAIT = 60.0
 RUN_OVERHEAD = 6.0
 """Estimated seconds of start-up and teardown per run, for the --max-minutes budget."""
 REQREP_SERVICE = "demo"
-REQREP_SPEC = "worker.demo:service"
-REQREP_PACKAGES = ("common", "requestor", "worker")
+REQREP_SPEC = "reqrep.worker.demo:service"
+REQREP_PACKAGES = ("common", "requestor", "worker", "reqrep")
 REQREP_ENV = ("REQREP_QUEUE_TYPE", "REQREP_PERSISTENT", "REQREP_QUEUE_PREFIX")
 BASELINE = "raw-pika"
 DURABLE_BASELINE = "raw-pika-durable"
@@ -470,7 +470,7 @@ def plan_case(case: Case, opts: Options, tag: str) -> Plan:
         return Plan(
             server_argv=[
                 *py,
-                *("worker", "worker", REQREP_SPEC),
+                *("reqrep", "worker", REQREP_SPEC),
                 *("--concurrency", str(opts.worker_concurrency), "--drain-timeout", "2"),
             ],
             server_env={**env, "REQREP_LOG_LEVEL": "INFO"},
@@ -686,7 +686,7 @@ def reqrep_knows_persistent() -> bool | None:
     """Does this reqrep read REQREP_PERSISTENT? (If not, its "transient" cases still persist
     requests and use confirms: only the queue type changes.)"""
     try:
-        from common import Settings  # noqa: PLC0415 - reqrep itself, only for this question
+        from reqrep.common import Settings  # noqa: PLC0415 - reqrep itself, only for this question
 
         off = Settings.from_env({"REQREP_PERSISTENT": "0"})
         on = Settings.from_env({"REQREP_PERSISTENT": "1"})

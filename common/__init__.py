@@ -1,7 +1,7 @@
 """Parts shared by requestors and workers: settings, errors, the wire envelope, JSON."""
 
-from common.config import DEFAULT_URL, Settings, redact_url
-from common.errors import (
+from reqrep.common.config import DEFAULT_URL, Settings, redact_url
+from reqrep.common.errors import (
     BadRequest,
     BrokerUnreachable,
     CallError,

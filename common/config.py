@@ -14,8 +14,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from common import topology
-from common.errors import ConfigError
+from reqrep.common import topology
+from reqrep.common.errors import ConfigError
 
 __all__ = ["DEFAULT_URL", "QUEUE_TYPES", "Settings", "check_seconds", "redact_url"]
 

@@ -38,9 +38,9 @@ from pika.adapters.utils.connection_workflow import (
     AMQPConnectorStackTimeout,
 )
 
-from common._pika_writes import coalesce_pika_writes
-from common.config import Settings
-from common.errors import (
+from reqrep.common._pika_writes import coalesce_pika_writes
+from reqrep.common.config import Settings
+from reqrep.common.errors import (
     BrokerUnreachable,
     ClosedError,
     ConfigError,

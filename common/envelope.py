@@ -9,8 +9,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from common import serialization
-from common.errors import RemoteError, SerializationError
+from reqrep.common import serialization
+from reqrep.common.errors import RemoteError, SerializationError
 
 __all__ = [
     "BAD_REQUEST",

@@ -6,7 +6,7 @@ text. README.md lists them; keep the two in step.
 
 from __future__ import annotations
 
-from common.errors import (
+from reqrep.common.errors import (
     BrokerUnreachable,
     CallTimeout,
     ConfigError,

@@ -10,7 +10,7 @@ import json
 import math
 from typing import Any
 
-from common.errors import SerializationError
+from reqrep.common.errors import SerializationError
 
 __all__ = ["CONTENT_TYPE", "dumps", "is_json_content_type", "loads"]
 

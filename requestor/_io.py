@@ -24,9 +24,9 @@ from typing import Any
 
 import pika
 
-from common.config import Settings
-from common.connection import ConnectionThread
-from common.errors import (
+from reqrep.common.config import Settings
+from reqrep.common.connection import ConnectionThread
+from reqrep.common.errors import (
     CallTimeout,
     ClosedError,
     ConnectionLost,
@@ -35,8 +35,8 @@ from common.errors import (
     PublishRejected,
     ReqrepError,
 )
-from common.serialization import CONTENT_TYPE
-from requestor.reply_handler import ReplyHandler
+from reqrep.common.serialization import CONTENT_TYPE
+from reqrep.requestor.reply_handler import ReplyHandler
 
 __all__ = ["DEADLINE_HEADER", "OutgoingRequest", "RequestorIO"]
 

@@ -14,11 +14,11 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from types import TracebackType
 from typing import Any
 
-from common import serialization
-from common.config import Settings, check_seconds
-from common.errors import ClosedError, ConfigError, MessageTooLarge
-from requestor._io import OutgoingRequest, RequestorIO
-from requestor.reply_handler import ReplyHandler, ReplyStats, timeout_error
+from reqrep.common import serialization
+from reqrep.common.config import Settings, check_seconds
+from reqrep.common.errors import ClosedError, ConfigError, MessageTooLarge
+from reqrep.requestor._io import OutgoingRequest, RequestorIO
+from reqrep.requestor.reply_handler import ReplyHandler, ReplyStats, timeout_error
 
 __all__ = ["Requestor"]
 

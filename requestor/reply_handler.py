@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
-from common import envelope
-from common.errors import CallTimeout, ReqrepError
+from reqrep.common import envelope
+from reqrep.common.errors import CallTimeout, ReqrepError
 
 __all__ = ["ReplyHandler", "ReplyStats"]
 

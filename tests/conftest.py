@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from common import DEFAULT_URL, Settings
+from reqrep.common import DEFAULT_URL, Settings
 from tests.support import Admin, WorkerProcess
 
 

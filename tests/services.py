@@ -1,11 +1,11 @@
-"""Services that only tests run (``python -m worker worker tests.services:crashy``)."""
+"""Services that only tests run (``python -m reqrep worker tests.services:crashy``)."""
 
 from __future__ import annotations
 
 import os
 from typing import Any
 
-from worker import Service
+from reqrep.worker import Service
 
 crashy = Service("crashy")
 

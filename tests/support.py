@@ -187,7 +187,7 @@ class WorkerProcess:
         self.lines: queue.Queue[str] = queue.Queue()
         self.log: list[str] = []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "worker", "worker", *args],
+            [sys.executable, "-m", "reqrep", "worker", *args],
             env={**os.environ, **env},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

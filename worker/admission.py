@@ -15,9 +15,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from common import envelope
-from common.config import Settings
-from worker.service import Handler, Service
+from reqrep.common import envelope
+from reqrep.common.config import Settings
+from reqrep.worker.service import Handler, Service
 
 __all__ = [
     "DEADLINE_HEADER",

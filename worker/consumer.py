@@ -24,14 +24,14 @@ from typing import Any
 
 import pika
 
-from common import envelope, topology
-from common.config import Settings
-from common.connection import ConnectionThread
-from common.errors import ReqrepError
-from common.serialization import CONTENT_TYPE
-from worker import admission
-from worker.dedupe import ReplyCache
-from worker.service import Handler, Service
+from reqrep.common import envelope, topology
+from reqrep.common.config import Settings
+from reqrep.common.connection import ConnectionThread
+from reqrep.common.errors import ReqrepError
+from reqrep.common.serialization import CONTENT_TYPE
+from reqrep.worker import admission
+from reqrep.worker.dedupe import ReplyCache
+from reqrep.worker.service import Handler, Service
 
 __all__ = ["Consumer", "ConsumerStats", "Job"]
 

@@ -10,7 +10,7 @@ import contextvars
 import dataclasses
 import time
 
-from common.errors import ReqrepError
+from reqrep.common.errors import ReqrepError
 
 __all__ = ["CallContext", "current"]
 

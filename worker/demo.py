@@ -1,4 +1,4 @@
-"""The demo service: ``reqrep worker worker.demo:service``.
+"""The demo service: ``reqrep worker reqrep.worker.demo:service``.
 
 Methods: ``echo`` (returns its payload), ``add`` ({"a", "b"}), ``sleep`` ({"seconds": s}),
 ``fail`` ({"message": m}: raises DemoError(m)), ``fib`` ({"n": n}: CPU-bound) and ``whoami``
@@ -12,7 +12,7 @@ import socket
 import time
 from typing import Any
 
-from worker.service import Service
+from reqrep.worker.service import Service
 
 __all__ = ["DemoError", "build", "service"]
 

@@ -10,14 +10,14 @@ from collections.abc import Callable
 from queue import SimpleQueue
 from types import FrameType, TracebackType
 
-from common import envelope, serialization
-from common.config import Settings
-from common.connection import State
-from common.errors import ConfigError, ReqrepError, SerializationError
-from worker import context
-from worker.consumer import Consumer, ConsumerStats, Job
-from worker.dedupe import ReplyCache
-from worker.service import Service
+from reqrep.common import envelope, serialization
+from reqrep.common.config import Settings
+from reqrep.common.connection import State
+from reqrep.common.errors import ConfigError, ReqrepError, SerializationError
+from reqrep.worker import context
+from reqrep.worker.consumer import Consumer, ConsumerStats, Job
+from reqrep.worker.dedupe import ReplyCache
+from reqrep.worker.service import Service
 
 __all__ = ["Worker"]
 

@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
-from common.errors import ConfigError
+from reqrep.common.errors import ConfigError
 
 __all__ = ["Handler", "Service"]
 

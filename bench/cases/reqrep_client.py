@@ -2,7 +2,7 @@
 
 ``python -m bench.cases.reqrep_client client --queue SERVICE --mode async|threads|serial ...``
 
-The server is not here: it is reqrep's own worker, ``python -m worker worker MODULE:SERVICE``,
+The server is not here: it is reqrep's own worker, ``python -m reqrep worker MODULE:SERVICE``,
 started by the suite with ``REQREP_QUEUE_PREFIX`` (and the queue settings) in the environment,
 which this client reads too (``Settings.from_env()``). ``--queue`` is the *service* name.
 
@@ -27,7 +27,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from bench.cases import DRAIN_SECONDS, Window, arm_deadline, case_parser, json_payload
-from requestor import Requestor
+from reqrep.requestor import Requestor
 
 __all__ = ["main"]
 
@@ -109,7 +109,7 @@ def main() -> None:
     args = parser.parse_args()
     arm_deadline(args.max_seconds)
     if args.role != "client":
-        parser.error("the server of the reqrep cases is `python -m worker worker ...`")
+        parser.error("the server of the reqrep cases is `python -m reqrep worker ...`")
     window = Window(args.warmup, args.seconds)
     payload = json_payload(args.payload)
     outstanding = 1 if args.mode == "serial" else args.outstanding

@@ -1,6 +1,6 @@
 """An I/O-bound service for ``bench.scaling``: ``wait`` sleeps 10 ms, then answers ``null``.
 
-``python -m worker worker bench.cases.sleepy:service --concurrency 8`` serves it. With
+``python -m reqrep worker bench.cases.sleepy:service --concurrency 8`` serves it. With
 ``--concurrency C`` one process can finish at most ``C / 0.010`` calls a second, whatever the
 CPU does: the sleep releases the GIL, so more processes should scale until the CPU (shared
 with the broker and the client) runs out.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from worker import Service
+from reqrep.worker import Service
 
 __all__ = ["SLEEP_SECONDS", "service", "wait"]
 

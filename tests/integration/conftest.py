@@ -6,10 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from common import Settings
-from requestor import Requestor
-from worker import Worker
-from worker.demo import build
+from reqrep.common import Settings
+from reqrep.requestor import Requestor
+from reqrep.worker import Worker
+from reqrep.worker.demo import build
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

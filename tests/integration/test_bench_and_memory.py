@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from common import Settings
-from requestor import Requestor
-from requestor.loadgen import run_load
-from worker import Worker
+from reqrep.common import Settings
+from reqrep.loadgen import run_load
+from reqrep.requestor import Requestor
+from reqrep.worker import Worker
 
 REQREP = str(Path(sys.executable).with_name("reqrep"))
 
@@ -75,7 +75,9 @@ def test_requestor_memory_stays_flat(settings: Settings, service_name: str) -> N
     """100,000 calls: nothing kept per finished call. Counted in interpreter memory blocks,
     after a warm-up longer than the requestor's window of remembered ids (10,000)."""
     worker = Worker(
-        __import__("worker.demo").demo.build(service_name), settings=settings, concurrency=16
+        __import__("reqrep.worker.demo").worker.demo.build(service_name),
+        settings=settings,
+        concurrency=16,
     ).start()
     try:
         with Requestor(settings=settings, service=service_name) as rq:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from common import exitcodes
-from worker import Worker
+from reqrep.common import exitcodes
+from reqrep.worker import Worker
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 REQREP = str(Path(sys.executable).with_name("reqrep"))  # the installed console script

@@ -15,10 +15,10 @@ from concurrent.futures import Future
 
 import pytest
 
-from common import ConnectionLost, Settings
-from requestor import Requestor
+from reqrep.common import ConnectionLost, Settings
+from reqrep.requestor import Requestor
+from reqrep.worker import Service, Worker
 from tests.support import WorkerProcess
-from worker import Service, Worker
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def demo(settings: Settings) -> Iterator[Requestor]:
 
 
 def _start(env: dict[str, str], *extra: str) -> WorkerProcess:
-    proc = WorkerProcess(["worker.demo:service", "--concurrency", "4", *extra], env)
+    proc = WorkerProcess(["reqrep.worker.demo:service", "--concurrency", "4", *extra], env)
     try:
         proc.wait_for("worker ready")
     except BaseException:

@@ -18,8 +18,8 @@ import pika
 import pika.exceptions
 import pytest
 
+from reqrep.worker import Worker
 from tests.support import BareReplyQueue
-from worker import Worker
 
 WAIT = 10.0  # seconds: the longest any test waits for a reply
 JSON = "application/json"

@@ -29,12 +29,12 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
-from common import Settings
-from requestor import Requestor
+from reqrep.common import Settings
+from reqrep.requestor import Requestor
+from reqrep.worker import Worker
+from reqrep.worker.consumer import ConsumerStats
+from reqrep.worker.demo import add, echo, fail
 from tests.support import Admin, BareReplyQueue
-from worker import Worker
-from worker.consumer import ConsumerStats
-from worker.demo import add, echo, fail
 
 JSON = "application/json"
 # More for a soak run, e.g. REQREP_FUZZ_EXAMPLES=3000 pytest --timeout 600 ...

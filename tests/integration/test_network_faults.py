@@ -10,10 +10,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from common import BrokerUnreachable, CallTimeout, ConnectionLost, Settings
-from requestor import Requestor
-from tests.faults.proxy import FaultProxy
-from worker import Service, Worker
+from bench.faultproxy import FaultProxy
+from reqrep.common import BrokerUnreachable, CallTimeout, ConnectionLost, Settings
+from reqrep.requestor import Requestor
+from reqrep.worker import Service, Worker
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from typing import Any
 import pika
 import pytest
 
-from common import (
+from reqrep.common import (
     BadRequest,
     ConnectionLost,
     MessageTooLarge,
@@ -21,9 +21,9 @@ from common import (
     ReqrepError,
     Settings,
 )
-from requestor import ReplyHandler, Requestor
+from reqrep.requestor import ReplyHandler, Requestor
+from reqrep.worker import Service, Worker, current
 from tests.support import Admin, WorkerProcess, close_connections
-from worker import Service, Worker, current
 
 
 class Counted:
@@ -356,7 +356,7 @@ def test_a_broken_reply_path_costs_the_connection_not_the_callers(
 ) -> None:
     """An exception while pika reads a reply: pika drops the connection; the calls it stranded
     fail at once with ConnectionLost naming the cause."""
-    from requestor import _io  # noqa: PLC0415 - white box: break the reply path on purpose
+    from reqrep.requestor import _io  # noqa: PLC0415 - white box: break the reply path on purpose
 
     def broken(*_args: object) -> None:
         raise RuntimeError("bug in the reply path")

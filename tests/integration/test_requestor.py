@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from common import (
+from reqrep.common import (
     BrokerUnreachable,
     CallTimeout,
     ClosedError,
@@ -19,9 +19,9 @@ from common import (
     SerializationError,
     Settings,
 )
-from requestor import Requestor
+from reqrep.requestor import Requestor
+from reqrep.worker import Service, Worker
 from tests.support import close_connections
-from worker import Service, Worker
 
 
 class Gate:

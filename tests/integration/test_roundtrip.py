@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from requestor import Requestor
-from worker import Worker
+from reqrep.requestor import Requestor
+from reqrep.worker import Worker
 
 
 def test_round_trip(demo_worker: Worker, requestor: Requestor) -> None:

@@ -11,9 +11,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from common import BrokerUnreachable, Settings
-from requestor import Requestor
-from worker import Service, Worker
+from reqrep.common import BrokerUnreachable, Settings
+from reqrep.requestor import Requestor
+from reqrep.worker import Service, Worker
 
 
 @pytest.fixture(scope="module")

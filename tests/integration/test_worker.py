@@ -10,10 +10,10 @@ from collections.abc import Iterator
 import pika
 import pytest
 
-from common import RemoteError, Settings
-from requestor import Requestor
+from reqrep.common import RemoteError, Settings
+from reqrep.requestor import Requestor
+from reqrep.worker import Service, Worker
 from tests.support import Admin, WorkerProcess
-from worker import Service, Worker
 
 
 def test_request_without_reply_to_is_rejected(
@@ -99,7 +99,7 @@ def test_sigterm_drains_calls_in_flight(
     worker_env: dict[str, str], demo_requestor: Requestor
 ) -> None:
     env = {**worker_env, "REQREP_LOG_LEVEL": "DEBUG"}  # to see each request arrive
-    proc = WorkerProcess(["worker.demo:service", "--concurrency", "4"], env)
+    proc = WorkerProcess(["reqrep.worker.demo:service", "--concurrency", "4"], env)
     try:
         proc.wait_for("worker ready")
         futures = [demo_requestor.call_async("sleep", {"seconds": 1}, timeout=30) for _ in range(4)]
@@ -118,7 +118,7 @@ def test_two_processes_share_one_queue(
     worker_env: dict[str, str], demo_requestor: Requestor
 ) -> None:
     proc = WorkerProcess(
-        ["worker.demo:service", "--processes", "2", "--concurrency", "1"], worker_env
+        ["reqrep.worker.demo:service", "--processes", "2", "--concurrency", "1"], worker_env
     )
     try:
         proc.wait_for("worker ready", count=2)

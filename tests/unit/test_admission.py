@@ -6,10 +6,10 @@ import dataclasses
 
 import pytest
 
-from common import Settings
-from common.envelope import BAD_REQUEST, METHOD_NOT_FOUND, POISON_REQUEST, ErrorInfo
-from worker import Service
-from worker.admission import (
+from reqrep.common import Settings
+from reqrep.common.envelope import BAD_REQUEST, METHOD_NOT_FOUND, POISON_REQUEST, ErrorInfo
+from reqrep.worker import Service
+from reqrep.worker.admission import (
     Delivery,
     Expired,
     Passed,

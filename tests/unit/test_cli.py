@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 from click.testing import CliRunner, Result
 
-from common import exitcodes
-from worker.cli import cli
+from reqrep.cli import cli
+from reqrep.common import exitcodes
 
 # Variables the commands read: cleared so the host's environment cannot change the outcome.
 CLEAN_ENV: dict[str, str | None] = {
@@ -115,19 +115,19 @@ def test_worker_with_unimportable_module_exits_2() -> None:
 
 
 def test_worker_with_missing_attribute_exits_2() -> None:
-    result = _run("worker", "worker.demo:nothere")
+    result = _run("worker", "reqrep.worker.demo:nothere")
     assert result.exit_code == exitcodes.BAD_ARGUMENTS
-    assert "worker.demo:nothere" in result.output
+    assert "reqrep.worker.demo:nothere" in result.output
     assert "not a worker.Service" in result.output
 
 
 def test_worker_with_an_attribute_that_is_not_a_service_exits_2() -> None:
-    result = _run("worker", "worker.demo:build")
+    result = _run("worker", "reqrep.worker.demo:build")
     assert result.exit_code == exitcodes.BAD_ARGUMENTS
     assert "not a worker.Service" in result.output
 
 
-@pytest.mark.parametrize("spec", ["worker.demo", ":service", "worker.demo:"])
+@pytest.mark.parametrize("spec", ["worker.demo", ":service", "reqrep.worker.demo:"])
 def test_worker_spec_without_module_and_attribute_exits_2(spec: str) -> None:
     result = _run("worker", spec)
     assert result.exit_code == exitcodes.BAD_ARGUMENTS
@@ -135,7 +135,9 @@ def test_worker_spec_without_module_and_attribute_exits_2(spec: str) -> None:
 
 
 def test_worker_with_non_amqp_url_exits_2_without_showing_the_password() -> None:
-    result = _run("worker", "worker.demo:service", "--url", "ftp://alice:s3cr3t@broker.invalid/")
+    result = _run(
+        "worker", "reqrep.worker.demo:service", "--url", "ftp://alice:s3cr3t@broker.invalid/"
+    )
     assert result.exit_code == exitcodes.BAD_ARGUMENTS
     assert "amqp://" in result.output
     assert "s3cr3t" not in result.output
@@ -152,7 +154,7 @@ def test_worker_with_non_amqp_url_exits_2_without_showing_the_password() -> None
     ],
 )
 def test_worker_option_out_of_range_exits_2(option: list[str]) -> None:
-    result = _run("worker", "worker.demo:service", *option)
+    result = _run("worker", "reqrep.worker.demo:service", *option)
     assert result.exit_code == exitcodes.BAD_ARGUMENTS
     assert option[0] in result.output
 

@@ -320,7 +320,7 @@ def test_worker_runs_demo_service_and_drains_on_stop(
     raw = worker.get("command")
     assert raw, "the worker needs an explicit command"
     command = raw.split() if isinstance(raw, str) else [str(c) for c in raw]
-    assert command[:2] == ["worker", "worker.demo:service"], command
+    assert command[:2] == ["worker", "reqrep.worker.demo:service"], command
     assert worker.get("restart") == "unless-stopped"
     assert worker.get("stop_signal", "SIGTERM") == "SIGTERM"
     # The worker may take ~30 s to finish in-flight calls after SIGTERM.
@@ -428,7 +428,7 @@ def test_dockerfile_entrypoint_is_reqrep(dockerfile: list[tuple[str, str]]) -> N
     assert exec_form(entrypoints[-1]) == ["reqrep"]
     cmds = list(_only(dockerfile, "CMD"))
     assert cmds, "no CMD"
-    assert exec_form(cmds[-1]) == ["worker", "worker.demo:service"]
+    assert exec_form(cmds[-1]) == ["worker", "reqrep.worker.demo:service"]
 
 
 def test_dockerfile_runs_as_non_root(dockerfile: list[tuple[str, str]]) -> None:

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from common.config import DEFAULT_URL, Settings, redact_url
-from common.errors import ConfigError
+from reqrep.common.config import DEFAULT_URL, Settings, redact_url
+from reqrep.common.errors import ConfigError
 
 PASSWORD = "s3cr3t-pw"  # noqa: S105 - a fake, to check that it never shows
 URL = f"amqp://alice:{PASSWORD}@broker.example:5672/%2F"

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from common import envelope
-from common.envelope import (
+from reqrep.common import envelope
+from reqrep.common.envelope import (
     BAD_REQUEST,
     HANDLER_ERROR,
     METHOD_NOT_FOUND,
@@ -18,8 +18,8 @@ from common.envelope import (
     error_body,
     success_body,
 )
-from common.errors import BadRequest, MethodNotFound, RemoteError, SerializationError
-from common.serialization import loads
+from reqrep.common.errors import BadRequest, MethodNotFound, RemoteError, SerializationError
+from reqrep.common.serialization import loads
 
 MAX = 2000  # the documented clip length of error messages on the wire
 

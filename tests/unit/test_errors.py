@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from common import errors
-from common.errors import (
+from reqrep.common import errors
+from reqrep.common.errors import (
     BadRequest,
     BrokerUnreachable,
     CallError,

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from common.envelope import BAD_REQUEST, HANDLER_ERROR, decode_reply
-from common.errors import BadRequest, RemoteError
-from common.serialization import dumps, loads
-from worker.consumer import Job
-from worker.server import _execute
+from reqrep.common.envelope import BAD_REQUEST, HANDLER_ERROR, decode_reply
+from reqrep.common.errors import BadRequest, RemoteError
+from reqrep.common.serialization import dumps, loads
+from reqrep.worker.consumer import Job
+from reqrep.worker.server import _execute
 
 
 def _job(handler: Callable[[Any], Any], body: bytes = b"null", method: str = "m") -> Job:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 import pytest
 
-from common import exitcodes
-from common.errors import (
+from reqrep.common import exitcodes
+from reqrep.common.errors import (
     BadRequest,
     BrokerUnreachable,
     CallError,

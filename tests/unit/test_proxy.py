@@ -1,4 +1,4 @@
-"""Unit tests of tests.faults.proxy.FaultProxy against a loopback echo server. No broker.
+"""Unit tests of bench.faultproxy.FaultProxy against a loopback echo server. No broker.
 
 Every socket has a timeout and every wait has a deadline, so a broken proxy fails a test
 instead of hanging it.
@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.faults.proxy import FaultProxy
+from bench.faultproxy import FaultProxy
 
 TIMEOUT = 2.0  # seconds any single socket operation in these tests may take
 

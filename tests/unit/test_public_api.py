@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from common import ClosedError, ConfigError, SerializationError, Settings
-from requestor import Requestor  # the README's import lines
-from worker import Service, Worker
+from reqrep.common import ClosedError, ConfigError, SerializationError, Settings
+from reqrep.requestor import Requestor  # the README's import lines
+from reqrep.worker import Service, Worker
 
-PACKAGES = ["common", "requestor", "worker"]
+PACKAGES = ["reqrep", "reqrep.cli", "reqrep.common", "reqrep.requestor", "reqrep.worker"]
 
 
 def _modules() -> list[str]:
@@ -76,9 +76,24 @@ def test_module_all_names_exist(name: str) -> None:
 
 
 def test_common_exports_the_whole_error_hierarchy() -> None:
-    common = importlib.import_module("common")
-    errors = importlib.import_module("common.errors")
+    common = importlib.import_module("reqrep.common")
+    errors = importlib.import_module("reqrep.common.errors")
     assert set(errors.__all__) <= set(common.__all__)
+
+
+def test_the_face_exports_every_public_name_of_the_three_packages() -> None:
+    face = importlib.import_module("reqrep")
+    for package in ("reqrep.common", "reqrep.requestor", "reqrep.worker"):
+        assert set(_all(importlib.import_module(package))) <= set(face.__all__), package
+
+
+def test_the_face_names_are_the_objects_of_the_packages() -> None:
+    import reqrep  # noqa: PLC0415 - the import is what is tested
+    from reqrep.common.errors import ReqrepError  # noqa: PLC0415
+
+    assert reqrep.ReqrepError is ReqrepError
+    assert reqrep.Requestor is Requestor
+    assert reqrep.Worker is Worker
 
 
 def test_isort_key_orders_like_ruff() -> None:

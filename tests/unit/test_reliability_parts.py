@@ -6,11 +6,11 @@ import time
 
 import pytest
 
-from common import ConfigError, ReqrepError, Settings, topology
-from common.errors import PoisonRequest, RemoteError
-from worker import CallContext, current
-from worker.context import bind, unbind
-from worker.dedupe import ReplyCache
+from reqrep.common import ConfigError, ReqrepError, Settings, topology
+from reqrep.common.errors import PoisonRequest, RemoteError
+from reqrep.worker import CallContext, current
+from reqrep.worker.context import bind, unbind
+from reqrep.worker.dedupe import ReplyCache
 
 
 def test_reply_cache_returns_what_was_put() -> None:

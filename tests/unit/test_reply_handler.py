@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from common.envelope import (
+from reqrep.common.envelope import (
     BAD_REQUEST,
     HANDLER_ERROR,
     METHOD_NOT_FOUND,
@@ -17,7 +17,7 @@ from common.envelope import (
     error_body,
     success_body,
 )
-from common.errors import (
+from reqrep.common.errors import (
     BadRequest,
     CallTimeout,
     ClosedError,
@@ -27,7 +27,7 @@ from common.errors import (
     RemoteError,
     SerializationError,
 )
-from requestor.reply_handler import ReplyHandler, ReplyStats
+from reqrep.requestor.reply_handler import ReplyHandler, ReplyStats
 
 WAIT = 10.0  # upper bound for any wait in these tests; they never come close
 

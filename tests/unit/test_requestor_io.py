@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from common import ConnectionLost, Settings
-from requestor._io import OutgoingRequest, RequestorIO
-from requestor.reply_handler import ReplyHandler
+from reqrep.common import ConnectionLost, Settings
+from reqrep.requestor._io import OutgoingRequest, RequestorIO
+from reqrep.requestor.reply_handler import ReplyHandler
 
 
 def _request(cid: str, retries: int = 0) -> OutgoingRequest:

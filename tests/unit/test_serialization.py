@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from common.errors import SerializationError
-from common.serialization import CONTENT_TYPE, dumps, is_json_content_type, loads
+from reqrep.common.errors import SerializationError
+from reqrep.common.serialization import CONTENT_TYPE, dumps, is_json_content_type, loads
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from common.errors import ConfigError
-from worker import demo
-from worker.service import Service
+from reqrep.common.errors import ConfigError
+from reqrep.worker import demo
+from reqrep.worker.service import Service
 
 
 def test_bare_decorator_registers_under_the_function_name() -> None:

@@ -1,91 +1,27 @@
-"""``reqrep call``: send one request from the shell and print its result as JSON."""
+"""``reqrep bench``: measure calls/s and latency against a running worker.
+
+Its progress bars and table come from ``rich``, an optional extra (``reqrep[tools]``): it is
+imported only when this command runs, so a worker process never loads it.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from common import exitcodes
-from common.config import Settings
-from common.errors import ReqrepError
-from requestor.client import Requestor
-from requestor.loadgen import LoadResult, run_load
+from reqrep.cli._call import error_kind
+from reqrep.common import exitcodes
+from reqrep.common.config import Settings
+from reqrep.common.errors import ReqrepError
+from reqrep.requestor.client import Requestor
 
-__all__ = ["bench_command", "call_command"]
+if TYPE_CHECKING:
+    from reqrep.loadgen import LoadResult
 
-
-def _parse_payload(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
-    if value is None:
-        return None
-    try:
-        return json.loads(value)
-    except ValueError as exc:
-        raise click.BadParameter(f"not valid JSON ({exc}): {value!r}") from None
-
-
-@click.command("call")
-@click.argument("method")
-@click.argument("payload", required=False, callback=_parse_payload)
-@click.option(
-    "--service",
-    envvar="REQREP_SERVICE",
-    default="demo",
-    show_default=True,
-    show_envvar=True,
-    help="Service to call.",
-)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="Seconds to wait for the reply  [default: $REQREP_TIMEOUT or 30]",
-)
-@click.option(
-    "--idempotent",
-    is_flag=True,
-    help="Safe to send again: resent on a new connection if the connection drops.",
-)
-@click.option("--url", envvar="AMQP_URL", show_envvar=True, help="Broker URL.")
-def call_command(
-    *,
-    method: str,
-    payload: Any,
-    service: str,
-    timeout: float | None,
-    idempotent: bool,
-    url: str | None,
-) -> None:
-    """Call METHOD of a service with a JSON PAYLOAD and print the JSON result.
-
-    Exit codes: 0 ok, 2 bad arguments, 3 timeout, 4 remote error, 5 method not found,
-    6 no such service, 7 broker unreachable, 8 other error.
-    """
-    try:
-        settings = Settings.from_env(url=url, timeout=timeout)
-        with Requestor(settings=settings, service=service) as requestor:
-            result = requestor.call(method, payload, idempotent=idempotent)
-    except ReqrepError as exc:
-        click.echo(f"reqrep: {_kind(exc)}: {exc}", err=True)
-        sys.exit(exitcodes.for_error(exc))
-    click.echo(json.dumps(result, ensure_ascii=False))
-
-
-def _kind(error: ReqrepError) -> str:
-    names = {
-        exitcodes.BAD_ARGUMENTS: "bad arguments",
-        exitcodes.TIMEOUT: "timeout",
-        exitcodes.REMOTE_ERROR: "remote error",
-        exitcodes.METHOD_NOT_FOUND: "method not found",
-        exitcodes.NO_SUCH_SERVICE: "no such service",
-        exitcodes.BROKER_UNREACHABLE: "broker unreachable",
-    }
-    return names.get(exitcodes.for_error(error), "error")
+__all__ = ["bench_command"]
 
 
 @click.command("bench")
@@ -145,8 +81,11 @@ def bench_command(
     url: str | None,
     as_json: bool,
 ) -> None:
-    """Measure calls/s and latency against a running worker (e.g. of worker.demo:service)."""
+    """Measure calls/s and latency against a running worker (e.g. of reqrep.worker.demo:service)."""
     payload = "x" * max(0, payload_bytes - 2)  # a JSON string: two quotes and the x's
+    _require_rich()
+    from reqrep.loadgen import run_load  # noqa: PLC0415 - only this command loads the generator
+
     try:
         settings = Settings.from_env(url=url, timeout=timeout)
         with Requestor(settings=settings, service=service) as requestor:
@@ -167,7 +106,7 @@ def bench_command(
                 quiet=as_json,
             )
     except ReqrepError as exc:
-        click.echo(f"reqrep: {_kind(exc)}: {exc}", err=True)
+        click.echo(f"reqrep: {error_kind(exc)}: {exc}", err=True)
         sys.exit(exitcodes.for_error(exc))
     if as_json:
         click.echo(json.dumps(result.summary()))
@@ -177,7 +116,27 @@ def bench_command(
         sys.exit(exitcodes.OTHER_ERROR)
 
 
+def _require_rich() -> None:
+    try:
+        import rich  # noqa: F401, PLC0415 - probe for the optional extra
+    except ImportError:
+        raise click.ClickException(
+            "reqrep bench needs the 'tools' extra: pip install 'reqrep[tools]'"
+        ) from None
+
+
 def _measure(requestor: Requestor, *, run: dict[str, Any], quiet: bool) -> LoadResult:
+    from rich.console import Console  # noqa: PLC0415 - optional extra, see the module docstring
+    from rich.progress import (  # noqa: PLC0415
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from reqrep.loadgen import run_load  # noqa: PLC0415
+
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -192,6 +151,9 @@ def _measure(requestor: Requestor, *, run: dict[str, Any], quiet: bool) -> LoadR
 
 
 def _print_table(result: LoadResult) -> None:
+    from rich.console import Console  # noqa: PLC0415 - optional extra
+    from rich.table import Table  # noqa: PLC0415
+
     table = Table(
         title=f"reqrep bench: {result.calls} calls, {result.mode}, "
         f"{result.concurrency} in flight, {result.payload_bytes}-byte payload"

@@ -1,45 +1,21 @@
-"""The ``reqrep`` command: ``reqrep worker ...`` serves a service, ``reqrep call ...`` calls one."""
+"""``reqrep worker``: serve a Service from its queue, in one process or under a supervisor."""
 
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import sys
 
 import click
 
-from common import exitcodes
-from common.config import QUEUE_TYPES, Settings
-from common.errors import ReqrepError
-from requestor.cli import bench_command, call_command
-from worker.server import Worker
-from worker.service import Service
-from worker.supervisor import Supervisor
+from reqrep.common import exitcodes
+from reqrep.common.config import QUEUE_TYPES, Settings
+from reqrep.common.errors import ReqrepError
+from reqrep.worker.server import Worker
+from reqrep.worker.service import Service
+from reqrep.worker.supervisor import Supervisor
 
-__all__ = ["load_service", "main"]
-
-_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d]: %(message)s"
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--log-level",
-    envvar="REQREP_LOG_LEVEL",
-    show_envvar=True,
-    default=None,
-    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-    help="Logging level  [default: INFO for worker, WARNING for call]",
-)
-@click.pass_context
-def cli(ctx: click.Context, log_level: str | None) -> None:
-    """Request-reply (RPC) over RabbitMQ."""
-    default = "INFO" if ctx.invoked_subcommand == "worker" else "WARNING"
-    level = getattr(logging, (log_level or default).upper())
-    logging.basicConfig(level=level, format=_LOG_FORMAT, stream=sys.stderr)
-    # pika narrates every connection step, and logs each failure as ERROR before we report it
-    # with more context: keep its voice for DEBUG runs only.
-    logging.getLogger("pika").setLevel(level if level <= logging.DEBUG else logging.CRITICAL)
+__all__ = ["load_service", "worker_command"]
 
 
 def load_service(spec: str) -> Service:
@@ -47,7 +23,7 @@ def load_service(spec: str) -> Service:
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise click.BadParameter(
-            f"expected MODULE:ATTRIBUTE, e.g. worker.demo:service; got {spec!r}"
+            f"expected MODULE:ATTRIBUTE, e.g. reqrep.worker.demo:service; got {spec!r}"
         )
     try:
         module = importlib.import_module(module_name)
@@ -59,7 +35,7 @@ def load_service(spec: str) -> Service:
     return service
 
 
-@cli.command("worker")
+@click.command("worker")
 @click.argument("spec", metavar="MODULE:SERVICE")
 @click.option(
     "--concurrency",
@@ -109,7 +85,7 @@ def worker_command(
     drain_timeout: float,
     parent_pid: int | None,
 ) -> None:
-    """Serve MODULE:SERVICE (e.g. worker.demo:service) until SIGTERM or SIGINT, then drain."""
+    """Serve MODULE:SERVICE (e.g. reqrep.worker.demo:service) until a signal, then drain."""
     service = load_service(spec)
     try:
         settings = Settings.from_env(url=url, queue_type=queue_type)
@@ -152,7 +128,7 @@ def _supervise(
     argv = [
         sys.executable,
         "-m",
-        "worker",
+        "reqrep",
         "worker",
         spec,
         "--concurrency",
@@ -169,11 +145,3 @@ def _supervise(
     # The URL travels in the environment, never in argv, where `ps` would show its password.
     env = {**os.environ, "AMQP_URL": settings.url}
     return Supervisor(argv, processes, env).run()
-
-
-cli.add_command(call_command)
-cli.add_command(bench_command)
-
-
-def main() -> None:
-    cli(prog_name="reqrep")

@@ -15,9 +15,9 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from common.errors import ReqrepError
-from common.serialization import dumps
-from requestor.client import Requestor
+from reqrep.common.errors import ReqrepError
+from reqrep.common.serialization import dumps
+from reqrep.requestor.client import Requestor
 
 __all__ = ["LoadResult", "run_load"]
 

@@ -1,0 +1,68 @@
+"""reqrep: request-reply (RPC) over RabbitMQ.
+
+The package face: everything a user needs is importable from here::
+
+    from reqrep import Requestor, Service, Worker, current, Settings, ReqrepError
+
+The layers below point one way: ``reqrep.common`` (settings, errors, the wire envelope) imports
+neither side; ``reqrep.requestor`` and ``reqrep.worker`` import ``common`` and never each other;
+``reqrep.cli`` alone imports both.
+"""
+
+from reqrep.common import (
+    DEFAULT_URL,
+    BadRequest,
+    BrokerUnreachable,
+    CallError,
+    CallTimeout,
+    ClosedError,
+    ConfigError,
+    ConnectionLost,
+    MessageTooLarge,
+    MethodNotFound,
+    NoSuchService,
+    PoisonRequest,
+    PublishRejected,
+    RemoteError,
+    ReqrepConnectionError,
+    ReqrepError,
+    SerializationError,
+    Settings,
+    redact_url,
+)
+from reqrep.requestor import ReplyHandler, ReplyStats, Requestor
+from reqrep.worker import CallContext, ConsumerStats, Handler, Service, Worker, current
+
+__version__ = "0.2.0"
+
+__all__ = [
+    "DEFAULT_URL",
+    "BadRequest",
+    "BrokerUnreachable",
+    "CallContext",
+    "CallError",
+    "CallTimeout",
+    "ClosedError",
+    "ConfigError",
+    "ConnectionLost",
+    "ConsumerStats",
+    "Handler",
+    "MessageTooLarge",
+    "MethodNotFound",
+    "NoSuchService",
+    "PoisonRequest",
+    "PublishRejected",
+    "RemoteError",
+    "ReplyHandler",
+    "ReplyStats",
+    "ReqrepConnectionError",
+    "ReqrepError",
+    "Requestor",
+    "SerializationError",
+    "Service",
+    "Settings",
+    "Worker",
+    "__version__",
+    "current",
+    "redact_url",
+]

@@ -1,0 +1,50 @@
+"""The ``reqrep`` command.
+
+A neutral module: it is the only place that imports both the requestor side (``reqrep call``,
+``reqrep bench``) and the worker side (``reqrep worker``), so neither side depends on the other.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from reqrep.cli._bench import bench_command
+from reqrep.cli._call import call_command
+from reqrep.cli._worker import load_service, worker_command
+
+__all__ = ["cli", "load_service", "main"]
+
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d]: %(message)s"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--log-level",
+    envvar="REQREP_LOG_LEVEL",
+    show_envvar=True,
+    default=None,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    help="Logging level  [default: INFO for worker, WARNING for call]",
+)
+@click.pass_context
+def cli(ctx: click.Context, log_level: str | None) -> None:
+    """Request-reply (RPC) over RabbitMQ."""
+    default = "INFO" if ctx.invoked_subcommand == "worker" else "WARNING"
+    level = getattr(logging, (log_level or default).upper())
+    logging.basicConfig(level=level, format=_LOG_FORMAT, stream=sys.stderr)
+    # pika narrates every connection step, and logs each failure as ERROR before we report it
+    # with more context: keep its voice for DEBUG runs only.
+    logging.getLogger("pika").setLevel(level if level <= logging.DEBUG else logging.CRITICAL)
+
+
+cli.add_command(worker_command)
+cli.add_command(call_command)
+cli.add_command(bench_command)
+
+
+def main() -> None:
+    """Entry point of the ``reqrep`` script."""
+    cli(prog_name="reqrep")
