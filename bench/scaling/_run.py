@@ -1,42 +1,19 @@
-"""How calls/s grows with worker processes when the handler is I/O-bound.
-
-``python -m bench.scaling [--processes 1 2 4] [--seconds 5] [--repeats 3] [--chart PATH]
-[--json PATH] [--concurrency 8] [--inflight-per-slot 4] [--classic] [--max-minutes 15]``
-
-The handler (``bench.cases.sleepy:service``, method ``wait``) sleeps 10 ms. For each N in
-``--processes``, N separate worker processes (``python -m reqrep worker
-bench.cases.sleepy:service --concurrency C``; the same command ``--processes N`` would run under
-its supervisor, started separately here so that each pid is known and can be killed) serve one
-queue, and one reqrep client keeps ``inflight-per-slot x C x N`` calls in flight with
-``call_async``. Why that many: the N processes have C x N handler slots and hold at most
-``prefetch`` (= C) requests each, so C x N calls in flight would leave a slot idle during every
-round trip between a reply and the next request; 4 x C x N keeps a queue of ready requests in
-front of every slot (the extra calls wait in the broker's queue: more latency, not more
-throughput). The handler alone allows at most C x N / 10 ms calls a second (the "ceiling"); the
-"ideal" line is N times the measured 1-process figure. Repeats are round robin over N, medians
-reported.
-
-By default the queue is reqrep's default (quorum, persistent requests, confirms); ``--classic``
-uses a classic queue and ``REQREP_PERSISTENT=0`` as the suite's non-durable reqrep cases do.
-"""
+"""Running the scaling benchmark: N worker processes and one client per run, round robin over
+repeats, then one summary row per N."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime
-import logging
 import os
 import sys
 import time
 import uuid
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from bench.cases import DEFAULT_URL, DRAIN_SECONDS
 from bench.cases.sleepy import SLEEP_SECONDS
-from bench.suite import (
+from bench.harness import (
     BROKER_WAIT,
     CLIENT_SLACK,
     READY_TIMEOUT,
@@ -51,17 +28,10 @@ from bench.suite import (
     judge,
     machine_info,
     median,
-    positive,
     reqrep_fingerprint,
     retry_cleanup,
-    source_note,
     wait_for_broker,
-    write_outputs,
 )
-
-__all__ = ["main", "run_scaling"]
-
-log = logging.getLogger("reqrep.bench.scaling")
 
 SERVICE = "sleepy"
 METHOD = "wait"
@@ -247,6 +217,12 @@ def run_scaling(opts: ScalingOptions) -> dict[str, Any]:
     report["reqrep_source_end"] = reqrep_fingerprint()
     report["elapsed_s"] = round(time.monotonic() - started, 1)
     report["runs"] = runs
+    report["rows"] = summarize(opts, runs)
+    return report
+
+
+def summarize(opts: ScalingOptions, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per process count: medians over its good repeats, the ideal and the ceiling."""
     rows: list[dict[str, Any]] = []
     for processes in opts.processes:
         ok = [r for r in runs if r["processes"] == processes and r.get("ok")]
@@ -278,180 +254,4 @@ def run_scaling(opts: ScalingOptions) -> dict[str, Any]:
         mine = row["calls_per_s"]
         row["efficiency"] = mine / row["ideal"] if mine is not None and row["ideal"] else None
         row["of_ceiling"] = mine / row["ceiling"] if mine is not None else None
-    report["rows"] = rows
-    return report
-
-
-def render(report: dict[str, Any]) -> None:
-    from rich.console import Console  # noqa: PLC0415
-    from rich.table import Table  # noqa: PLC0415
-
-    opts = report["options"]
-    queue = "classic, transient" if opts["classic"] else "quorum, persistent, confirms"
-    table = Table(
-        title=(
-            f"Scaling: 10 ms I/O-bound handler, --concurrency {opts['concurrency']} per process"
-            f"{'' if opts['prefetch'] is None else ' --prefetch ' + str(opts['prefetch'])}, "
-            f"{opts['repeats']} repeats x {opts['seconds']:g}s, {queue} (medians)"
-        )
-    )
-    for column in (
-        "processes",
-        "in flight",
-        "calls/s",
-        "ideal (N x 1-proc)",
-        "of ideal",
-        "handler ceiling",
-        "of ceiling",
-        "p50 ms",
-        "p99 ms",
-        "errors",
-        "CPU us/call cli/wrk/brk",
-        "calls/s per repeat",
-    ):
-        if column.startswith("calls/s per"):
-            table.add_column(column, justify="left", no_wrap=True)
-        else:
-            table.add_column(column, justify="right")
-    for row in report["rows"]:
-        cpu = row["cpu_us_per_call"]
-        table.add_row(
-            str(row["processes"]),
-            str(row["inflight"]),
-            _num(row["calls_per_s"]),
-            _num(row["ideal"]),
-            _pct(row["efficiency"]),
-            _num(row["ceiling"]),
-            _pct(row["of_ceiling"]),
-            _num(row["p50_ms"], 1),
-            _num(row["p99_ms"], 1),
-            str(row["errors"]),
-            "/".join(_num(cpu[side]) for side in ("client", "workers", "broker")),
-            " ".join(f"{v:,.0f}" for v in row["calls_per_s_runs"]) or "failed",
-        )
-    console = Console(width=max(150, Console().width))
-    console.print(table)
-    console.print(
-        f"broker {report['broker'].get('product')} {report['broker'].get('version')}, "
-        f"{report['machine']['cpus']} CPUs, load average at start/end "
-        f"{'/'.join(f'{v:.1f}' for v in report['loadavg_start'])} / "
-        f"{'/'.join(f'{v:.1f}' for v in report['loadavg_end'])}, "
-        f"elapsed {report['elapsed_s']} s"
-    )
-    note = source_note(report)
-    if note:
-        console.print(f"[yellow]{note}[/yellow]")
-    for run in report["runs"]:
-        if not run.get("ok") and not run.get("retried"):
-            console.print(
-                f"[red]{run['processes']} processes #{run['repeat']}: "
-                f"{run.get('error', 'skipped')}[/red]"
-            )
-
-
-def _num(value: float | None, digits: int = 0) -> str:
-    return "-" if value is None else f"{value:,.{digits}f}"
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0%}"
-
-
-def draw_chart(report: dict[str, Any], path: Path) -> None:
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    rows = [row for row in report["rows"] if row["calls_per_s"] is not None]
-    xs = [row["processes"] for row in rows]
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    ax.plot(xs, [row["calls_per_s"] for row in rows], "o-", color="#4c72b0", label="measured")
-    ideal = [(row["processes"], row["ideal"]) for row in rows if row["ideal"] is not None]
-    if ideal:
-        ax.plot(*zip(*ideal, strict=True), "--", color="#8c8c8c", label="ideal: N x 1 process")
-    ax.plot(
-        xs,
-        [row["ceiling"] for row in rows],
-        ":",
-        color="#dd8452",
-        label="handler ceiling C x N / 10 ms",
-    )
-    for row in rows:
-        ax.annotate(
-            f"{row['calls_per_s']:,.0f}/s\n({_pct(row['efficiency'])} of ideal)",
-            (row["processes"], row["calls_per_s"]),
-            textcoords="offset points",
-            xytext=(6, -22),
-            fontsize=8,
-        )
-    opts = report["options"]
-    queue = "classic, transient" if opts["classic"] else "quorum, persistent, confirms"
-    ax.set_xticks(xs)
-    ax.set_xlim(0.5, max(xs or [1]) + 0.9)
-    ax.set_xlabel("worker processes")
-    ax.set_ylabel("calls per second (median of repeats)")
-    ax.set_ylim(bottom=0)
-    ax.set_title(
-        f"reqrep: 10 ms handler, --concurrency {opts['concurrency']} per process, {queue}\n"
-        f"{report['machine']['cpus']} CPUs shared by broker, client and workers; "
-        f"{report['started'][:10]}",
-        fontsize=9,
-    )
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.scaling", description=(__doc__ or "").split("\n\n")[0]
-    )
-    parser.add_argument("--processes", type=positive(int), nargs="+", default=[1, 2, 4])
-    parser.add_argument("--seconds", type=positive(float), default=5.0)
-    parser.add_argument("--warmup", type=float, default=1.0)
-    parser.add_argument("--repeats", type=positive(int), default=3)
-    parser.add_argument("--concurrency", type=positive(int), default=8, help="per process")
-    parser.add_argument("--inflight-per-slot", type=positive(int), default=4)
-    parser.add_argument(
-        "--prefetch", type=positive(int), default=None, help="worker --prefetch [reqrep default]"
-    )
-    parser.add_argument("--classic", action="store_true", help="classic queue, transient")
-    parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--chart", type=Path, default=None)
-    parser.add_argument("--max-minutes", type=positive(float), default=15.0)
-    parser.add_argument("--url", default=None, help="broker URL [default: $AMQP_URL or local]")
-    return parser.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("pika").setLevel(logging.CRITICAL)  # failures are reported per run
-    opts = ScalingOptions(
-        processes=tuple(args.processes),
-        seconds=args.seconds,
-        warmup=max(0.0, args.warmup),
-        repeats=args.repeats,
-        concurrency=args.concurrency,
-        inflight_per_slot=args.inflight_per_slot,
-        prefetch=args.prefetch,
-        classic=args.classic,
-        max_minutes=args.max_minutes,
-        url=args.url or os.environ.get("AMQP_URL") or DEFAULT_URL,
-    )
-    try:
-        report = run_scaling(opts)
-    except KeyboardInterrupt:
-        print("interrupted: processes stopped and queues deleted", file=sys.stderr)
-        return 130
-    render(report)
-    write_outputs("scaling", report, extra_json=args.json, extra_chart=args.chart, draw=draw_chart)
-    return 0 if all(r.get("ok") or r.get("retried") for r in report["runs"]) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return rows

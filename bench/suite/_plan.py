@@ -1,0 +1,156 @@
+"""The suite's cases, its options, and the two processes (and queues) of one run of a case."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+from bench.cases import DEFAULT_URL, DRAIN_SECONDS, READY_TEXT
+from bench.harness import CLIENT_SLACK, READY_TIMEOUT, REQREP_ENV, WORKER_READY_TEXT, base_env
+
+REQREP_SERVICE = "demo"
+REQREP_SPEC = "reqrep.worker.demo:service"
+BASELINE = "raw-pika"
+DURABLE_BASELINE = "raw-pika-durable"
+TUNED_BASELINE = "raw-pika-tuned"
+TUNED_DURABLE_BASELINE = "raw-pika-durable-tuned"
+TUNED_BASELINES = (TUNED_BASELINE, TUNED_DURABLE_BASELINE)
+SERIAL_PAIR = ("reqrep-serial", "tutorial")
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One benchmark case. ``module`` is a bench.cases module with a client and a server, or
+    None for the reqrep cases (client bench.cases.reqrep_client, server reqrep's own worker)."""
+
+    name: str
+    summary: str
+    module: str | None = None
+    durable: bool = False
+    mode: str = ""
+    extra_args: tuple[str, ...] = ()
+    optional: bool = False  # run only when named (--only) or with --with-tuned
+
+    @property
+    def is_reqrep(self) -> bool:
+        return self.module is None
+
+
+CASES: tuple[Case, ...] = (
+    Case(
+        "raw-pika", "bare pika, SelectConnection, classic queue, transient", "bench.cases.raw_pika"
+    ),
+    Case(
+        "raw-pika-tuned",
+        "raw-pika + coalesced writes + batched acks (reqrep's own tricks)",
+        "bench.cases.raw_pika",
+        extra_args=("--tuned",),
+        optional=True,
+    ),
+    Case(
+        "raw-pika-durable",
+        "bare pika, quorum queue, persistent, confirms both sides",
+        "bench.cases.raw_pika",
+        durable=True,
+    ),
+    Case(
+        "raw-pika-durable-tuned",
+        "raw-pika-durable + coalesced writes + batched acks (reqrep's own tricks)",
+        "bench.cases.raw_pika",
+        durable=True,
+        extra_args=("--tuned",),
+        optional=True,
+    ),
+    Case("tutorial", "RabbitMQ tutorial RPC, one call at a time", "bench.cases.tutorial"),
+    Case("aio-pika-rpc", "aio_pika.patterns.JsonRPC, N in flight", "bench.cases.aiopika_rpc"),
+    Case("reqrep-async", "call_async, N in flight, classic, transient", mode="async"),
+    Case(
+        "reqrep-async-durable",
+        "call_async, N in flight, reqrep defaults (quorum, persistent, confirms)",
+        durable=True,
+        mode="async",
+    ),
+    Case("reqrep-threads", "N threads calling call(), classic, transient", mode="threads"),
+    Case("reqrep-serial", "call(), one at a time, classic, transient", mode="serial"),
+)
+CASE_NAMES = tuple(case.name for case in CASES)
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    repeats: int = 3
+    seconds: float = 5.0
+    warmup: float = 1.0
+    outstanding: int = 64
+    payload: int = 100
+    worker_concurrency: int = 64
+    max_minutes: float = 15.0
+    url: str = dataclasses.field(default=DEFAULT_URL, repr=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """The processes of one run and the broker objects to delete after it."""
+
+    server_argv: list[str]
+    server_env: dict[str, str]
+    server_ready: str
+    client_argv: list[str]
+    client_env: dict[str, str]
+    client_limit: float
+    queues: list[str]
+    exchanges: list[str]
+
+
+def plan_case(case: Case, opts: Options, tag: str) -> Plan:
+    """Commands and environments for ``case``; ``tag`` names its queues (unique per run)."""
+    client_limit = opts.warmup + opts.seconds + DRAIN_SECONDS + CLIENT_SLACK
+    env = base_env(opts.url)
+    py = [sys.executable, "-m"]
+    common_args = [
+        *("--seconds", str(opts.seconds), "--warmup", str(opts.warmup)),
+        *("--outstanding", str(opts.outstanding), "--payload", str(opts.payload)),
+        *("--max-seconds", str(client_limit)),
+    ]
+    if case.module is None:  # reqrep: its own worker, the demo service's echo
+        prefix = f"{tag}."
+        for name in REQREP_ENV:
+            env.pop(name, None)
+        env["REQREP_QUEUE_PREFIX"] = prefix
+        if not case.durable:
+            env["REQREP_QUEUE_TYPE"] = "classic"
+            env["REQREP_PERSISTENT"] = "0"
+        return Plan(
+            server_argv=[
+                *py,
+                *("reqrep", "worker", REQREP_SPEC),
+                *("--concurrency", str(opts.worker_concurrency), "--drain-timeout", "2"),
+            ],
+            server_env={**env, "REQREP_LOG_LEVEL": "INFO"},
+            server_ready=WORKER_READY_TEXT,
+            client_argv=[
+                *py,
+                *("bench.cases.reqrep_client", "client", "--queue", REQREP_SERVICE),
+                *("--mode", case.mode, *common_args),
+            ],
+            client_env=env,
+            client_limit=client_limit,
+            queues=[f"{prefix}{REQREP_SERVICE}", f"{prefix}{REQREP_SERVICE}.dead"],
+            exchanges=[f"{prefix}dlx"],
+        )
+    case_args = [*(["--durable"] if case.durable else []), *case.extra_args]
+    server_limit = client_limit + READY_TIMEOUT + 30.0
+    return Plan(
+        server_argv=[
+            *py,
+            *(case.module, "server", "--queue", tag),
+            *("--max-seconds", str(server_limit), *case_args),
+        ],
+        server_env=env,
+        server_ready=READY_TEXT,
+        client_argv=[*py, case.module, "client", "--queue", tag, *common_args, *case_args],
+        client_env=env,
+        client_limit=client_limit,
+        queues=[tag],
+        exchanges=[],
+    )
