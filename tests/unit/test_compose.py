@@ -1,4 +1,4 @@
-"""Static checks of the container setup: docker-compose.yml, Dockerfile and .dockerignore.
+"""Static checks of the container setup: docker-compose.yml (the image: test_dockerfile.py).
 
 No Docker engine and no broker are needed. The compose file is parsed with PyYAML for the
 structural rules, and validated by ``docker-compose config -q`` (Compose v1, which validates
@@ -8,12 +8,11 @@ without an engine). Where ``docker-compose`` is missing the validation tests ski
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +21,10 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
-DOCKERFILE = REPO_ROOT / "Dockerfile"
-DOCKERIGNORE = REPO_ROOT / ".dockerignore"
 
 BROKER = "rabbitmq"
 WORKER = "worker"
 CLI = "cli"
-PACKAGES = ("common", "requestor", "worker")
 
 # `${VAR}`, `${VAR:-default}`, `${VAR-default}`, `${VAR:?error}`, `${VAR?error}` and nothing else.
 INTERPOLATION = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::?[-?][^}]*)?\}")
@@ -93,33 +89,6 @@ def parse_duration(text: str) -> float:
     return sum(float(n) * units[u] for n, u in parts)
 
 
-def dockerfile_instructions(text: str) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) pairs, with comments dropped and continuations joined."""
-    instructions: list[tuple[str, str]] = []
-    pending = ""
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.endswith("\\"):
-            pending += line[:-1] + " "
-            continue
-        line = pending + line
-        pending = ""
-        keyword, _, args = line.partition(" ")
-        instructions.append((keyword.upper(), args.strip()))
-    if pending:
-        keyword, _, args = pending.strip().partition(" ")
-        instructions.append((keyword.upper(), args.strip()))
-    return instructions
-
-
-def exec_form(args: str) -> list[str]:
-    value = json.loads(args)
-    assert isinstance(value, list), f"not the exec (JSON array) form: {args}"
-    return [str(v) for v in value]
-
-
 # --------------------------------------------------------------------------------------------
 # fixtures
 
@@ -136,11 +105,6 @@ def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     for name in (BROKER, WORKER, CLI):
         assert name in found, f"service {name!r} is missing"
     return found
-
-
-@pytest.fixture(scope="module")
-def dockerfile() -> list[tuple[str, str]]:
-    return dockerfile_instructions(DOCKERFILE.read_text(encoding="utf-8"))
 
 
 @pytest.fixture
@@ -222,11 +186,6 @@ def test_parse_duration(text: str, seconds: float) -> None:
 def test_parse_duration_rejects_garbage(text: str) -> None:
     with pytest.raises(ValueError, match="not a Compose duration"):
         parse_duration(text)
-
-
-def test_dockerfile_instructions_join_continuations() -> None:
-    text = "# c\nFROM x\nRUN a \\\n && b\n\nUSER 1000\n"
-    assert dockerfile_instructions(text) == [("FROM", "x"), ("RUN", "a  && b"), ("USER", "1000")]
 
 
 # --------------------------------------------------------------------------------------------
@@ -408,72 +367,3 @@ def test_docker_compose_config_rejects_invalid_yaml(docker_compose: str, tmp_pat
     target.write_text(text.replace("services:", "services: [", 1), encoding="utf-8")
     result = run_config(docker_compose, target)
     assert result.returncode != 0, "docker-compose accepted unparsable YAML"
-
-
-# --------------------------------------------------------------------------------------------
-# Dockerfile and .dockerignore
-
-
-def _only(instructions: list[tuple[str, str]], keyword: str) -> Iterator[str]:
-    return (args for kw, args in instructions if kw == keyword)
-
-
-def test_dockerfile_base_image(dockerfile: list[tuple[str, str]]) -> None:
-    assert next(_only(dockerfile, "FROM")).split()[0] == "python:3.12-slim"
-
-
-def test_dockerfile_entrypoint_is_reqrep(dockerfile: list[tuple[str, str]]) -> None:
-    entrypoints = list(_only(dockerfile, "ENTRYPOINT"))
-    assert entrypoints, "no ENTRYPOINT"
-    assert exec_form(entrypoints[-1]) == ["reqrep"]
-    cmds = list(_only(dockerfile, "CMD"))
-    assert cmds, "no CMD"
-    assert exec_form(cmds[-1]) == ["worker", "reqrep.worker.demo:service"]
-
-
-def test_dockerfile_runs_as_non_root(dockerfile: list[tuple[str, str]]) -> None:
-    users = list(_only(dockerfile, "USER"))
-    assert users, "no USER: the image would run as root"
-    user = users[-1].split(":")[0]
-    assert user not in ("root", "0", ""), f"final USER is {users[-1]!r}"
-    keywords = [kw for kw, _ in dockerfile]
-    last_user = len(keywords) - 1 - keywords[::-1].index("USER")
-    assert "RUN" not in keywords[last_user:], "nothing should RUN after dropping privileges"
-
-
-def test_dockerfile_runtime_settings(dockerfile: list[tuple[str, str]]) -> None:
-    assert list(_only(dockerfile, "STOPSIGNAL")) == ["SIGTERM"]
-    env_text = " ".join(_only(dockerfile, "ENV"))
-    assert re.search(r"\bPYTHONUNBUFFERED=1\b", env_text), env_text
-
-
-def test_dockerfile_installs_project_without_pip_cache(
-    dockerfile: list[tuple[str, str]],
-) -> None:
-    runs = list(_only(dockerfile, "RUN"))
-    installs = [r for r in runs if re.search(r"\bpip install\b", r)]
-    assert installs, "the project is not pip-installed"
-    for run in installs:
-        assert "--no-cache-dir" in run, run
-    assert any(re.search(r"pip install (\S+ )*\.(\s|$)", r) for r in installs), installs
-
-
-def test_dockerfile_copies_everything_pyproject_needs(dockerfile: list[tuple[str, str]]) -> None:
-    copied: set[str] = set()
-    for args in _only(dockerfile, "COPY"):
-        sources = [a for a in args.split() if not a.startswith("--")][:-1]
-        copied.update(s.rstrip("/") for s in sources)
-    assert {"pyproject.toml", "README.md", *PACKAGES} <= copied, copied
-    assert "." not in copied, "COPY . busts the layer cache on every change"
-
-
-def test_dockerignore_keeps_context_small_but_complete() -> None:
-    patterns = {
-        line.strip().rstrip("/")
-        for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
-        if line.strip() and not line.startswith("#")
-    }
-    for excluded in (".git", "tests", ".venv", "**/__pycache__", ".pytest_cache"):
-        assert excluded in patterns, f".dockerignore should exclude {excluded}"
-    for needed in ("pyproject.toml", "README.md", *PACKAGES, "*", "*.md", "*.toml"):
-        assert needed not in patterns, f".dockerignore excludes {needed}, which the build needs"

@@ -1,0 +1,1 @@
+"""Unit tests of bench.faultproxy.FaultProxy against a loopback echo server. No broker."""
