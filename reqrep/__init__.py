@@ -2,7 +2,7 @@
 
 The package face: everything a user needs is importable from here::
 
-    from reqrep import Requestor, Service, Worker, current, Settings, ReqrepError
+    from reqrep import AsyncRequestor, Requestor, Service, Worker, current, Settings, ReqrepError
 
 The layers below point one way: ``reqrep.common`` (settings, errors, the wire envelope) imports
 neither side; ``reqrep.requestor`` and ``reqrep.worker`` import ``common`` and never each other;
@@ -30,13 +30,14 @@ from reqrep.common import (
     Settings,
     redact_url,
 )
-from reqrep.requestor import ReplyHandler, ReplyStats, Requestor
+from reqrep.requestor import AsyncRequestor, ReplyHandler, ReplyStats, Requestor
 from reqrep.worker import CallContext, ConsumerStats, Handler, Service, Worker, current
 
 __version__ = "0.2.0"
 
 __all__ = [
     "DEFAULT_URL",
+    "AsyncRequestor",
     "BadRequest",
     "BrokerUnreachable",
     "CallContext",

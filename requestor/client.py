@@ -18,7 +18,7 @@ from reqrep.common import serialization
 from reqrep.common.config import Settings, check_seconds
 from reqrep.common.errors import ClosedError, ConfigError, MessageTooLarge
 from reqrep.requestor._io import OutgoingRequest, RequestorIO
-from reqrep.requestor.reply_handler import ReplyHandler, ReplyStats, timeout_error
+from reqrep.requestor.reply_handler import Deliver, ReplyHandler, ReplyStats, timeout_error
 
 __all__ = ["Requestor"]
 
@@ -162,7 +162,7 @@ class Requestor:
             payload=payload,
             service=service,
             timeout=timeout,
-            retries=_retries(idempotent, retries),
+            retries=retries_for(idempotent, retries),
             idempotency_key=idempotency_key,
         )
         try:
@@ -191,7 +191,7 @@ class Requestor:
             payload=payload,
             service=service,
             timeout=timeout,
-            retries=_retries(idempotent, retries),
+            retries=retries_for(idempotent, retries),
             idempotency_key=idempotency_key,
         )
         return future
@@ -210,42 +210,40 @@ class Requestor:
         retries: int,
         idempotency_key: str | None,
     ) -> tuple[Future[Any], _Call]:
-        service = _check_name("service", service or self._service)
-        method = _check_name("method", method)
-        seconds = self._settings.timeout if timeout is None else timeout
-        check_seconds("timeout", seconds)
-        body = serialization.dumps(payload)
-        if len(body) > self._settings.max_message_bytes:
-            raise MessageTooLarge(
-                f"request of {len(body)} bytes exceeds max_message_bytes="
-                f"{self._settings.max_message_bytes}"
-            )
-        io = self._live_io()
-        correlation_id = os.urandom(16).hex()
-        if idempotency_key is not None:
-            _check_name("idempotency_key", idempotency_key)
-        call = _Call(correlation_id, f"{service}.{method}", seconds)
-        deadline = time.monotonic() + seconds
-        future = self._replies.expect(
-            correlation_id, deadline=deadline, timeout=seconds, what=call.what
-        )
-        request = OutgoingRequest(
-            service=service,
-            queue=self._settings.request_queue(service),
-            method=method,
-            correlation_id=correlation_id,
-            message_id=idempotency_key or correlation_id,
-            body=body,
-            deadline=deadline,
-            deadline_ms=int((time.time() + seconds) * 1000),
+        call, request = prepare_call(
+            self._settings,
+            method,
+            payload,
+            service=service or self._service,
+            timeout=timeout,
             retries=retries,
+            idempotency_key=idempotency_key,
         )
+        io = self._live_io()
+        future = self._replies.expect(
+            call.correlation_id, deadline=request.deadline, timeout=call.timeout, what=call.what
+        )
+        self._publish(io, request)
+        return future, call
+
+    def _send_deliver(self, deliver: Deliver, call: _Call, request: OutgoingRequest) -> None:
+        """Send a prepared call whose outcome goes to ``deliver`` (AsyncRequestor's path)."""
+        io = self._live_io()
+        self._replies.expect_deliver(
+            call.correlation_id,
+            deliver,
+            deadline=request.deadline,
+            timeout=call.timeout,
+            what=call.what,
+        )
+        self._publish(io, request)
+
+    def _publish(self, io: RequestorIO, request: OutgoingRequest) -> None:
         try:
             io.publish(request)
         except BaseException:
-            self._replies.forget(correlation_id)
+            self._replies.forget(request.correlation_id)
             raise
-        return future, call
 
     def _live_io(self) -> RequestorIO:
         if self._io is None and self._state is _State.NEW:
@@ -254,6 +252,47 @@ class Requestor:
         if io is None:
             raise ClosedError("requestor is closed")
         return io
+
+
+def prepare_call(
+    settings: Settings,
+    method: str,
+    payload: Any,
+    *,
+    service: str | None,
+    timeout: float | None,
+    retries: int,
+    idempotency_key: str | None,
+) -> tuple[_Call, OutgoingRequest]:
+    """Check a call's arguments and encode its request (any thread; touches no connection).
+
+    Raises ConfigError, SerializationError or MessageTooLarge.
+    """
+    service = _check_name("service", service)
+    method = _check_name("method", method)
+    seconds = settings.timeout if timeout is None else timeout
+    check_seconds("timeout", seconds)
+    body = serialization.dumps(payload)
+    if len(body) > settings.max_message_bytes:
+        raise MessageTooLarge(
+            f"request of {len(body)} bytes exceeds max_message_bytes={settings.max_message_bytes}"
+        )
+    if idempotency_key is not None:
+        _check_name("idempotency_key", idempotency_key)
+    correlation_id = os.urandom(16).hex()
+    call = _Call(correlation_id, f"{service}.{method}", seconds)
+    request = OutgoingRequest(
+        service=service,
+        queue=settings.request_queue(service),
+        method=method,
+        correlation_id=correlation_id,
+        message_id=idempotency_key or correlation_id,
+        body=body,
+        deadline=time.monotonic() + seconds,
+        deadline_ms=int((time.time() + seconds) * 1000),
+        retries=retries,
+    )
+    return call, request
 
 
 @dataclasses.dataclass(frozen=True)
@@ -267,7 +306,7 @@ class _Call:
 _UNBOUNDED_RETRIES = 1_000_000
 
 
-def _retries(idempotent: bool, retries: int | None) -> int:
+def retries_for(idempotent: bool, retries: int | None) -> int:
     if retries is None:
         return _UNBOUNDED_RETRIES if idempotent else 0
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:

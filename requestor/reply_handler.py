@@ -12,16 +12,21 @@ import dataclasses
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
 from reqrep.common import envelope
 from reqrep.common.errors import CallTimeout, ReqrepError
 
-__all__ = ["ReplyHandler", "ReplyStats"]
+__all__ = ["Deliver", "ReplyHandler", "ReplyStats"]
 
 log = logging.getLogger("reqrep.requestor")
+
+# Where a call's outcome goes instead of a Future: called once with (result, None) or
+# (None, error), on whichever thread completes the call (usually the I/O thread), so it must
+# only hand the outcome over (AsyncRequestor queues it for its event loop), never run user code.
+Deliver = Callable[[Any, BaseException | None], None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +44,7 @@ class ReplyStats:
 
 @dataclasses.dataclass
 class _Pending:
-    future: Future[Any]
+    future: Future[Any] | Deliver
     deadline: float
     what: str  # "service.method", for error messages
     timeout: float
@@ -72,6 +77,13 @@ class ReplyHandler:
         with self._lock:
             self._pending[correlation_id] = _Pending(future, deadline, what, timeout)
         return future
+
+    def expect_deliver(
+        self, correlation_id: str, deliver: Deliver, *, deadline: float, timeout: float, what: str
+    ) -> None:
+        """Register a call whose outcome goes to ``deliver`` (see ``Deliver``), not a Future."""
+        with self._lock:
+            self._pending[correlation_id] = _Pending(deliver, deadline, what, timeout)
 
     def forget(self, correlation_id: str) -> None:
         """The caller stopped waiting (its timeout passed): a later reply is late."""
@@ -176,8 +188,14 @@ def timeout_error(what: str, timeout: float) -> CallTimeout:
 
 
 def _complete(
-    future: Future[Any], *, result: Any = None, error: BaseException | None = None
+    future: Future[Any] | Deliver, *, result: Any = None, error: BaseException | None = None
 ) -> None:
+    if not isinstance(future, Future):
+        try:
+            future(result, error)
+        except Exception:  # a broken hand-over must not kill the I/O thread
+            log.exception("could not deliver the outcome of a call")
+        return
     try:
         if error is not None:
             future.set_exception(error)

@@ -10,13 +10,13 @@ from collections.abc import Callable
 from queue import SimpleQueue
 from types import FrameType, TracebackType
 
-from reqrep.common import envelope, serialization
 from reqrep.common.config import Settings
 from reqrep.common.connection import State
-from reqrep.common.errors import ConfigError, ReqrepError, SerializationError
-from reqrep.worker import context
+from reqrep.common.errors import ConfigError, ReqrepError
+from reqrep.worker.aio import HandlerLoop
 from reqrep.worker.consumer import Consumer, ConsumerStats, Job
 from reqrep.worker.dedupe import ReplyCache
+from reqrep.worker.execute import execute, execute_async
 from reqrep.worker.service import Service
 
 __all__ = ["Worker"]
@@ -28,15 +28,18 @@ class Worker:
     """Consumes a service's request queue and answers each request.
 
     Handlers run on ``concurrency`` pool threads, never on the I/O thread, so a long handler
-    cannot starve the connection's heartbeats. The broker sends at most ``prefetch`` (default:
+    cannot starve the connection's heartbeats. ``async def`` handlers run on one event loop
+    thread instead, at most ``concurrency`` coroutines at a time; a handler that blocks that loop
+    is logged (``HandlerLoop``). The broker sends at most ``prefetch`` (default:
     ``concurrency``) unacknowledged requests to this worker, so N workers share one queue fairly.
     If the connection drops, the worker reconnects by itself; the broker redelivers what was in
     flight. Replies are cached by idempotency key (``dedupe_entries`` for ``dedupe_ttl`` seconds),
     so a redelivered or retried request that already ran here is answered, not run again.
 
     Threads: ``start``, ``stop`` and ``wait`` run on a controlling thread; ``run`` on the main
-    thread (it installs signal handlers). Handlers run on pool threads ``reqrep-handler-N``;
-    every pika call happens on the Consumer's I/O thread.
+    thread (it installs signal handlers). Handlers run on pool threads ``reqrep-handler-N``,
+    async ones on the loop thread ``reqrep-aio-<service>``; every pika call happens on the
+    Consumer's I/O thread.
     """
 
     def __init__(
@@ -63,11 +66,12 @@ class Worker:
         self.drain_timeout = drain_timeout
         self._wake = threading.Event()  # a stop was asked for, or the connection ended
         self._pool = _Pool(concurrency, self._run_job)
+        self._handler_loop = HandlerLoop(concurrency, name=f"reqrep-aio-{service.name}")
         self._consumer = Consumer(
             self.settings,
             service,
             prefetch=self.prefetch,
-            dispatch=self._pool.submit,
+            dispatch=self._dispatch,
             on_closed=self._wake.set,
             cache=ReplyCache(dedupe_entries, dedupe_ttl),
             name=f"reqrep-worker-{service.name}-{os.getpid()}",
@@ -99,11 +103,15 @@ class Worker:
 
     def start(self) -> Worker:
         """Connect, declare the request queue and start consuming; BrokerUnreachable if not."""
-        self._pool.start()
+        if self.service.has_sync:
+            self._pool.start()
+        if self.service.has_async:
+            self._handler_loop.start()
         try:
             self._consumer.start()
         except BaseException:
             self._pool.shutdown()
+            self._handler_loop.stop()
             raise
         log.info(
             "worker ready: service=%s queue=%s concurrency=%d prefetch=%d url=%s",
@@ -133,6 +141,7 @@ class Worker:
                 )
         self._consumer.stop()
         self._pool.shutdown()
+        self._handler_loop.stop()
         self._wake.set()
         return drained
 
@@ -183,13 +192,27 @@ class Worker:
         log.info("%s: draining", name)
         self._wake.set()
 
-    # -- pool threads -------------------------------------------------------------------------
+    # -- the I/O thread, pool threads and the handler loop --------------------------------------
+
+    def _dispatch(self, job: Job) -> None:
+        """I/O thread: hand a job to a pool thread, or an async one to the handler loop."""
+        if self.service.is_async(job.method):
+            self._handler_loop.spawn(lambda: self._run_async_job(job))
+        else:
+            self._pool.submit(job)
 
     def _run_job(self, job: Job) -> None:
+        body = execute(job, service=self.service.name, max_bytes=self.settings.max_message_bytes)
+        self._reply(job, body)
+
+    async def _run_async_job(self, job: Job) -> None:
+        body = await execute_async(
+            job, service=self.service.name, max_bytes=self.settings.max_message_bytes
+        )
+        self._reply(job, body)
+
+    def _reply(self, job: Job, body: bytes) -> None:
         try:
-            body = _execute(
-                job, service=self.service.name, max_bytes=self.settings.max_message_bytes
-            )
             self._consumer.reply(job, body)
         except ReqrepError as exc:
             log.warning(
@@ -197,53 +220,6 @@ class Worker:
                 job.correlation_id,
                 exc,
             )
-
-
-def _execute(job: Job, *, service: str = "", max_bytes: int | None = None) -> bytes:
-    """Run the handler; always return a reply body, success or error."""
-    try:
-        payload = serialization.loads(job.body)
-    except SerializationError as exc:
-        return envelope.error_body(envelope.ErrorInfo(envelope.BAD_REQUEST, "BadRequest", str(exc)))
-    token = context.bind(_context(job, service))
-    try:
-        result = job.handler(payload)
-    except BaseException as exc:  # user code: every failure, even SystemExit, becomes a reply
-        log.warning(
-            "handler %r raised %s: %s",
-            job.method,
-            type(exc).__name__,
-            envelope.exception_text(exc),
-            exc_info=log.isEnabledFor(logging.DEBUG),
-        )
-        return envelope.error_body(envelope.ErrorInfo.from_exception(exc))
-    finally:
-        context.unbind(token)
-    try:
-        body = envelope.success_body(result)
-    except SerializationError as exc:
-        message = f"result of {job.method!r} is not JSON-serializable: {exc}"
-        return envelope.error_body(
-            envelope.ErrorInfo(envelope.HANDLER_ERROR, "SerializationError", message)
-        )
-    if max_bytes is not None and len(body) > max_bytes:
-        message = f"result of {len(body)} bytes exceeds max_message_bytes={max_bytes}"
-        return envelope.error_body(
-            envelope.ErrorInfo(envelope.HANDLER_ERROR, "MessageTooLarge", message)
-        )
-    return body
-
-
-def _context(job: Job, service: str) -> context.CallContext:
-    return context.CallContext(
-        service=service,
-        method=job.method,
-        correlation_id=job.correlation_id,
-        message_id=job.message_id,
-        deadline=None if job.deadline_ms is None else job.deadline_ms / 1000,
-        redelivered=job.redelivered,
-        delivery_count=job.delivery_count,
-    )
 
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)

@@ -5,6 +5,7 @@ A Service is plain data: it knows nothing of connections. A ``Worker`` serves it
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
@@ -31,6 +32,7 @@ class Service:
         _check("service", name)
         self.name = name
         self._handlers: dict[str, Handler] = {}
+        self._async: set[str] = set()  # methods whose handler is ``async def``
 
     def __repr__(self) -> str:
         return f"<Service {self.name!r} methods={self.methods}>"
@@ -49,6 +51,7 @@ class Service:
 
         A handler takes the decoded JSON payload and returns a JSON-able result; whatever it
         raises goes back to the caller as a RemoteError with the exception's type and message.
+        It may be ``async def``: the worker then awaits it on its event loop thread.
         """
         if callable(name_or_fn):
             self.add(name_or_fn.__name__, name_or_fn)
@@ -68,9 +71,30 @@ class Service:
         if method in self._handlers:
             raise ConfigError(f"service {self.name!r} already has a handler for {method!r}")
         self._handlers[method] = fn
+        if _is_async(fn):
+            self._async.add(method)
 
     def get(self, method: str) -> Handler | None:
         return self._handlers.get(method)
+
+    def is_async(self, method: str) -> bool:
+        """Whether ``method``'s handler is a coroutine function (awaited on an event loop)."""
+        return method in self._async
+
+    @property
+    def has_async(self) -> bool:
+        return bool(self._async)
+
+    @property
+    def has_sync(self) -> bool:
+        return len(self._async) < len(self._handlers)
+
+
+def _is_async(fn: Handler) -> bool:
+    """``async def`` functions, and objects whose ``__call__`` is one."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - the method itself is what we inspect
+    )
 
 
 def _check(kind: str, name: object) -> None:

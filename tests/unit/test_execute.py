@@ -1,4 +1,4 @@
-"""worker.server._execute: a handler's outcome, whatever it is, becomes a reply body."""
+"""worker.execute.execute: a handler's outcome, whatever it is, becomes a reply body."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from reqrep.common.envelope import BAD_REQUEST, HANDLER_ERROR, decode_reply
 from reqrep.common.errors import BadRequest, RemoteError
 from reqrep.common.serialization import dumps, loads
 from reqrep.worker.consumer import Job
-from reqrep.worker.server import _execute
+from reqrep.worker.execute import execute as _execute
 
 
 def _job(handler: Callable[[Any], Any], body: bytes = b"null", method: str = "m") -> Job:

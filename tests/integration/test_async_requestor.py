@@ -1,0 +1,219 @@
+"""AsyncRequestor against the real broker: results, errors, cancellation, loops, volume."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from reqrep import (
+    AsyncRequestor,
+    BrokerUnreachable,
+    ClosedError,
+    MethodNotFound,
+    NoSuchService,
+    RemoteError,
+    Service,
+    Settings,
+    Worker,
+)
+from tests.support import wait_until
+
+
+class Gate:
+    """A handler that blocks until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, payload: Any) -> Any:
+        self.started.set()
+        if not self.release.wait(30):
+            raise TimeoutError("gate never opened")
+        return payload
+
+
+@pytest.fixture
+def gate() -> Iterator[Gate]:
+    g = Gate()
+    yield g
+    g.release.set()
+
+
+@pytest.fixture
+def worker(settings: Settings, service_name: str, gate: Gate) -> Iterator[Worker]:
+    service = Service(service_name)
+    service.add("echo", lambda payload: payload)
+    service.add("add", lambda p: p["a"] + p["b"])
+    service.add("fail", lambda _p: 1 / 0)
+    service.add("gate", gate)
+    with Worker(service, settings=settings, concurrency=16) as running:
+        yield running
+        gate.release.set()
+
+
+def test_call_returns_results_and_raises_the_requestors_errors(
+    worker: Worker, settings: Settings, service_name: str
+) -> None:
+    async def main() -> None:
+        async with AsyncRequestor(settings=settings, service=service_name) as rq:
+            assert await rq.call("add", {"a": 1, "b": 2}, timeout=5) == 3
+            assert await rq.call("echo", {"x": [1]}, idempotent=True) == {"x": [1]}
+            with pytest.raises(RemoteError, match="division by zero"):
+                await rq.call("fail")
+            with pytest.raises(MethodNotFound):
+                await rq.call("nope")
+            with pytest.raises(NoSuchService):
+                await rq.call("echo", service=f"{service_name}-missing")
+            assert rq.stats().pending == 0
+        with pytest.raises(ClosedError):
+            await rq.call("echo")
+
+    asyncio.run(main())
+
+
+def test_connecting_does_not_block_the_event_loop(settings: Settings) -> None:
+    """A broker that accepts TCP but never speaks: connecting takes connect_timeout; the loop
+    keeps running meanwhile."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        url = f"amqp://guest:guest@127.0.0.1:{port}/%2F"
+        slow = settings.replace(url=url, connect_timeout=1.5)
+
+        async def main() -> float:
+            gaps: list[float] = []
+
+            async def tick() -> None:
+                last = time.monotonic()
+                while True:
+                    await asyncio.sleep(0.01)
+                    now = time.monotonic()
+                    gaps.append(now - last)
+                    last = now
+
+            ticker = asyncio.create_task(tick())
+            rq = AsyncRequestor(settings=slow, service="any")
+            with pytest.raises(BrokerUnreachable):
+                await rq.call("echo")
+            ticker.cancel()
+            await rq.close()
+            assert len(gaps) > 50  # the loop ran all along
+            return max(gaps)
+
+        assert asyncio.run(main()) < 0.5
+
+
+def test_cancelling_the_awaiting_task_forgets_the_call(
+    worker: Worker, settings: Settings, service_name: str, gate: Gate
+) -> None:
+    async def main() -> None:
+        async with AsyncRequestor(settings=settings, service=service_name) as rq:
+            task = asyncio.create_task(rq.call("gate", "late", timeout=30))
+            while not gate.started.is_set():
+                await asyncio.sleep(0.01)
+            assert rq.stats().pending == 1
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert rq.stats().pending == 0  # at once, not at the deadline
+            gate.release.set()
+            while rq.stats().late == 0:
+                await asyncio.sleep(0.01)
+            assert rq.stats().resolved == 0
+            assert await rq.call("echo", "after") == "after"
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_results_are_delivered_on_the_loop_thread_not_the_io_thread(
+    worker: Worker, settings: Settings, service_name: str
+) -> None:
+    seen: list[str] = []
+
+    async def main() -> None:
+        async with AsyncRequestor(settings=settings, service=service_name) as rq:
+            task = asyncio.ensure_future(rq.call("echo", 1))
+            task.add_done_callback(lambda _t: seen.append(threading.current_thread().name))
+            assert await task == 1
+
+    runner = threading.Thread(target=asyncio.run, args=(main(),), name="user-loop")
+    runner.start()
+    runner.join(30)
+    assert seen == ["user-loop"]
+
+
+def test_several_loops_in_several_threads(
+    worker: Worker, settings: Settings, service_name: str
+) -> None:
+    shared = AsyncRequestor(settings=settings, service=service_name)
+    results: dict[int, list[Any]] = {}
+    errors: list[BaseException] = []
+
+    async def main(n: int) -> None:
+        async with AsyncRequestor(settings=settings, service=service_name) as own:
+            calls = [shared.call("echo", [n, i]) for i in range(100)]
+            calls += [own.call("echo", [n, i]) for i in range(100, 200)]
+            results[n] = list(await asyncio.gather(*calls))
+
+    def run(n: int) -> None:
+        try:
+            asyncio.run(main(n))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    asyncio.run(shared.close())
+    assert errors == []
+    assert {n: r for n, r in results.items()} == {
+        n: [[n, i] for i in range(200)] for n in range(4)
+    }
+
+
+@pytest.mark.slow
+def test_ten_thousand_concurrent_awaits_from_one_loop(
+    worker: Worker, settings: Settings, service_name: str
+) -> None:
+    async def main() -> list[Any]:
+        async with AsyncRequestor(settings=settings, service=service_name) as rq:
+            results = await asyncio.gather(*(rq.call("echo", i, timeout=60) for i in range(10_000)))
+            assert rq.stats().pending == 0
+            return list(results)
+
+    assert asyncio.run(asyncio.wait_for(main(), 90)) == list(range(10_000))
+
+
+def test_a_closed_loop_does_not_disturb_the_io_thread(
+    worker: Worker, settings: Settings, service_name: str, gate: Gate
+) -> None:
+    """A loop that went away with a call pending: its reply is dropped quietly; others work."""
+    rq = AsyncRequestor(settings=settings, service=service_name)
+
+    async def abandon() -> None:
+        await rq.open()
+        asyncio.get_running_loop().create_task(rq.call("gate", "x", timeout=30))
+        while not gate.started.is_set():
+            await asyncio.sleep(0.01)
+
+    asyncio.run(abandon())  # cancels the pending call's task as the loop ends
+    gate.release.set()
+    wait_until(lambda: rq.stats().pending == 0, 10, "the abandoned call to end")
+
+    async def again() -> Any:
+        try:
+            return await rq.call("echo", "still fine")
+        finally:
+            await rq.close()
+
+    assert asyncio.run(again()) == "still fine"

@@ -1,0 +1,155 @@
+"""Running one request's handler: a plain function on a pool thread, or a coroutine on the
+handler event loop. Whatever happens, the outcome is a reply body.
+
+The handler sees the decoded JSON payload and, through ``current()``, the call's context (a
+context variable: each pool thread and each asyncio task has its own). An async handler that is
+still running at the caller's deadline is cancelled: its reply could only arrive too late.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import time
+from typing import Any
+
+from reqrep.common import envelope, serialization
+from reqrep.common.errors import SerializationError
+from reqrep.worker import context
+from reqrep.worker.consumer import Job
+
+__all__ = ["call_context", "execute", "execute_async"]
+
+log = logging.getLogger("reqrep.worker")
+
+
+def execute(job: Job, *, service: str = "", max_bytes: int | None = None) -> bytes:
+    """Run a plain handler (on the calling thread); always return a reply body."""
+    try:
+        payload = serialization.loads(job.body)
+    except SerializationError as exc:
+        return _bad_request(exc)
+    token = context.bind(call_context(job, service))
+    try:
+        result = job.handler(payload)
+    except BaseException as exc:  # noqa: BLE001 - user code: any failure, even SystemExit, is a reply
+        return _failure(job, exc)
+    finally:
+        context.unbind(token)
+    if inspect.isawaitable(result):
+        _discard(result)
+        error = TypeError(
+            f"handler {job.method!r} returned an awaitable; declare it `async def` so that "
+            "the worker awaits it on its event loop"
+        )
+        return _failure(job, error)
+    return _success(job, result, max_bytes)
+
+
+async def execute_async(job: Job, *, service: str = "", max_bytes: int | None = None) -> bytes:
+    """Await an async handler (on the handler loop); always return a reply body.
+
+    The handler runs in a task of its own, so that the caller's deadline can cancel it and so
+    that a CancelledError it raises is told apart from this coroutine being cancelled (the
+    worker is stopping: then no reply, and the broker redelivers the request).
+    """
+    try:
+        payload = serialization.loads(job.body)
+    except SerializationError as exc:
+        return _bad_request(exc)
+    ctx = call_context(job, service)
+    remaining = ctx.remaining()
+    if remaining is not None and remaining <= 0:
+        return _deadline_passed(job)
+    token = context.bind(ctx)
+    try:
+        handler = asyncio.ensure_future(job.handler(payload))  # the task copies the context
+    except BaseException as exc:  # noqa: BLE001 - calling the handler raised at once
+        return _failure(job, exc)
+    finally:
+        context.unbind(token)
+    try:
+        done, _ = await asyncio.wait((handler,), timeout=remaining)
+    except asyncio.CancelledError:
+        handler.cancel()
+        raise
+    if not done:
+        handler.cancel()
+        handler.add_done_callback(_retrieve)
+        return _deadline_passed(job)
+    try:
+        result = handler.result()
+    except BaseException as exc:  # noqa: BLE001 - user code: every failure becomes a reply
+        return _failure(job, exc)
+    return _success(job, result, max_bytes)
+
+
+def call_context(job: Job, service: str) -> context.CallContext:
+    return context.CallContext(
+        service=service,
+        method=job.method,
+        correlation_id=job.correlation_id,
+        message_id=job.message_id,
+        deadline=None if job.deadline_ms is None else job.deadline_ms / 1000,
+        redelivered=job.redelivered,
+        delivery_count=job.delivery_count,
+    )
+
+
+def _success(job: Job, result: Any, max_bytes: int | None) -> bytes:
+    try:
+        body = envelope.success_body(result)
+    except SerializationError as exc:
+        message = f"result of {job.method!r} is not JSON-serializable: {exc}"
+        return envelope.error_body(
+            envelope.ErrorInfo(envelope.HANDLER_ERROR, "SerializationError", message)
+        )
+    if max_bytes is not None and len(body) > max_bytes:
+        message = f"result of {len(body)} bytes exceeds max_message_bytes={max_bytes}"
+        return envelope.error_body(
+            envelope.ErrorInfo(envelope.HANDLER_ERROR, "MessageTooLarge", message)
+        )
+    return body
+
+
+def _failure(job: Job, exc: BaseException) -> bytes:
+    log.warning(
+        "handler %r raised %s: %s",
+        job.method,
+        type(exc).__name__,
+        envelope.exception_text(exc),
+        exc_info=log.isEnabledFor(logging.DEBUG),
+    )
+    return envelope.error_body(envelope.ErrorInfo.from_exception(exc))
+
+
+def _bad_request(exc: SerializationError) -> bytes:
+    return envelope.error_body(envelope.ErrorInfo(envelope.BAD_REQUEST, "BadRequest", str(exc)))
+
+
+def _deadline_passed(job: Job) -> bytes:
+    late = "" if job.deadline_ms is None else f" ({time.time() - job.deadline_ms / 1000:.3f}s ago)"
+    log.warning("handler %r cancelled: the caller's deadline passed%s", job.method, late)
+    return envelope.error_body(
+        envelope.ErrorInfo(
+            envelope.HANDLER_ERROR,
+            "DeadlineExceeded",
+            f"handler {job.method!r} did not finish before the caller's deadline; it was cancelled",
+        )
+    )
+
+
+def _discard(awaitable: Any) -> None:
+    """Close a coroutine nobody will await (no 'never awaited' warning)."""
+    close = getattr(awaitable, "close", None)
+    if callable(close):
+        with contextlib.suppress(Exception):
+            close()
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Collect a cancelled handler's outcome, so asyncio does not log it as never retrieved."""
+    if not task.cancelled():
+        task.exception()
