@@ -28,7 +28,7 @@ __all__ = ["HandlerLoop"]
 log = logging.getLogger("reqrep.worker")
 
 T = TypeVar("T")
-_STACK_LINES = 12  # innermost frames shown when the loop is blocked
+_STACK_LINES = 6  # innermost frames shown when the loop is blocked
 
 
 class HandlerLoop:

@@ -1,12 +1,14 @@
 """The demo service: ``reqrep worker reqrep.worker.demo:service``.
 
 Methods: ``echo`` (returns its payload), ``add`` ({"a", "b"}), ``sleep`` ({"seconds": s}),
-``fail`` ({"message": m}: raises DemoError(m)), ``fib`` ({"n": n}: CPU-bound) and ``whoami``
-({"seconds": s}: which process served the call, after holding it s seconds).
+``nap`` (the same, as an ``async def`` handler that awaits), ``fail`` ({"message": m}: raises
+DemoError(m)), ``fib`` ({"n": n}: CPU-bound) and ``whoami`` ({"seconds": s}: which process
+served the call, after holding it s seconds).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import time
@@ -40,6 +42,15 @@ def sleep(payload: dict[str, float] | None) -> dict[str, float]:
     return {"slept": seconds}
 
 
+async def nap(payload: dict[str, float] | None) -> dict[str, float]:
+    """``sleep`` without holding a thread: awaited on the worker's event loop."""
+    seconds = float((payload or {}).get("seconds", 1.0))
+    if not 0 <= seconds <= _MAX_SLEEP:
+        raise ValueError(f"seconds must be between 0 and {_MAX_SLEEP:g}")
+    await asyncio.sleep(seconds)
+    return {"slept": seconds}
+
+
 def fail(payload: dict[str, str] | None) -> None:
     raise DemoError(str((payload or {}).get("message", "demo failure")))
 
@@ -66,7 +77,7 @@ def _fib(n: int) -> int:
 def build(name: str = "demo") -> Service:
     """A demo service under ``name`` (tests run private copies side by side)."""
     demo = Service(name)
-    for handler in (echo, add, sleep, fail, fib, whoami):
+    for handler in (echo, add, sleep, nap, fail, fib, whoami):
         demo.add(handler.__name__, handler)
     return demo
 

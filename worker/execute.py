@@ -3,7 +3,8 @@ handler event loop. Whatever happens, the outcome is a reply body.
 
 The handler sees the decoded JSON payload and, through ``current()``, the call's context (a
 context variable: each pool thread and each asyncio task has its own). An async handler that is
-still running at the caller's deadline is cancelled: its reply could only arrive too late.
+still running just after the caller's deadline (``DEADLINE_GRACE`` later, so that the caller
+has surely given up and sees its own CallTimeout) is cancelled: its reply could only be late.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from reqrep.common.errors import SerializationError
 from reqrep.worker import context
 from reqrep.worker.consumer import Job
 
-__all__ = ["call_context", "execute", "execute_async"]
+__all__ = ["DEADLINE_GRACE", "call_context", "execute", "execute_async"]
+
+DEADLINE_GRACE = 0.25  # seconds past the caller's deadline before an async handler is cancelled
 
 log = logging.getLogger("reqrep.worker")
 
@@ -71,7 +74,9 @@ async def execute_async(job: Job, *, service: str = "", max_bytes: int | None = 
     finally:
         context.unbind(token)
     try:
-        done, _ = await asyncio.wait((handler,), timeout=remaining)
+        done, _ = await asyncio.wait(
+            (handler,), timeout=None if remaining is None else remaining + DEADLINE_GRACE
+        )
     except asyncio.CancelledError:
         handler.cancel()
         raise

@@ -43,7 +43,7 @@ def load_service(spec: str) -> Service:
     default=8,
     show_default=True,
     envvar="REQREP_CONCURRENCY",
-    help="Handler threads per process.",
+    help="Handler threads (and concurrent async handlers) per process.",
 )
 @click.option(
     "--prefetch",

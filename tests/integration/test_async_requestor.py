@@ -166,7 +166,7 @@ def test_several_loops_in_several_threads(
     def run(n: int) -> None:
         try:
             asyncio.run(main(n))
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - reported by the assert below
             errors.append(exc)
 
     threads = [threading.Thread(target=run, args=(n,)) for n in range(4)]
@@ -176,9 +176,7 @@ def test_several_loops_in_several_threads(
         thread.join(60)
     asyncio.run(shared.close())
     assert errors == []
-    assert {n: r for n, r in results.items()} == {
-        n: [[n, i] for i in range(200)] for n in range(4)
-    }
+    assert {n: r for n, r in results.items()} == {n: [[n, i] for i in range(200)] for n in range(4)}
 
 
 @pytest.mark.slow

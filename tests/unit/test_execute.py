@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -11,7 +14,9 @@ from reqrep.common.envelope import BAD_REQUEST, HANDLER_ERROR, decode_reply
 from reqrep.common.errors import BadRequest, RemoteError
 from reqrep.common.serialization import dumps, loads
 from reqrep.worker.consumer import Job
+from reqrep.worker.context import current
 from reqrep.worker.execute import execute as _execute
+from reqrep.worker.execute import execute_async
 
 
 def _job(handler: Callable[[Any], Any], body: bytes = b"null", method: str = "m") -> Job:
@@ -129,3 +134,84 @@ class UnprintableError(Exception):
 def test_exception_whose_str_fails_still_gets_a_reply() -> None:
     error = _error(_execute(_job(_raiser(UnprintableError()))))
     assert error.type == "UnprintableError"
+
+
+# -- async handlers and handlers that return awaitables -----------------------------------------
+
+
+def test_a_plain_handler_returning_a_coroutine_gets_a_clear_error() -> None:
+    async def forgot_async(_payload: Any) -> int:
+        return 1
+
+    def plain(payload: Any) -> Any:  # a plain function that returns a coroutine
+        return forgot_async(payload)
+
+    error = _error(_execute(_job(plain)))  # and no "never awaited" warning
+    assert error.type == "TypeError"
+    assert "async def" in error.message
+
+
+def _async_job(handler: Callable[[Any], Any], deadline_ms: int | None = None) -> Job:
+    return dataclasses.replace(_job(handler, dumps({"n": 2})), deadline_ms=deadline_ms)
+
+
+def test_an_async_handler_is_awaited_with_its_context() -> None:
+    async def handler(payload: dict[str, int]) -> list[Any]:
+        await asyncio.sleep(0)
+        return [payload["n"] * 2, current().method, current().remaining() is None]
+
+    body = asyncio.run(execute_async(_async_job(handler), service="svc"))
+    assert decode_reply(body) == [4, "m", True]
+
+
+def test_an_async_handlers_exception_becomes_an_error_body() -> None:
+    async def handler(_payload: Any) -> None:
+        raise KeyError("k")
+
+    assert _error(asyncio.run(execute_async(_async_job(handler)))).type == "KeyError"
+
+
+def test_an_async_handler_past_the_deadline_is_cancelled() -> None:
+    cancelled: list[bool] = []
+
+    async def handler(_payload: Any) -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    deadline_ms = int((time.time() + 0.05) * 1000)
+
+    async def main() -> bytes:
+        body = await execute_async(_async_job(handler, deadline_ms))
+        await asyncio.sleep(0)  # let the cancelled handler unwind
+        return body
+
+    assert _error(asyncio.run(main())).type == "DeadlineExceeded"
+    assert cancelled == [True]
+
+
+def test_an_async_handler_whose_deadline_passed_in_the_queue_is_not_run() -> None:
+    ran: list[bool] = []
+
+    async def handler(_payload: Any) -> None:
+        ran.append(True)
+
+    past = int((time.time() - 1) * 1000)
+    assert _error(asyncio.run(execute_async(_async_job(handler, past)))).type == "DeadlineExceeded"
+    assert ran == []
+
+
+def test_contexts_of_concurrent_async_handlers_do_not_mix() -> None:
+    async def handler(_payload: Any) -> str:
+        cid = current().correlation_id
+        await asyncio.sleep(0.01)
+        assert current().correlation_id == cid
+        return cid
+
+    async def main() -> list[bytes]:
+        jobs = [dataclasses.replace(_async_job(handler), correlation_id=f"c{i}") for i in range(20)]
+        return list(await asyncio.gather(*(execute_async(job) for job in jobs)))
+
+    assert [decode_reply(body) for body in asyncio.run(main())] == [f"c{i}" for i in range(20)]

@@ -163,3 +163,32 @@ def test_demo_build_gives_independent_copies() -> None:
     assert copy is not demo.service
     assert copy.name == "demo-copy"
     assert copy.methods == demo.service.methods
+
+
+def test_async_handlers_are_told_apart() -> None:
+    service = Service("mixed")
+
+    @service.handler
+    def plain(payload: Any) -> Any:
+        return payload
+
+    @service.handler
+    async def coro(payload: Any) -> Any:
+        return payload
+
+    class Callable:
+        async def __call__(self, payload: Any) -> Any:
+            return payload
+
+    service.add("obj", Callable())
+    assert [service.is_async(m) for m in ("plain", "coro", "obj", "missing")] == [
+        False,
+        True,
+        True,
+        False,
+    ]
+    assert service.has_sync
+    assert service.has_async
+    only_async = Service("a")
+    only_async.add("coro", coro)
+    assert not only_async.has_sync

@@ -1,0 +1,153 @@
+"""``async def`` handlers: on the worker's event loop, bounded, with deadlines and a watchdog."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from reqrep import CallTimeout, Requestor, Service, Settings, Worker, current
+from reqrep.worker.demo import build
+from tests.support import WorkerProcess, wait_until
+
+
+class Probe:
+    """What the async handlers saw, written on the worker's loop thread."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.most = 0
+        self.threads: set[str] = set()
+        self.cancelled = threading.Event()
+
+
+@pytest.fixture
+def probe() -> Probe:
+    return Probe()
+
+
+@pytest.fixture
+def mixed(settings: Settings, service_name: str, probe: Probe) -> Iterator[Worker]:
+    """Sync and async handlers in one service; 3 at a time."""
+    service = Service(service_name)
+
+    @service.handler
+    def plain(payload: Any) -> Any:
+        return {"sync": payload, "thread": threading.current_thread().name}
+
+    @service.handler
+    async def whoami(_payload: Any) -> dict[str, Any]:
+        ctx = current()
+        await asyncio.sleep(0)
+        return {"method": current().method, "cid": ctx.correlation_id, "left": ctx.remaining()}
+
+    @service.handler
+    async def hold(seconds: float) -> float:
+        probe.running += 1
+        probe.most = max(probe.most, probe.running)
+        probe.threads.add(threading.current_thread().name)
+        try:
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError:
+            probe.cancelled.set()
+            raise
+        finally:
+            probe.running -= 1
+        return seconds
+
+    @service.handler
+    async def block(seconds: float) -> str:
+        time.sleep(seconds)  # what an async handler must not do
+        return "done"
+
+    @service.handler
+    async def boom(_payload: Any) -> None:
+        raise ValueError("async failure")
+
+    worker = Worker(service, settings=settings, concurrency=3).start()
+    try:
+        yield worker
+    finally:
+        worker.stop(5)
+
+
+@pytest.fixture
+def rq(settings: Settings, service_name: str) -> Iterator[Requestor]:
+    with Requestor(settings=settings, service=service_name) as requestor:
+        yield requestor
+
+
+def test_sync_and_async_handlers_in_one_service(mixed: Worker, rq: Requestor) -> None:
+    assert rq.call("plain", 1)["sync"] == 1
+    assert rq.call("plain", 1)["thread"].startswith("reqrep-handler-")
+    seen = rq.call("whoami", timeout=5)
+    assert seen["method"] == "whoami"
+    assert len(seen["cid"]) == 32
+    assert 0 < seen["left"] <= 5
+    with pytest.raises(Exception, match="async failure") as info:
+        rq.call("boom")
+    assert info.value.type == "ValueError"  # type: ignore[attr-defined]
+
+
+def test_concurrency_bounds_the_coroutines(mixed: Worker, rq: Requestor, probe: Probe) -> None:
+    futures = [rq.call_async("hold", 0.3) for _ in range(9)]
+    assert [f.result(20) for f in futures] == [0.3] * 9
+    assert probe.most == 3
+    assert probe.threads == {f"reqrep-aio-{mixed.service.name}"}  # one loop thread for all
+
+
+def test_the_callers_deadline_cancels_an_async_handler(
+    mixed: Worker, rq: Requestor, probe: Probe
+) -> None:
+    with pytest.raises(CallTimeout):
+        rq.call("hold", 20, timeout=0.5)
+    assert probe.cancelled.wait(5)
+    assert rq.call("plain", "next")["sync"] == "next"
+
+
+def test_a_handler_that_blocks_the_loop_is_logged(
+    mixed: Worker, rq: Requestor, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="reqrep.worker"):
+        assert rq.call("block", 1.2) == "done"
+    messages = [record.getMessage() for record in caplog.records]
+    warnings = [m for m in messages if "event loop has been blocked" in m]
+    assert len(warnings) == 1, warnings
+    assert "time.sleep(seconds)" in warnings[0]  # the stack shows where it is stuck
+    assert mixed._handler_loop.blocked == 1
+
+
+def test_stop_drains_async_handlers(settings: Settings, service_name: str) -> None:
+    worker = Worker(build(service_name), settings=settings, concurrency=4).start()
+    try:
+        with Requestor(settings=settings, service=service_name) as requestor:
+            futures = [requestor.call_async("nap", {"seconds": 0.5}) for _ in range(4)]
+            wait_until(lambda: worker.stats.received == 4, 10, "the calls to reach the worker")
+            assert worker.stop(10) is True
+            assert [f.result(10) for f in futures] == [{"slept": 0.5}] * 4
+    finally:
+        worker.stop(1)
+
+
+@pytest.mark.slow
+def test_two_hundred_async_calls_on_one_process_take_about_one_second(
+    amqp_url: str, prefix: str, settings: Settings
+) -> None:
+    env = {"AMQP_URL": amqp_url, "REQREP_QUEUE_PREFIX": prefix, "REQREP_LOG_LEVEL": "INFO"}
+    proc = WorkerProcess(["reqrep.worker.demo:service", "--concurrency", "200"], env)
+    try:
+        proc.wait_for("worker ready")
+        with Requestor(settings=settings, service="demo") as requestor:
+            started = time.monotonic()
+            futures = [requestor.call_async("nap", {"seconds": 1}, timeout=30) for _ in range(200)]
+            results = [f.result(30) for f in futures]
+            elapsed = time.monotonic() - started
+    finally:
+        assert proc.stop() == 0
+    assert results == [{"slept": 1.0}] * 200
+    assert elapsed < 3.0, f"200 concurrent 1 s naps took {elapsed:.2f}s"
