@@ -64,6 +64,12 @@ def _container_url() -> Iterator[str]:
         yield f"amqp://guest:guest@{host}:{port}/%2F"
 
 
+@pytest.fixture(scope="session")
+def reqrep_url(amqp_url: str) -> str:
+    """The broker of reqrep's pytest plugin (``reqrep_worker`` ...): the one found above."""
+    return amqp_url
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_stray_workers() -> Iterator[None]:
     """Whatever a failing test left running is killed when the session ends."""

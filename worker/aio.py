@@ -120,11 +120,11 @@ class HandlerLoop:
     def _cancel_all(self, loop: asyncio.AbstractEventLoop) -> None:
         """The loop was stopped: cancel the jobs still running (their requests were not acked:
         the broker redelivers them) and let them unwind."""
-        tasks = [t for t in self._tasks if not t.done()]
+        tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
         for task in tasks:
             task.cancel()
         if tasks:
-            log.warning("%s: %d async handlers cancelled at stop", self.name, len(tasks))
+            log.warning("%s: %d tasks cancelled at stop", self.name, len(tasks))
             loop.run_until_complete(asyncio.wait(tasks, timeout=2.0))
 
     def _beat(self) -> None:

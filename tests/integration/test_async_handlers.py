@@ -6,7 +6,6 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -32,8 +31,8 @@ def probe() -> Probe:
 
 
 @pytest.fixture
-def mixed(settings: Settings, service_name: str, probe: Probe) -> Iterator[Worker]:
-    """Sync and async handlers in one service; 3 at a time."""
+def reqrep_service(service_name: str, probe: Probe) -> Service:
+    """Sync and async handlers in one service (run by the reqrep plugin's reqrep_worker)."""
     service = Service(service_name)
 
     @service.handler
@@ -69,17 +68,22 @@ def mixed(settings: Settings, service_name: str, probe: Probe) -> Iterator[Worke
     async def boom(_payload: Any) -> None:
         raise ValueError("async failure")
 
-    worker = Worker(service, settings=settings, concurrency=3).start()
-    try:
-        yield worker
-    finally:
-        worker.stop(5)
+    return service
 
 
 @pytest.fixture
-def rq(settings: Settings, service_name: str) -> Iterator[Requestor]:
-    with Requestor(settings=settings, service=service_name) as requestor:
-        yield requestor
+def reqrep_worker_options() -> dict[str, Any]:
+    return {"concurrency": 3}
+
+
+@pytest.fixture
+def mixed(reqrep_worker: Worker) -> Worker:
+    return reqrep_worker
+
+
+@pytest.fixture
+def rq(reqrep_requestor: Requestor) -> Requestor:
+    return reqrep_requestor
 
 
 def test_sync_and_async_handlers_in_one_service(mixed: Worker, rq: Requestor) -> None:

@@ -17,7 +17,14 @@ from reqrep.common import ClosedError, ConfigError, SerializationError, Settings
 from reqrep.requestor import Requestor  # the README's import lines
 from reqrep.worker import Service, Worker
 
-PACKAGES = ["reqrep", "reqrep.cli", "reqrep.common", "reqrep.requestor", "reqrep.worker"]
+PACKAGES = [
+    "reqrep",
+    "reqrep.cli",
+    "reqrep.common",
+    "reqrep.requestor",
+    "reqrep.testing",
+    "reqrep.worker",
+]
 
 
 def _modules() -> list[str]:
