@@ -62,9 +62,7 @@ def reqrep_url(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def reqrep_service() -> Service:
     """The Service under test: override this fixture in your conftest.py or test module."""
-    pytest.fail(
-        "override the reqrep_service fixture to return the Service to test", pytrace=False
-    )
+    pytest.fail("override the reqrep_service fixture to return the Service to test", pytrace=False)
 
 
 @pytest.fixture
