@@ -10,6 +10,8 @@ which this client reads too (``Settings.from_env()``). ``--queue`` is the *servi
   bounds them, released in each future's done-callback (which runs on the requestor's I/O thread).
 - ``threads``: ``--outstanding`` threads share one Requestor, each calling ``call()`` in a loop.
 - ``serial``: one call at a time from the main thread.
+- ``asyncio``: ``--outstanding`` coroutines awaiting ``AsyncRequestor.call`` on one event loop
+  (``bench.cases.reqrep_asyncio``).
 
 Every call is ``Requestor.call*(method, payload, timeout=30)``, payload a JSON string of about
 ``--payload`` bytes encoded (``--payload 0`` sends ``null``). Latency: from just before
@@ -27,6 +29,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from bench.cases import DRAIN_SECONDS, Window, arm_deadline, case_parser, json_payload
+from bench.cases.reqrep_asyncio import run_asyncio
 from reqrep.requestor import Requestor
 
 __all__ = ["main"]
@@ -104,7 +107,9 @@ def run_threads(rq: Requestor, method: str, payload: Any, window: Window, thread
 
 def main() -> None:
     parser = case_parser(__doc__ or "")
-    parser.add_argument("--mode", choices=["async", "threads", "serial"], default="async")
+    parser.add_argument(
+        "--mode", choices=["async", "threads", "serial", "asyncio"], default="async"
+    )
     parser.add_argument("--method", default="echo")
     args = parser.parse_args()
     arm_deadline(args.max_seconds)
@@ -113,6 +118,15 @@ def main() -> None:
     window = Window(args.warmup, args.seconds)
     payload = json_payload(args.payload)
     outstanding = 1 if args.mode == "serial" else args.outstanding
+    if args.mode == "asyncio":
+        unfinished, counters = run_asyncio(args.queue, args.method, payload, window, outstanding)
+        window.report(
+            outstanding=outstanding,
+            unfinished=unfinished,
+            mode=args.mode,
+            requestor_stats=counters,
+        )
+        return
     rq = Requestor(service=args.queue, timeout=CALL_TIMEOUT)
     try:
         rq.open()

@@ -70,6 +70,7 @@ CASES: tuple[Case, ...] = (
         durable=True,
         mode="async",
     ),
+    Case("reqrep-asyncio", "AsyncRequestor, N in flight, classic, transient", mode="asyncio"),
     Case("reqrep-threads", "N threads calling call(), classic, transient", mode="threads"),
     Case("reqrep-serial", "call(), one at a time, classic, transient", mode="serial"),
 )
