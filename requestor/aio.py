@@ -19,8 +19,9 @@ from typing import Any
 
 from reqrep.common.aio import LoopInbox
 from reqrep.common.config import Settings
-from reqrep.requestor.client import Requestor, prepare_call, retries_for
-from reqrep.requestor.reply_handler import ReplyStats
+from reqrep.common.errors import CallTimeout
+from reqrep.requestor.client import Requestor, _Call, prepare_call, retries_for
+from reqrep.requestor.reply_handler import ReplyStats, timeout_error
 
 __all__ = ["AsyncRequestor"]
 
@@ -37,7 +38,7 @@ class AsyncRequestor:
 
     The arguments, call options and errors are those of ``Requestor``. Cancelling the task that
     awaits a call forgets the call at once: a reply that comes later is discarded and counted as
-    late. A call's timeout is enforced by the I/O thread's sweep, so it fails at most 0.1 s late.
+    late, as is one after a CallTimeout.
 
     One AsyncRequestor may serve several event loops, in several threads: each call's outcome
     goes to the loop it was made on.
@@ -167,12 +168,19 @@ class AsyncRequestor:
             inbox.put(lambda: _settle(future, result, error))
 
         self._requestor._send_deliver(deliver, call, request)
+        # Exactly at the timeout, like Requestor.call (the I/O thread's sweep may be 0.1 s late).
+        timer = loop.call_later(call.timeout, _expire, future, call)
         try:
             return await future
         except asyncio.CancelledError:
             # The caller stopped waiting: forget the call now, not at its deadline.
             self._requestor._replies.forget(call.correlation_id)
             raise
+        except CallTimeout:
+            self._requestor._replies.forget(call.correlation_id)
+            raise
+        finally:
+            timer.cancel()
 
     def _inbox(self, loop: asyncio.AbstractEventLoop) -> LoopInbox:
         inbox = self._inboxes.get(loop)
@@ -182,6 +190,10 @@ class AsyncRequestor:
                     del self._inboxes[old]
                 inbox = self._inboxes.setdefault(loop, LoopInbox(loop))
         return inbox
+
+
+def _expire(future: asyncio.Future[Any], call: _Call) -> None:
+    _settle(future, None, timeout_error(call.what, call.timeout))
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:

@@ -189,7 +189,11 @@ class LocalRequestor:
             if self._state is not _State.OPEN:
                 raise ClosedError("requestor is closed")
             self._pending[call.correlation_id] = future
-        self._loop.loop.call_soon_threadsafe(self._begin, call, request)
+        try:
+            self._loop.loop.call_soon_threadsafe(self._begin, call, request)
+        except RuntimeError:  # closed by another thread just now
+            self._forget(call.correlation_id)
+            raise ClosedError("requestor is closed") from None
         return future, call
 
     def _forget(self, correlation_id: str) -> None:

@@ -14,6 +14,7 @@ import pytest
 from reqrep import (
     AsyncRequestor,
     BrokerUnreachable,
+    CallTimeout,
     ClosedError,
     MethodNotFound,
     NoSuchService,
@@ -129,6 +130,21 @@ def test_cancelling_the_awaiting_task_forgets_the_call(
                 await asyncio.sleep(0.01)
             assert rq.stats().resolved == 0
             assert await rq.call("echo", "after") == "after"
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_a_timeout_ends_the_await_and_makes_the_reply_late(
+    worker: Worker, settings: Settings, service_name: str, gate: Gate
+) -> None:
+    async def main() -> None:
+        async with AsyncRequestor(settings=settings, service=service_name) as rq:
+            with pytest.raises(CallTimeout, match=r"within 0\.3s"):
+                await rq.call("gate", "slow", timeout=0.3)
+            assert rq.stats().pending == 0
+            gate.release.set()
+            while rq.stats().late == 0:
+                await asyncio.sleep(0.01)
 
     asyncio.run(asyncio.wait_for(main(), 30))
 
