@@ -1,9 +1,7 @@
-"""The worker's I/O thread: consumes the request queue, publishes replies, acknowledges.
+"""The worker's I/O thread: declares the topology, consumes and admits requests, drains.
 
-A request is acknowledged only after the broker has confirmed its reply, so a worker that dies
-between running a handler and replying leaves the request to be redelivered, never lost.
-Replies go out with ``mandatory=True``: a reply whose callback queue is gone (the requestor
-disconnected) comes back and is counted, instead of vanishing without a trace.
+Publishing replies and settling requests (ack after the reply's confirm) is the other half of
+this thread's work; it lives in ``worker/replies.py``, which ``Consumer`` extends.
 
 Before a request reaches a handler thread it is judged here, cheaply, by the rules of
 ``worker/admission.py`` and this worker's reply cache (a duplicate of a request answered or
@@ -22,15 +20,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import pika
-
 from reqrep.common import envelope, topology
 from reqrep.common.config import Settings
-from reqrep.common.connection import ConnectionThread
 from reqrep.common.errors import ReqrepError
-from reqrep.common.serialization import CONTENT_TYPE
 from reqrep.worker import admission
 from reqrep.worker.dedupe import ReplyCache
+from reqrep.worker.replies import ConsumerStats, ReplyPublisher
 from reqrep.worker.service import Handler, Service
 
 __all__ = ["Consumer", "ConsumerStats", "Job"]
@@ -65,22 +60,7 @@ class _Waiter:
     correlation_id: str
 
 
-@dataclasses.dataclass
-class ConsumerStats:
-    """Counters, written on the I/O thread; reads from elsewhere may be a moment stale."""
-
-    received: int = 0
-    replied: int = 0
-    rejected: int = 0  # unanswerable (no reply_to / correlation_id): dead-lettered
-    requeued: int = 0
-    expired: int = 0  # past their deadline on arrival: not run
-    poisoned: int = 0  # delivered too often: refused and dead-lettered
-    deduplicated: int = 0  # answered from the reply cache or by a running twin
-    stale: int = 0  # finished after their channel was lost: cached, not acked
-    replies_returned: int = 0  # the requestor's callback queue no longer existed
-
-
-class Consumer(ConnectionThread):
+class Consumer(ReplyPublisher):
     """Consumes one service's request queue.
 
     Threads: ``reply`` and ``drain`` may be called from any thread and only queue
@@ -101,7 +81,6 @@ class Consumer(ConnectionThread):
     ) -> None:
         super().__init__(settings, name=name)
         self.queue = settings.request_queue(service.name)
-        self.stats = ConsumerStats()
         self.drained = threading.Event()
         self._service = service
         self._prefetch = prefetch
@@ -111,12 +90,7 @@ class Consumer(ConnectionThread):
         self._consumer_tag: str | None = None
         self._draining = False
         self._cancelled = False  # the broker confirmed our consumer is cancelled
-        self._unsettled: set[int] = set()  # this channel's request tags not yet settled
-        self._acks: list[int] = []  # settled tags whose ack goes out at the end of this turn
-        self._published = 0
-        self._reply_for: dict[int, tuple[int, bool]] = {}  # reply tag -> (request tag, reject)
         self._running: dict[str, list[_Waiter]] = {}  # idempotency key -> duplicates waiting
-        self._user_id = settings.username if settings.sign_replies else None
 
     def reply(self, job: Job, body: bytes) -> None:
         """Publish ``body`` as the reply to ``job`` (and its twins), then ack once confirmed."""
@@ -133,11 +107,7 @@ class Consumer(ConnectionThread):
     # -- I/O thread: set-up -------------------------------------------------------------------
 
     def _setup(self, channel: Any) -> None:
-        self._unsettled.clear()
-        self._acks.clear()
-        self._reply_for.clear()
-        self._published = 0
-        channel.add_on_return_callback(self._on_return)
+        self._reset_replies(channel)
         prefix, settings = self._settings.queue_prefix, self._settings
         dlx, dlq = topology.dead_letter_exchange(prefix), topology.dead_letter_queue(self.queue)
         steps: list[Callable[[Callable[[Any], None]], None]] = [
@@ -290,7 +260,7 @@ class Consumer(ConnectionThread):
         body = envelope.error_body(verdict.error)
         self._publish_reply(tag, props.reply_to, props.correlation_id, body, reject=True)
 
-    # -- I/O thread: replies and settling -----------------------------------------------------
+    # -- I/O thread: finished jobs and draining ------------------------------------------------
 
     def _complete_job(self, job: Job, body: bytes) -> None:
         waiters: list[_Waiter] = []
@@ -304,101 +274,6 @@ class Consumer(ConnectionThread):
         for waiter in waiters:
             if waiter.generation == self.generation:
                 self._publish_reply(waiter.tag, waiter.reply_to, waiter.correlation_id, body)
-
-    def _publish_reply(
-        self, tag: int, reply_to: str, correlation_id: str, body: bytes, *, reject: bool = False
-    ) -> None:
-        if not self.is_open:
-            return  # the channel is gone, and with it this delivery: the broker redelivers
-        properties = pika.BasicProperties(
-            correlation_id=correlation_id,
-            content_type=CONTENT_TYPE,
-            type=envelope.REPLY_TYPE,
-            # The broker refuses a user_id that is not the connection's own user (406): a
-            # requestor that trusts it knows which user sent the reply.
-            user_id=self._user_id,
-        )
-        try:
-            self.channel.basic_publish("", reply_to, body, properties, mandatory=True)
-        except Exception:
-            if self.is_open:  # the channel is fine: this reply cannot be sent at all
-                log.exception("could not publish reply %r; request rejected", correlation_id)
-                self._settle(tag, self.generation, requeue=False)
-            else:  # the channel is going: the broker redelivers the request
-                log.warning("could not publish reply %r; it will be redelivered", correlation_id)
-            return
-        if not self._settings.persistent:
-            # No confirms: the broker reads the reply before the ack that follows it here.
-            if not reject:
-                self.stats.replied += 1
-            self._settle(tag, self.generation, ack=not reject, requeue=False)
-            return
-        self._published += 1
-        self._reply_for[self._published] = (tag, reject)
-
-    def _on_confirm(self, frame: Any) -> None:
-        method = frame.method
-        nacked = isinstance(method, pika.spec.Basic.Nack)
-        if method.multiple:
-            tags = [t for t in self._reply_for if t <= method.delivery_tag]
-        else:
-            tags = [method.delivery_tag] if method.delivery_tag in self._reply_for else []
-        for reply_tag in tags:
-            request_tag, reject = self._reply_for.pop(reply_tag)
-            if nacked:  # the reply was not kept: let the request run again rather than lose it
-                log.warning("reply nacked by the broker; requeueing request %s", request_tag)
-                self._settle(request_tag, self.generation, requeue=True)
-            elif reject:
-                self._settle(request_tag, self.generation, requeue=False)
-            else:
-                self.stats.replied += 1
-                self._settle(request_tag, self.generation, ack=True)
-
-    def _on_return(self, _channel: Any, method: Any, properties: Any, _body: bytes) -> None:
-        self.stats.replies_returned += 1
-        log.info(
-            "reply %s returned (%s %s): the requestor's queue %r is gone",
-            properties.correlation_id,
-            method.reply_code,
-            method.reply_text,
-            method.routing_key,
-        )
-
-    def _settle(
-        self, tag: int, generation: int, *, ack: bool = False, requeue: bool = False
-    ) -> None:
-        if generation != self.generation or tag not in self._unsettled or not self.is_open:
-            return  # that delivery died with its channel
-        self._unsettled.discard(tag)
-        if ack:
-            self._queue_ack(tag)
-        elif requeue:
-            self.stats.requeued += 1
-            self.channel.basic_nack(tag, requeue=True)
-        else:
-            self.channel.basic_reject(tag, requeue=False)
-        self._check_drained()
-
-    def _queue_ack(self, tag: int) -> None:
-        """Ack soon, together with the other acks of this turn of the I/O loop: one
-        ``basic_ack(multiple=True)`` can settle a run of requests in one frame."""
-        if not self._acks:
-            self.call_later(0, self._flush_acks)
-        self._acks.append(tag)
-
-    def _flush_acks(self) -> None:
-        acks, self._acks = sorted(self._acks), []
-        if not acks or not self.is_open:
-            return
-        # multiple=True acks every unacked tag up to N: only safe below the lowest tag that
-        # is still being worked on.
-        lowest_open = min(self._unsettled) if self._unsettled else acks[-1] + 1
-        run = [t for t in acks if t < lowest_open]
-        if run:
-            self.channel.basic_ack(run[-1], multiple=len(run) > 1)
-        for tag in acks[len(run) :]:
-            self.channel.basic_ack(tag)
-        self._check_drained()
 
     def _begin_drain(self) -> None:
         if self._draining:
@@ -425,9 +300,7 @@ class Consumer(ConnectionThread):
                 "%d requests in flight on the lost channel will be redelivered",
                 len(self._unsettled),
             )
-        self._unsettled.clear()
-        self._acks.clear()
-        self._reply_for.clear()
+        self._forget_replies()
         if self._draining:
             self._cancelled = True  # the consumer died with the channel
         self._check_drained()
