@@ -13,7 +13,7 @@ from reqrep.common.config import Settings
 from reqrep.common.errors import ReqrepError
 from reqrep.requestor.client import Requestor
 
-__all__ = ["call_command", "error_kind"]
+__all__ = ["call_command", "error_kind", "error_line"]
 
 
 def _parse_payload(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
@@ -67,7 +67,7 @@ def call_command(
         with Requestor(settings=settings, service=service) as requestor:
             result = requestor.call(method, payload, idempotent=idempotent)
     except ReqrepError as exc:
-        click.echo(f"reqrep: {error_kind(exc)}: {exc}", err=True)
+        click.echo(f"reqrep: {error_line(exc)}", err=True)
         sys.exit(exitcodes.for_error(exc))
     click.echo(json.dumps(result, ensure_ascii=False))
 
@@ -83,3 +83,9 @@ def error_kind(error: ReqrepError) -> str:
         exitcodes.BROKER_UNREACHABLE: "broker unreachable",
     }
     return names.get(exitcodes.for_error(error), "error")
+
+
+def error_line(error: ReqrepError) -> str:
+    """The kind of error, then its message; the kind only once if the message starts with it."""
+    kind, text = error_kind(error), str(error)
+    return text if text.lower().startswith(kind) else f"{kind}: {text}"

@@ -95,3 +95,10 @@ def test_failures_have_distinct_exit_codes(
     assert result.stdout == ""
     assert "pw-secret" not in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_no_such_service_is_said_once(run: Run) -> None:
+    result = run("echo", "1", "--service", "nobody-home")
+    assert result.returncode == exitcodes.NO_SUCH_SERVICE
+    assert result.stderr.startswith("reqrep: no such service: 'nobody-home'"), result.stderr
+    assert result.stderr.count("no such service") == 1, result.stderr
