@@ -247,10 +247,12 @@ class ConnectionThread:
 
     def _on_open_error(self, _connection: Any, exc: BaseException) -> None:
         self._connection = None
-        error = BrokerUnreachable(f"{self._where()}: {_describe(exc, self._settings)}")
         fatal = isinstance(
             _root_cause(exc),
             pika.exceptions.ProbableAuthenticationError | pika.exceptions.ProbableAccessDeniedError,
+        )
+        error = BrokerUnreachable(
+            f"{self._where()}: {_describe(exc, self._settings)}", permanent=fatal
         )
         self._retry_or_give_up(error, fatal=fatal)
 
@@ -258,9 +260,14 @@ class ConnectionThread:
         self.channel = None
         if self._state is State.CLOSING or isinstance(reason, pika.exceptions.AMQPConnectionError):
             return  # we are closing, or the whole connection is going: its callback says why
-        error = ConnectionLost(f"{self._where()}: channel closed: {_describe(reason)}")
-        if self._state is State.STARTING:
-            self._error = error  # set-up refused (e.g. a queue exists with other arguments)
+        # Closed while setting up: the broker refused the set-up (e.g. a queue exists with other
+        # arguments), which retrying cannot fix.
+        starting = self._state is State.STARTING
+        error = ConnectionLost(
+            f"{self._where()}: channel closed: {_describe(reason)}", permanent=starting
+        )
+        if starting:
+            self._error = error
         else:
             log.warning("%s", error)
         connection = self._connection

@@ -61,7 +61,15 @@ class SerializationError(ReqrepError, ValueError):
 
 
 class ReqrepConnectionError(ReqrepError, ConnectionError):
-    """Something is wrong with the connection to the broker."""
+    """Something is wrong with the connection to the broker.
+
+    ``permanent`` is True when trying again cannot help: the broker refused the login or the
+    vhost, or refused the set-up (a queue exists with other arguments).
+    """
+
+    def __init__(self, *args: Any, permanent: bool = False) -> None:
+        super().__init__(*args)
+        self.permanent = permanent
 
 
 class BrokerUnreachable(ReqrepConnectionError):

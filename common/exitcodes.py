@@ -24,6 +24,7 @@ __all__ = [
     "NO_SUCH_SERVICE",
     "OK",
     "OTHER_ERROR",
+    "REFUSED",
     "REMOTE_ERROR",
     "TIMEOUT",
     "for_error",
@@ -37,6 +38,7 @@ METHOD_NOT_FOUND = 5
 NO_SUCH_SERVICE = 6
 BROKER_UNREACHABLE = 7  # could not connect, or the connection was lost
 OTHER_ERROR = 8  # any other reqrep error (publish rejected, malformed reply, closed)
+REFUSED = 9  # the broker refused the login, the vhost or the set-up: trying again cannot help
 
 _ORDER: tuple[tuple[type[ReqrepError], int], ...] = (
     (ConfigError, BAD_ARGUMENTS),
@@ -51,6 +53,8 @@ _ORDER: tuple[tuple[type[ReqrepError], int], ...] = (
 
 def for_error(error: ReqrepError) -> int:
     """The exit code for ``error`` (most specific class first)."""
+    if isinstance(error, ReqrepConnectionError) and error.permanent:
+        return REFUSED
     for cls, code in _ORDER:
         if isinstance(error, cls):
             return code

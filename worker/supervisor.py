@@ -3,7 +3,9 @@
 The children are competing consumers of one request queue, exactly like N containers. Each runs
 in its own session, so a Ctrl-C in the terminal reaches only the supervisor, which then asks
 every child to drain (SIGTERM) once. A child that exits while the supervisor is not stopping is
-restarted, with a growing delay if it keeps failing fast (e.g. the broker is down).
+restarted, with a growing delay if it keeps failing fast (e.g. the broker is down). A child
+that exits with a code no restart can fix (``UNFIXABLE``: the broker refused the login, the vhost
+or the set-up; bad arguments) stops them all: the supervisor exits with that code.
 """
 
 from __future__ import annotations
@@ -18,13 +20,16 @@ import time
 from collections.abc import Mapping, Sequence
 from types import FrameType
 
-__all__ = ["Supervisor"]
+from reqrep.common import exitcodes
+
+__all__ = ["UNFIXABLE", "Supervisor"]
 
 log = logging.getLogger("reqrep.supervisor")
 
 _FAST_FAILURE = 5.0  # a child that dies sooner than this after starting counts as failing fast
 _MAX_DELAY = 30.0
 _TICK = 0.1  # seconds between looks at the children
+UNFIXABLE = frozenset({exitcodes.BAD_ARGUMENTS, exitcodes.REFUSED})  # a restart fails the same way
 
 
 class Supervisor:
@@ -44,6 +49,7 @@ class Supervisor:
         self._failures = [0] * count
         self._codes: list[int] = []
         self._restarts: dict[int, float] = {}  # slot -> when to start it again
+        self._fatal: int | None = None  # the exit code that stopped everything
 
     def run(self) -> int:
         """Start the children, supervise them, and return 0 if all drained cleanly."""
@@ -62,6 +68,8 @@ class Supervisor:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+        if self._fatal is not None:
+            return self._fatal
         return 0 if self._codes and all(code == 0 for code in self._codes) else 1
 
     def _spawn(self, slot: int) -> None:
@@ -79,6 +87,9 @@ class Supervisor:
                 log.info("worker process %d (pid %d) exited with %d", slot, pid, code)
                 self._codes.append(code)
                 continue
+            if code in UNFIXABLE:
+                self._give_up(slot, pid, code)
+                continue
             fast = time.monotonic() - started < _FAST_FAILURE
             self._failures[slot] = self._failures[slot] + 1 if fast else 0
             delay = min(_MAX_DELAY, 0.5 * 2 ** self._failures[slot]) if fast else 0.0
@@ -90,6 +101,18 @@ class Supervisor:
                 delay,
             )
             self._restarts[slot] = time.monotonic() + delay
+
+    def _give_up(self, slot: int, pid: int, code: int) -> None:
+        log.error(
+            "worker process %d (pid %d) exited with %d: a restart cannot fix that; not "
+            "restarting, stopping the other worker processes",
+            slot,
+            pid,
+            code,
+        )
+        self._fatal = code
+        self._stopping.set()
+        self._terminate_children()
 
     def _restart_due(self) -> None:
         if self._stopping.is_set():
@@ -112,6 +135,9 @@ class Supervisor:
             "stopping" if not again else "forcing",
             len(self._children),
         )
+        self._terminate_children()
+
+    def _terminate_children(self) -> None:
         for _slot, proc, _started in self._children.values():
             with contextlib.suppress(ProcessLookupError):  # it exited meanwhile
                 proc.send_signal(signal.SIGTERM)

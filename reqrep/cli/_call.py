@@ -60,7 +60,7 @@ def call_command(
     """Call METHOD of a service with a JSON PAYLOAD and print the JSON result.
 
     Exit codes: 0 ok, 2 bad arguments, 3 timeout, 4 remote error, 5 method not found,
-    6 no such service, 7 broker unreachable, 8 other error.
+    6 no such service, 7 broker unreachable, 8 other error, 9 refused (login, vhost).
     """
     try:
         settings = Settings.from_env(url=url, timeout=timeout)
@@ -81,6 +81,7 @@ def error_kind(error: ReqrepError) -> str:
         exitcodes.METHOD_NOT_FOUND: "method not found",
         exitcodes.NO_SUCH_SERVICE: "no such service",
         exitcodes.BROKER_UNREACHABLE: "broker unreachable",
+        exitcodes.REFUSED: "refused",
     }
     return names.get(exitcodes.for_error(error), "error")
 

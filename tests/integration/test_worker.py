@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
 
 import pika
 import pytest
 
-from reqrep.common import RemoteError, Settings
+from reqrep.common import RemoteError, Settings, exitcodes
 from reqrep.requestor import Requestor
 from reqrep.worker import Service, Worker
 from tests.support import Admin, WorkerProcess
@@ -138,3 +140,26 @@ def test_two_processes_share_one_queue(
     finally:
         code = proc.stop()
     assert code == 0
+
+
+def test_supervisor_stops_when_the_broker_refuses_the_login(
+    amqp_url: str, worker_env: dict[str, str]
+) -> None:
+    """A wrong password cannot be fixed by a restart: the supervisor stops, it does not loop."""
+    parts = urlsplit(amqp_url)
+    netloc = f"guest:not-the-password@{parts.hostname}:{parts.port or 5672}"
+    wrong = urlunsplit(parts._replace(netloc=netloc))
+    proc = WorkerProcess(
+        ["reqrep.worker.demo:service", "--processes", "2"], {**worker_env, "AMQP_URL": wrong}
+    )
+    try:
+        code = proc.proc.wait(30)
+    except subprocess.TimeoutExpired:
+        code = None
+    finally:
+        proc.stop()
+    log = "".join(proc.log)
+    assert code == exitcodes.REFUSED, log
+    assert "restarting in" not in log
+    assert "a restart cannot fix that" in log
+    assert "not-the-password" not in log

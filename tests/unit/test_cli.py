@@ -98,6 +98,7 @@ def test_call_help_documents_every_exit_code() -> None:
         exitcodes.NO_SUCH_SERVICE: "no such service",
         exitcodes.BROKER_UNREACHABLE: "broker unreachable",
         exitcodes.OTHER_ERROR: "other error",
+        exitcodes.REFUSED: "refused",
     }
     assert "Exit codes:" in text
     for code, meaning in documented.items():

@@ -38,6 +38,8 @@ CODE_NAMES = [name for name in exitcodes.__all__ if name.isupper()]
         (BrokerUnreachable("refused"), 7),
         (ConnectionLost("dropped"), 7),
         (ReqrepConnectionError("other"), 7),
+        (BrokerUnreachable("login refused", permanent=True), 9),
+        (ConnectionLost("set-up refused", permanent=True), 9),
         (PublishRejected("nack"), 8),
         (SerializationError("malformed reply"), 8),
         (ClosedError("closed"), 8),
@@ -60,6 +62,7 @@ def test_named_codes_have_the_documented_values() -> None:
         "NO_SUCH_SERVICE": 6,
         "BROKER_UNREACHABLE": 7,
         "OTHER_ERROR": 8,
+        "REFUSED": 9,
     }
 
 
