@@ -99,6 +99,7 @@ def _stats(worker: Worker) -> dict[str, int]:
 # -- the tests --------------------------------------------------------------------------------
 
 
+@pytest.mark.timeout(300)  # bounded by EXAMPLES and SETTLE, not by the machine's speed
 def test_fuzzed_requests_never_break_the_worker(
     demo_worker: Worker, requestor: Requestor, admin: Admin, listener: Listener
 ) -> None:
