@@ -38,6 +38,7 @@ from pika.adapters.utils.connection_workflow import (
     AMQPConnectorStackTimeout,
 )
 
+from reqrep.common._pika_decode import tolerate_undecodable_properties
 from reqrep.common._pika_writes import coalesce_pika_writes
 from reqrep.common.config import Settings
 from reqrep.common.errors import (
@@ -74,6 +75,7 @@ class ConnectionThread:
 
     def __init__(self, settings: Settings, *, name: str) -> None:
         coalesce_pika_writes()
+        tolerate_undecodable_properties()  # a message pika cannot decode must not drop us
         self._settings = settings
         self._name = name
         self._params = _parameters(settings, name)  # on the caller's thread: ConfigError here

@@ -24,6 +24,7 @@ from typing import Any
 
 import pika
 
+from reqrep.common._pika_decode import undecodable
 from reqrep.common.config import Settings
 from reqrep.common.connection import ConnectionThread
 from reqrep.common.errors import (
@@ -167,6 +168,9 @@ class RequestorIO(ConnectionThread):
             self._retryable[cid] = request
 
     def _on_reply(self, _channel: Any, _deliver: Any, properties: Any, body: bytes) -> None:
+        if (reason := undecodable(properties)) is not None:  # see common/_pika_decode.py
+            self._replies.discard_undecodable(reason)
+            return
         if self._trusted is not None and properties.user_id not in self._trusted:
             self._replies.discard_untrusted(properties.correlation_id, properties.user_id)
             return

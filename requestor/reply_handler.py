@@ -18,6 +18,7 @@ from typing import Any
 
 from reqrep.common import envelope
 from reqrep.common.errors import CallTimeout, ReqrepError
+from reqrep.common.logthrottle import LogThrottle
 
 __all__ = ["Deliver", "ReplyHandler", "ReplyStats"]
 
@@ -40,6 +41,7 @@ class ReplyStats:
     late: int
     unknown: int
     untrusted: int = 0  # from a broker user not in the requestor's trusted_repliers
+    undecodable: int = 0  # properties pika could not decode (common/_pika_decode.py): dropped
 
 
 @dataclasses.dataclass
@@ -67,6 +69,8 @@ class ReplyHandler:
         self._late = 0
         self._unknown = 0
         self._untrusted = 0
+        self._undecodable = 0
+        self._throttled = LogThrottle(log)  # forged replies can come by the thousand
 
     def expect(
         self, correlation_id: str, *, deadline: float, timeout: float, what: str
@@ -154,7 +158,15 @@ class ReplyHandler:
         """A reply from a user we do not trust: ignored; the call keeps waiting."""
         with self._lock:
             self._untrusted += 1
-        log.warning("discarded reply %r from untrusted user %r", correlation_id, user_id)
+        self._throttled.warning(
+            "discarded reply %r from untrusted user %r", correlation_id, user_id
+        )
+
+    def discard_undecodable(self, reason: str) -> None:
+        """A message on the callback queue whose properties could not be decoded: dropped."""
+        with self._lock:
+            self._undecodable += 1
+        self._throttled.warning("discarded a reply whose properties cannot be decoded (%s)", reason)
 
     def is_pending(self, correlation_id: str) -> bool:
         with self._lock:
@@ -174,7 +186,12 @@ class ReplyHandler:
     def stats(self) -> ReplyStats:
         with self._lock:
             return ReplyStats(
-                len(self._pending), self._resolved, self._late, self._unknown, self._untrusted
+                len(self._pending),
+                self._resolved,
+                self._late,
+                self._unknown,
+                self._untrusted,
+                self._undecodable,
             )
 
     def _remember_finished(self, correlation_id: str) -> None:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from reqrep.common import envelope, topology
+from reqrep.common._pika_decode import undecodable
 from reqrep.common.config import Settings
 from reqrep.common.errors import ReqrepError
 from reqrep.worker import admission
@@ -159,6 +160,15 @@ class Consumer(ReplyPublisher):
         tag, generation = deliver.delivery_tag, self.generation
         self.stats.received += 1
         self._unsettled.add(tag)
+        if (reason := undecodable(props)) is not None:  # see common/_pika_decode.py
+            self.stats.undecodable += 1
+            self._throttled.warning(
+                "rejected request (tag %s) whose properties cannot be decoded (%s): dead-lettered",
+                tag,
+                reason,
+            )
+            self._settle(tag, generation, requeue=False)
+            return
         try:
             self._judge(tag, generation, deliver, props, body)
         except Exception:
@@ -182,7 +192,7 @@ class Consumer(ReplyPublisher):
         )
         verdict = admission.screen(delivery, self._settings, time.time() * 1000)
         if isinstance(verdict, admission.Unanswerable):
-            log.warning(
+            self._throttled.warning(
                 "rejected request without %s (tag %s, type %r): it cannot be answered",
                 verdict.missing,
                 tag,

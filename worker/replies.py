@@ -7,12 +7,20 @@ disconnected) comes back and is counted, instead of vanishing without a trace.
 
 Delivery tags belong to one channel: a settlement for a tag of an older channel is dropped (the
 broker redelivers that request on the new channel).
+
+A reply the broker nacks (it could not keep it: e.g. the callback queue is full and rejects
+publishes) requeues its request, so it runs (or is answered from the reply cache) again. That is
+bounded: after ``REPLY_ATTEMPTS`` refused replies to the same request (``reply_to`` +
+``correlation_id``) the request is rejected without requeueing, i.e. dead-lettered, with one log
+line (none per attempt). Requeues alone cannot bound it: RabbitMQ 4.3 no longer counts them
+toward a quorum queue's delivery limit, and classic queues have none.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from collections import OrderedDict
 from typing import Any
 
 import pika
@@ -20,11 +28,15 @@ import pika
 from reqrep.common import envelope
 from reqrep.common.config import Settings
 from reqrep.common.connection import ConnectionThread
+from reqrep.common.logthrottle import LogThrottle
 from reqrep.common.serialization import CONTENT_TYPE
 
-__all__ = ["ConsumerStats", "ReplyPublisher"]
+__all__ = ["REPLY_ATTEMPTS", "ConsumerStats", "ReplyPublisher"]
 
 log = logging.getLogger("reqrep.worker")
+
+REPLY_ATTEMPTS = 3  # refused (nacked) replies to one request before it is dead-lettered
+_REMEMBER_REFUSED = 10_000  # requests whose refused replies are counted, most recent first
 
 
 @dataclasses.dataclass
@@ -40,6 +52,18 @@ class ConsumerStats:
     deduplicated: int = 0  # answered from the reply cache or by a running twin
     stale: int = 0  # finished after their channel was lost: cached, not acked
     replies_returned: int = 0  # the requestor's callback queue no longer existed
+    undecodable: int = 0  # properties pika could not decode: dead-lettered, not run
+    replies_refused: int = 0  # replies the broker nacked (their request was requeued)
+    refused_dead_lettered: int = 0  # requests dead-lettered after REPLY_ATTEMPTS refused replies
+
+
+@dataclasses.dataclass(frozen=True)
+class _Sent:
+    """A reply waiting for its confirm: the request it answers, and what to do once kept."""
+
+    request_tag: int
+    reject: bool  # dead-letter the request once the reply is kept (a poison request)
+    key: tuple[str, str]  # (reply_to, correlation_id): the request across redeliveries
 
 
 class ReplyPublisher(ConnectionThread):
@@ -56,8 +80,11 @@ class ReplyPublisher(ConnectionThread):
         self._unsettled: set[int] = set()  # this channel's request tags not yet settled
         self._acks: list[int] = []  # settled tags whose ack goes out at the end of this turn
         self._published = 0
-        self._reply_for: dict[int, tuple[int, bool]] = {}  # reply tag -> (request tag, reject)
+        self._reply_for: dict[int, _Sent] = {}  # reply's confirm tag -> what it answers
+        # (reply_to, correlation_id) -> replies refused so far; survives reconnections.
+        self._refused: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._user_id = settings.username if settings.sign_replies else None
+        self._throttled = LogThrottle(log)  # for what hostile traffic can make happen often
 
     def _check_drained(self) -> None:
         """Hook: a request was settled (I/O thread)."""
@@ -101,7 +128,7 @@ class ReplyPublisher(ConnectionThread):
             self._settle(tag, self.generation, ack=not reject, requeue=False)
             return
         self._published += 1
-        self._reply_for[self._published] = (tag, reject)
+        self._reply_for[self._published] = _Sent(tag, reject, (reply_to, correlation_id))
 
     def _on_confirm(self, frame: Any) -> None:
         method = frame.method
@@ -111,19 +138,50 @@ class ReplyPublisher(ConnectionThread):
         else:
             tags = [method.delivery_tag] if method.delivery_tag in self._reply_for else []
         for reply_tag in tags:
-            request_tag, reject = self._reply_for.pop(reply_tag)
-            if nacked:  # the reply was not kept: let the request run again rather than lose it
-                log.warning("reply nacked by the broker; requeueing request %s", request_tag)
-                self._settle(request_tag, self.generation, requeue=True)
-            elif reject:
-                self._settle(request_tag, self.generation, requeue=False)
+            sent = self._reply_for.pop(reply_tag)
+            if nacked:  # the reply was not kept
+                self._on_refused(sent)
+                continue
+            self._refused.pop(sent.key, None)
+            if sent.reject:
+                self._settle(sent.request_tag, self.generation, requeue=False)
             else:
                 self.stats.replied += 1
-                self._settle(request_tag, self.generation, ack=True)
+                self._settle(sent.request_tag, self.generation, ack=True)
+
+    def _on_refused(self, sent: _Sent) -> None:
+        """Requeue the request (let it run again rather than lose it), a bounded number of
+        times; then dead-letter it."""
+        self.stats.replies_refused += 1
+        attempts = self._refused.pop(sent.key, 0) + 1
+        reply_to, correlation_id = sent.key
+        if sent.reject or attempts >= REPLY_ATTEMPTS:
+            if not sent.reject:
+                self.stats.refused_dead_lettered += 1
+                self._throttled.log(  # one line per request, and a flood of them is counted
+                    logging.ERROR,
+                    "reply %r to %r refused by the broker %d times: request dead-lettered",
+                    correlation_id,
+                    reply_to,
+                    attempts,
+                )
+            self._settle(sent.request_tag, self.generation, requeue=False)
+            return
+        self._refused[sent.key] = attempts
+        while len(self._refused) > _REMEMBER_REFUSED:
+            self._refused.popitem(last=False)
+        log.debug(
+            "reply %r to %r refused by the broker; requeueing its request (attempt %d of %d)",
+            correlation_id,
+            reply_to,
+            attempts,
+            REPLY_ATTEMPTS,
+        )
+        self._settle(sent.request_tag, self.generation, requeue=True)
 
     def _on_return(self, _channel: Any, method: Any, properties: Any, _body: bytes) -> None:
         self.stats.replies_returned += 1
-        log.info(
+        self._throttled.info(
             "reply %s returned (%s %s): the requestor's queue %r is gone",
             properties.correlation_id,
             method.reply_code,
