@@ -64,7 +64,7 @@ class _Waiter:
 class Consumer(ReplyPublisher):
     """Consumes one service's request queue.
 
-    Threads: ``reply`` and ``drain`` may be called from any thread and only queue
+    Threads: ``reply``, ``skip`` and ``drain`` may be called from any thread and only queue
     work; ``dispatch`` and ``on_closed`` (given by the Worker) are called on the I/O thread and
     must not block. Everything else runs on the I/O thread.
     """
@@ -96,6 +96,11 @@ class Consumer(ReplyPublisher):
     def reply(self, job: Job, body: bytes) -> None:
         """Publish ``body`` as the reply to ``job`` (and its twins), then ack once confirmed."""
         self.submit(lambda: self._complete_job(job, body))
+
+    def skip(self, job: Job) -> None:
+        """Acknowledge ``job`` (and its waiting twins) without a reply: it expired before a
+        handler thread picked it up. Any thread."""
+        self.submit(lambda: self._skip_expired(job))
 
     def drain(self) -> None:
         """Stop taking requests; ``drained`` is set once every received one is answered.
@@ -284,6 +289,14 @@ class Consumer(ReplyPublisher):
         for waiter in waiters:
             if waiter.generation == self.generation:
                 self._publish_reply(waiter.tag, waiter.reply_to, waiter.correlation_id, body)
+
+    def _skip_expired(self, job: Job) -> None:
+        self.stats.expired += 1
+        self._settle(job.tag, job.generation, ack=True)
+        waiters = self._running.pop(job.message_id, []) if job.message_id is not None else []
+        for waiter in waiters:  # twins of the same call share its deadline
+            self.stats.expired += 1
+            self._settle(waiter.tag, waiter.generation, ack=True)
 
     def _begin_drain(self) -> None:
         if self._draining:

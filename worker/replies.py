@@ -47,7 +47,7 @@ class ConsumerStats:
     replied: int = 0
     rejected: int = 0  # unanswerable (no reply_to / correlation_id): dead-lettered
     requeued: int = 0
-    expired: int = 0  # past their deadline on arrival: not run
+    expired: int = 0  # past their deadline on arrival or when a handler thread was free: not run
     poisoned: int = 0  # delivered too often: refused and dead-lettered
     deduplicated: int = 0  # answered from the reply cache or by a running twin
     stale: int = 0  # finished after their channel was lost: cached, not acked

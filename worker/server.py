@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from queue import SimpleQueue
 from types import FrameType, TracebackType
@@ -202,14 +203,30 @@ class Worker:
             self._pool.submit(job)
 
     def _run_job(self, job: Job) -> None:
+        if self._expired(job):
+            return
         body = execute(job, service=self.service.name, max_bytes=self.settings.max_message_bytes)
         self._reply(job, body)
 
     async def _run_async_job(self, job: Job) -> None:
+        if self._expired(job):  # called once a slot of the handler loop is free
+            return
         body = await execute_async(
             job, service=self.service.name, max_bytes=self.settings.max_message_bytes
         )
         self._reply(job, body)
+
+    def _expired(self, job: Job) -> bool:
+        """Pool thread or handler loop, at pickup: a job prefetched behind slow handlers that
+        waited past its caller's deadline is acked, not run, and gets no reply (nobody waits
+        for it any more)."""
+        if job.deadline_ms is None or time.time() * 1000 <= job.deadline_ms:
+            return False
+        try:
+            self._consumer.skip(job)
+        except ReqrepError as exc:
+            log.debug("expired job %s not acked (%s); redelivered", job.correlation_id, exc)
+        return True
 
     def _reply(self, job: Job, body: bytes) -> None:
         try:
