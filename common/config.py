@@ -46,6 +46,7 @@ _ENV_FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "max_redeliveries": ("REQREP_MAX_REDELIVERIES", int),
     "sign_replies": ("REQREP_SIGN_REPLIES", _flag),
     "persistent": ("REQREP_PERSISTENT", _flag),
+    "dedupe_bytes": ("REQREP_DEDUPE_BYTES", int),
 }
 
 
@@ -81,6 +82,7 @@ class Settings:
     ``persistent=False`` trades durability for speed: requests are transient and neither side
     uses publisher confirms (a worker acks right after writing the reply, which the broker reads
     first on that channel); a request the broker loses is then a CallTimeout, not an error.
+    ``dedupe_bytes`` bounds the memory of a worker's reply cache (0 turns it off).
     """
 
     url: str = dataclasses.field(default=DEFAULT_URL, repr=False)
@@ -94,6 +96,7 @@ class Settings:
     max_redeliveries: int = 5
     sign_replies: bool = False
     persistent: bool = True
+    dedupe_bytes: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
         _check_url(self.url)
@@ -110,6 +113,10 @@ class Settings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
+        if isinstance(self.dedupe_bytes, bool) or not isinstance(self.dedupe_bytes, int):
+            raise ConfigError(f"dedupe_bytes must be a whole number, got {self.dedupe_bytes!r}")
+        if self.dedupe_bytes < 0:
+            raise ConfigError(f"dedupe_bytes must be >= 0, got {self.dedupe_bytes!r}")
         for name in ("sign_replies", "persistent"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")

@@ -17,12 +17,13 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from reqrep.common import envelope, topology
 from reqrep.common._pika_decode import undecodable
 from reqrep.common.config import Settings
+from reqrep.common.connection import State
 from reqrep.common.errors import ReqrepError
 from reqrep.worker import admission
 from reqrep.worker.dedupe import ReplyCache
@@ -32,6 +33,8 @@ from reqrep.worker.service import Handler, Service
 __all__ = ["Consumer", "ConsumerStats", "Job"]
 
 log = logging.getLogger("reqrep.worker")
+
+CACHE_SWEEP_INTERVAL = 5.0  # seconds between sweeps of the reply cache's expired entries
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +52,7 @@ class Job:
     deadline_ms: int | None = None
     redelivered: bool = False
     delivery_count: int = 0
+    cache_key: Hashable = None  # (service, method, message_id) when it has a message_id
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,11 +95,13 @@ class Consumer(ReplyPublisher):
         self._consumer_tag: str | None = None
         self._draining = False
         self._cancelled = False  # the broker confirmed our consumer is cancelled
-        self._running: dict[str, list[_Waiter]] = {}  # idempotency key -> duplicates waiting
+        self._sweeping = False  # the reply cache's sweep timer runs
+        self._running: dict[Hashable, list[_Waiter]] = {}  # cache key -> duplicates waiting
 
-    def reply(self, job: Job, body: bytes) -> None:
-        """Publish ``body`` as the reply to ``job`` (and its twins), then ack once confirmed."""
-        self.submit(lambda: self._complete_job(job, body))
+    def reply(self, job: Job, body: bytes, *, ran: bool = True) -> None:
+        """Publish ``body`` as the reply to ``job`` (and its twins), then ack once confirmed.
+        Only a reply that came from running the handler (``ran``) is cached. Any thread."""
+        self.submit(lambda: self._complete_job(job, body, ran=ran))
 
     def skip(self, job: Job) -> None:
         """Acknowledge ``job`` (and its waiting twins) without a reply: it expired before a
@@ -157,7 +163,20 @@ class Consumer(ReplyPublisher):
         self._consumer_tag = self.channel.basic_consume(self.queue, self._on_request, callback=done)
 
     def _after_setup(self) -> None:
+        if not self._sweeping:  # once: the I/O loop, and its timers, outlive connections
+            self._sweeping = True
+            self.call_later(CACHE_SWEEP_INTERVAL, self._sweep_cache)
         self._ready()
+
+    def _sweep_cache(self) -> None:
+        """Free the reply cache's expired entries even when no request comes to do it."""
+        try:
+            self._cache.sweep()
+        except Exception:
+            log.exception("sweeping the reply cache failed")
+        finally:
+            if self.state not in (State.CLOSING, State.CLOSED):
+                self.call_later(CACHE_SWEEP_INTERVAL, self._sweep_cache)
 
     # -- I/O thread: requests -----------------------------------------------------------------
 
@@ -221,7 +240,12 @@ class Consumer(ReplyPublisher):
         verdict: admission.Passed,
         body: bytes,
     ) -> None:
-        key = delivery.message_id or None
+        # Scoped by service and method: the same key sent to another method is another request.
+        key = (
+            (self._service.name, delivery.method, delivery.message_id)
+            if delivery.message_id
+            else None
+        )
         if key is not None and self._answer_duplicate(key, tag, delivery):
             return
         found = admission.classify(delivery, self._service, self._settings)
@@ -238,16 +262,17 @@ class Consumer(ReplyPublisher):
                 delivery.method,
                 delivery.correlation_id,
                 delivery.reply_to,
-                key,
+                delivery.message_id or None,
                 body,
                 found,
                 verdict.deadline_ms,
                 delivery.redelivered,
                 verdict.delivery_count,
+                key,
             )
         )
 
-    def _answer_duplicate(self, key: str, tag: int, delivery: admission.Delivery) -> bool:
+    def _answer_duplicate(self, key: Hashable, tag: int, delivery: admission.Delivery) -> bool:
         cached = self._cache.get(key)
         if cached is not None:
             self.stats.deduplicated += 1
@@ -277,11 +302,12 @@ class Consumer(ReplyPublisher):
 
     # -- I/O thread: finished jobs and draining ------------------------------------------------
 
-    def _complete_job(self, job: Job, body: bytes) -> None:
+    def _complete_job(self, job: Job, body: bytes, *, ran: bool = True) -> None:
         waiters: list[_Waiter] = []
-        if job.message_id is not None:
-            self._cache.put(job.message_id, body)
-            waiters = self._running.pop(job.message_id, [])
+        if job.cache_key is not None:
+            if ran:
+                self._cache.put(job.cache_key, body)
+            waiters = self._running.pop(job.cache_key, [])
         if job.generation == self.generation and self.is_open:
             self._publish_reply(job.tag, job.reply_to, job.correlation_id, body)
         else:
@@ -293,7 +319,7 @@ class Consumer(ReplyPublisher):
     def _skip_expired(self, job: Job) -> None:
         self.stats.expired += 1
         self._settle(job.tag, job.generation, ack=True)
-        waiters = self._running.pop(job.message_id, []) if job.message_id is not None else []
+        waiters = self._running.pop(job.cache_key, []) if job.cache_key is not None else []
         for waiter in waiters:  # twins of the same call share its deadline
             self.stats.expired += 1
             self._settle(waiter.tag, waiter.generation, ack=True)

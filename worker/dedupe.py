@@ -1,46 +1,95 @@
 """Recent replies by idempotency key, so a retried or redelivered request is not run twice.
 
-The window is per worker process: bounded in entries and in age. A duplicate that reaches another
-process, or arrives after its entry was evicted, runs again. A store shared by all workers
-(Redis, a database table with a unique key) would close that gap at the cost of a round trip per
-request.
+The window is per worker process: bounded in entries, in bytes and in age. A duplicate that
+reaches another process, or arrives after its entry was evicted or expired, runs again. A store
+shared by all workers (Redis, a database table with a unique key) would close that gap at the
+cost of a round trip per request.
+
+Keys are scoped by service and method (``(service, method, message_id)``): the same idempotency
+key sent to another method is another request. Only replies that came from running the handler
+are cached (a request refused before its handler ran, e.g. a body that is not JSON, can be sent
+again corrected under the same key).
 """
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Hashable
 
-__all__ = ["ReplyCache"]
+__all__ = ["ENTRY_OVERHEAD", "ReplyCache"]
+
+ENTRY_OVERHEAD = 200  # bytes an entry costs besides its body and key (tuple, dict slot, floats)
 
 
 class ReplyCache:
-    """Reply bodies by idempotency key, at most ``max_entries``, each for ``ttl`` seconds.
+    """Reply bodies by key (the worker's: ``(service, method, message_id)``), at most
+    ``max_entries`` and ``max_bytes`` of them, each for ``ttl`` seconds.
+
+    The oldest entries go first when a bound is reached; expired ones are dropped (and their
+    memory freed) by ``sweep``, which ``get`` and ``put`` also run: every entry lives exactly
+    ``ttl``, so the expired ones are always the oldest. ``max_entries`` or ``max_bytes`` of 0
+    turns caching off.
 
     Threads: the worker's I/O thread only.
     """
 
-    def __init__(self, max_entries: int = 10_000, ttl: float = 300.0) -> None:
-        self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+    def __init__(
+        self,
+        max_entries: int = 10_000,
+        ttl: float = 300.0,
+        *,
+        max_bytes: int = 64 * 1024 * 1024,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._entries: OrderedDict[Hashable, tuple[float, bytes]] = OrderedDict()
         self._max = max_entries
+        self._max_bytes = max_bytes
         self._ttl = ttl
+        self._clock = clock
+        self._bytes = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: str) -> bytes | None:
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        if entry[0] < time.monotonic():
-            del self._entries[key]
-            return None
-        return entry[1]
+    @property
+    def size_bytes(self) -> int:
+        """What the cached entries cost, as counted against ``max_bytes``."""
+        return self._bytes
 
-    def put(self, key: str, body: bytes) -> None:
-        if self._max <= 0:
+    def get(self, key: Hashable) -> bytes | None:
+        self.sweep()
+        entry = self._entries.get(key)
+        return None if entry is None else entry[1]
+
+    def put(self, key: Hashable, body: bytes) -> None:
+        self.sweep()
+        cost = _cost(key, body)
+        if self._max <= 0 or cost > self._max_bytes:
             return
-        self._entries[key] = (time.monotonic() + self._ttl, body)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max:
-            self._entries.popitem(last=False)
+        self._drop(key)
+        self._entries[key] = (self._clock() + self._ttl, body)
+        self._bytes += cost
+        while len(self._entries) > self._max or self._bytes > self._max_bytes:
+            self._drop(next(iter(self._entries)))
+
+    def sweep(self) -> int:
+        """Drop the expired entries; return how many."""
+        now, dropped = self._clock(), 0
+        while self._entries:
+            key, (expires, _body) = next(iter(self._entries.items()))
+            if expires > now:
+                break
+            self._drop(key)
+            dropped += 1
+        return dropped
+
+    def _drop(self, key: Hashable) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._bytes -= _cost(key, entry[1])
+
+
+def _cost(key: Hashable, body: bytes) -> int:
+    parts = key if isinstance(key, tuple) else (key,)
+    return len(body) + sum(len(p) for p in parts if isinstance(p, str | bytes)) + ENTRY_OVERHEAD

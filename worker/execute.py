@@ -21,7 +21,7 @@ from reqrep.common.errors import SerializationError
 from reqrep.worker import context
 from reqrep.worker.consumer import Job
 
-__all__ = ["DEADLINE_GRACE", "call_context", "execute", "execute_async"]
+__all__ = ["DEADLINE_GRACE", "NotRun", "call_context", "execute", "execute_async", "handler_ran"]
 
 DEADLINE_GRACE = 0.25  # seconds past the caller's deadline before an async handler is cancelled
 
@@ -130,8 +130,21 @@ def _failure(job: Job, exc: BaseException) -> bytes:
     return envelope.error_body(envelope.ErrorInfo.from_exception(exc))
 
 
+class NotRun(bytes):
+    """A reply body made without running the handler (the payload could not be decoded).
+
+    It is sent like any other, but not cached: the request may be sent again, corrected, under
+    the same idempotency key."""
+
+
+def handler_ran(body: bytes) -> bool:
+    """Whether ``body`` came from running the handler (only those replies are cached)."""
+    return not isinstance(body, NotRun)
+
+
 def _bad_request(exc: SerializationError) -> bytes:
-    return envelope.error_body(envelope.ErrorInfo(envelope.BAD_REQUEST, "BadRequest", str(exc)))
+    error = envelope.ErrorInfo(envelope.BAD_REQUEST, "BadRequest", str(exc))
+    return NotRun(envelope.error_body(error))
 
 
 def _deadline_passed(job: Job) -> bytes:

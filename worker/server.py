@@ -17,7 +17,7 @@ from reqrep.common.errors import ConfigError, ReqrepError
 from reqrep.worker.aio import HandlerLoop
 from reqrep.worker.consumer import Consumer, ConsumerStats, Job
 from reqrep.worker.dedupe import ReplyCache
-from reqrep.worker.execute import execute, execute_async
+from reqrep.worker.execute import execute, execute_async, handler_ran
 from reqrep.worker.service import Service
 
 __all__ = ["Worker"]
@@ -34,8 +34,9 @@ class Worker:
     is logged (``HandlerLoop``). The broker sends at most ``prefetch`` (default:
     ``concurrency``) unacknowledged requests to this worker, so N workers share one queue fairly.
     If the connection drops, the worker reconnects by itself; the broker redelivers what was in
-    flight. Replies are cached by idempotency key (``dedupe_entries`` for ``dedupe_ttl`` seconds),
-    so a redelivered or retried request that already ran here is answered, not run again.
+    flight. Replies are cached by service, method and idempotency key (at most
+    ``dedupe_entries`` and ``settings.dedupe_bytes``, for ``dedupe_ttl`` seconds), so a
+    redelivered or retried request that already ran here is answered, not run again.
 
     Threads: ``start``, ``stop`` and ``wait`` run on a controlling thread; ``run`` on the main
     thread (it installs signal handlers). Handlers run on pool threads ``reqrep-handler-N``,
@@ -74,7 +75,7 @@ class Worker:
             prefetch=self.prefetch,
             dispatch=self._dispatch,
             on_closed=self._wake.set,
-            cache=ReplyCache(dedupe_entries, dedupe_ttl),
+            cache=ReplyCache(dedupe_entries, dedupe_ttl, max_bytes=self.settings.dedupe_bytes),
             name=f"reqrep-worker-{service.name}-{os.getpid()}",
         )
 
@@ -230,7 +231,7 @@ class Worker:
 
     def _reply(self, job: Job, body: bytes) -> None:
         try:
-            self._consumer.reply(job, body)
+            self._consumer.reply(job, body, ran=handler_ran(body))
         except ReqrepError as exc:
             log.warning(
                 "reply to %s not sent (%s); the broker will redeliver the request",

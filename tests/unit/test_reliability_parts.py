@@ -118,3 +118,67 @@ def test_poison_request_comes_back_as_its_class() -> None:
         {"code": "poison_request", "type": "PoisonRequest", "message": "m", "details": {}}
     )
     assert isinstance(error, PoisonRequest)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_reply_cache_stays_within_its_byte_budget() -> None:
+    from reqrep.worker.dedupe import ENTRY_OVERHEAD  # noqa: PLC0415 - this test only
+
+    key = ("svc", "echo", "k0")
+    one = 1_000 + len("svcechok0") + ENTRY_OVERHEAD
+    cache = ReplyCache(max_entries=100, ttl=60, max_bytes=3 * one)
+    for i in range(10):
+        cache.put(("svc", "echo", f"k{i}"), b"x" * 1_000)
+    assert cache.size_bytes <= 3 * one
+    assert len(cache) == 3
+    assert cache.get(key) is None  # the oldest went first
+    assert cache.get(("svc", "echo", "k9")) == b"x" * 1_000
+
+
+def test_reply_cache_does_not_keep_a_body_larger_than_its_budget() -> None:
+    cache = ReplyCache(max_entries=100, ttl=60, max_bytes=10_000)
+    cache.put("small", b"s")
+    cache.put("huge", b"x" * 20_000)
+    assert cache.get("huge") is None
+    assert cache.get("small") == b"s"
+
+
+def test_reply_cache_sweep_frees_expired_entries_without_a_lookup() -> None:
+    clock = _Clock()
+    cache = ReplyCache(max_entries=100, ttl=10, clock=clock)
+    for i in range(5):
+        cache.put(f"k{i}", b"x" * 1_000)
+    clock.now += 5
+    cache.put("young", b"y")
+    clock.now += 6  # the first five are past their ttl; "young" is not
+    assert cache.sweep() == 5
+    assert len(cache) == 1
+    assert 0 < cache.size_bytes < 1_000
+    clock.now += 10
+    cache.put("other", b"o")  # a put sweeps too
+    assert cache.get("young") is None
+    assert len(cache) == 1
+
+
+def test_reply_cache_keys_scoped_by_method_do_not_collide() -> None:
+    cache = ReplyCache()
+    cache.put(("svc", "add", "same-key"), b"3")
+    assert cache.get(("svc", "echo", "same-key")) is None
+    assert cache.get(("other", "add", "same-key")) is None
+
+
+def test_dedupe_bytes_setting_from_the_environment() -> None:
+    assert Settings.from_env({"REQREP_DEDUPE_BYTES": "1048576"}).dedupe_bytes == 1_048_576
+    assert Settings().dedupe_bytes == 64 * 1024 * 1024
+    assert Settings(dedupe_bytes=0).dedupe_bytes == 0  # off
+    with pytest.raises(ConfigError):
+        Settings(dedupe_bytes=-1)
+    with pytest.raises(ConfigError):
+        Settings.from_env({"REQREP_DEDUPE_BYTES": "lots"})
