@@ -13,6 +13,7 @@ Pure functions over plain values (no pika, no state), in the order the worker ap
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from reqrep.common import envelope
@@ -86,14 +87,16 @@ def screen(
         return Expired(deadline_ms)  # its caller has given up: running it helps nobody
     # The broker sets x-delivery-count on redeliveries; on a first delivery the header, if any,
     # came from the publisher and proves nothing.
+    # x-delivery-count counts the earlier deliveries: those whose worker died (or gave the
+    # request back). Delivery max_redeliveries + 1, after max_redeliveries deaths, is refused.
     count = (_int_header(headers, DELIVERY_COUNT_HEADER) or 0) if delivery.redelivered else 0
-    if count > settings.max_redeliveries:
+    if count >= settings.max_redeliveries:
         deliveries = count + 1
         error = envelope.ErrorInfo(
             envelope.POISON_REQUEST,
             "PoisonRequest",
-            f"the request was delivered {deliveries} times and its worker died each time; it "
-            "was dead-lettered instead of being run again",
+            f"the request was delivered {deliveries} times and its worker died on each of the "
+            f"{count} before this one; it was dead-lettered instead of being run again",
             {"delivery_count": deliveries},
         )
         return Poison(deliveries, error)
@@ -126,7 +129,12 @@ def classify(
 
 
 def _int_header(headers: dict[str, Any], name: str) -> int | None:
+    """An AMQP integer, or a finite float (rounded down); anything else counts as absent."""
     value = headers.get(name)
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool):
         return None
-    return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return math.floor(value)
+    return None

@@ -290,11 +290,12 @@ class Consumer(ReplyPublisher):
     def _refuse_poison(self, tag: int, props: Any, verdict: admission.Poison) -> None:
         self.stats.poisoned += 1
         log.error(
-            "poison request %s (%r) delivered %d times; its workers died each time: "
+            "poison request %s (%r) delivered %d times, its workers died on the %d before: "
             "refused and dead-lettered to %s",
             props.correlation_id,
             props.type,
             verdict.deliveries,
+            verdict.deliveries - 1,
             topology.dead_letter_queue(self.queue),
         )
         body = envelope.error_body(verdict.error)

@@ -65,15 +65,19 @@ def test_a_deadline_that_is_not_a_number_is_ignored(headers: object) -> None:
     assert isinstance(screen(_with(headers=headers), SETTINGS, NOW_MS), Passed)
 
 
-def test_poison_only_on_a_redelivery_above_the_limit() -> None:
-    counted = {"x-delivery-count": 3}
+def test_poison_on_delivery_max_redeliveries_plus_one() -> None:
+    """max_redeliveries=2: deliveries 1 and 2 run; delivery 3, after two deaths, is refused."""
+    counted = {"x-delivery-count": 2}
     assert screen(_with(headers=counted, redelivered=False), SETTINGS, NOW_MS) == Passed(None, 0)
     verdict = screen(_with(headers=counted, redelivered=True), SETTINGS, NOW_MS)
     assert isinstance(verdict, Poison)
-    assert verdict.deliveries == 4
+    assert verdict.deliveries == 3
     assert verdict.error.code == POISON_REQUEST
-    at_limit = _with(headers={"x-delivery-count": 2}, redelivered=True)
-    assert screen(at_limit, SETTINGS, NOW_MS) == Passed(None, 2)
+    assert verdict.error.details == {"delivery_count": 3}
+    assert "delivered 3 times" in verdict.error.message
+    assert "died on each of the 2 before" in verdict.error.message
+    below = _with(headers={"x-delivery-count": 1}, redelivered=True)
+    assert screen(below, SETTINGS, NOW_MS) == Passed(None, 1)
 
 
 def _service() -> Service:
@@ -103,3 +107,16 @@ def test_classify_refuses(changes: dict[str, object], code: str, error_type: str
     refused = classify(_with(**changes), _service(), SETTINGS)
     assert isinstance(refused, ErrorInfo)
     assert (refused.code, refused.type) == (code, error_type)
+
+
+def test_a_floating_point_deadline_counts_too() -> None:
+    """Clients in other languages may send the deadline as a double (AMQP ``d``)."""
+    late = _with(headers={"x-deadline": NOW_MS - 1.5})
+    assert screen(late, SETTINGS, NOW_MS) == Expired(int(NOW_MS) - 2)
+    early = _with(headers={"x-deadline": NOW_MS + 5000.0})
+    assert screen(early, SETTINGS, NOW_MS) == Passed(int(NOW_MS) + 5000, 0)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), b"123", "123"])
+def test_a_deadline_of_another_type_is_ignored(value: object) -> None:
+    assert screen(_with(headers={"x-deadline": value}), SETTINGS, NOW_MS) == Passed(None, 0)
