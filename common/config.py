@@ -75,8 +75,8 @@ class Settings:
     ``url`` is an AMQP URL (``amqp://user:password@host:port/vhost``); ``timeout`` the default call
     timeout in seconds; ``queue_prefix`` + service name is a service's request queue.
     ``reconnect_max`` caps the backoff between reconnection attempts; ``max_message_bytes`` bounds
-    request and reply bodies, checked on both sides; a request delivered more than
-    ``max_redeliveries`` times again (its worker died each time) is refused as poison.
+    request and reply bodies, checked on both sides; a request whose worker died
+    ``max_redeliveries`` times is refused as poison on its next delivery.
     ``sign_replies`` makes workers stamp replies with their broker user (``user_id``), which the
     broker verifies, so requestors can accept replies from trusted users only.
     ``persistent=False`` trades durability for speed: requests are transient and neither side

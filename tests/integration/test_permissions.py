@@ -18,6 +18,7 @@ import re
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -34,6 +35,13 @@ from tests.support import Admin, wait_until
 # The README's patterns, with "reqrep\." standing for the queue prefix.
 WORKER = (r"^reqrep\.", r"^(amq\.default|reqrep\..*)$", r"^reqrep\.")
 REQUESTOR = (r"^amq\.gen-", r"^amq\.default$", r"^amq\.gen-")
+
+
+def test_the_readme_gives_these_patterns() -> None:
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for role, patterns in (("reqrep-worker", WORKER), ("reqrep-client", REQUESTOR)):
+        quoted = " ".join(f"'{p}'" for p in patterns)
+        assert f"rabbitmqctl set_permissions -p / {role} {quoted}" in text
 
 
 def _ctl(*args: str) -> None:
