@@ -32,7 +32,7 @@ from reqrep.worker import admission
 from reqrep.worker.aio import HandlerLoop
 from reqrep.worker.consumer import Job
 from reqrep.worker.dedupe import ReplyCache
-from reqrep.worker.execute import execute, execute_async
+from reqrep.worker.execute import execute, execute_async, handler_ran
 from reqrep.worker.service import Service
 
 __all__ = ["LocalAsyncRequestor", "LocalRequestor"]
@@ -70,8 +70,10 @@ class LocalRequestor:
         self.service = service
         self._settings = base.replace(timeout=timeout)
         self._concurrency = concurrency
-        self._cache = ReplyCache(dedupe_entries, dedupe_ttl)  # loop thread only
-        self._running: dict[str, asyncio.Future[bytes]] = {}  # key -> body (loop thread)
+        self._cache = ReplyCache(  # loop thread only
+            dedupe_entries, dedupe_ttl, max_bytes=self._settings.dedupe_bytes
+        )
+        self._running: dict[tuple[str, str, str], asyncio.Future[bytes]] = {}  # (loop thread)
         self._lock = threading.Lock()
         self._state = _State.NEW
         self._loop = HandlerLoop(concurrency, name=f"reqrep-local-{service.name}")
@@ -273,7 +275,7 @@ class LocalRequestor:
         verdict = admission.screen(delivery, self._settings, time.time() * 1000)
         if not isinstance(verdict, admission.Passed):
             return None
-        key = request.message_id
+        key = (self.service.name, request.method, request.message_id)  # as a worker scopes it
         cached = self._cache.get(key)
         if cached is not None:
             return cached
@@ -288,7 +290,7 @@ class LocalRequestor:
             method=request.method,
             correlation_id=request.correlation_id,
             reply_to="local",
-            message_id=key,
+            message_id=request.message_id,
             body=request.body,
             handler=found,
             deadline_ms=verdict.deadline_ms,
@@ -298,7 +300,8 @@ class LocalRequestor:
             body = await self._run(job)
         finally:
             del self._running[key]
-        self._cache.put(key, body)
+        if handler_ran(body):
+            self._cache.put(key, body)
         running.set_result(body)
         return body
 

@@ -215,3 +215,14 @@ def test_contexts_of_concurrent_async_handlers_do_not_mix() -> None:
         return list(await asyncio.gather(*(execute_async(job) for job in jobs)))
 
     assert [decode_reply(body) for body in asyncio.run(main())] == [f"c{i}" for i in range(20)]
+
+
+def test_only_replies_from_running_the_handler_are_marked_cacheable() -> None:
+    from reqrep.worker.execute import handler_ran  # noqa: PLC0415 - this test only
+
+    assert handler_ran(_execute(_job(lambda p: p)))
+    assert handler_ran(_execute(_job(_raiser(CustomError("boom")))))
+    refused = _execute(_job(lambda p: p, body=b"{not json"))
+    assert not handler_ran(refused)
+    assert isinstance(_error(refused), BadRequest)
+    assert not handler_ran(asyncio.run(execute_async(_job(lambda p: p, body=b"{not json"))))
