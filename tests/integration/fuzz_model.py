@@ -97,7 +97,10 @@ def _handled(method: str, body: bytes) -> Expect:
     return Expect("handled", reply=True, ok=True, result=json.loads(encoded)["result"])
 
 
-def _judge(sent: Sent, answered: dict[bytes, tuple[Sent, Expect]]) -> Expect:
+Answered = dict[tuple[bytes | None, bytes], tuple[Sent, Expect]]  # (method, key) -> first
+
+
+def _judge(sent: Sent, answered: Answered) -> Expect:
     """The worker's checks, in its order (worker/consumer.py), for a delivered message."""
     spec = sent.spec
     if not wire(sent.reply_to) or not wire(sent.correlation_id):
@@ -107,7 +110,10 @@ def _judge(sent: Sent, answered: dict[bytes, tuple[Sent, Expect]]) -> Expect:
         return Expect("expired")
     # No poison here: every message is a first delivery, and on a first delivery the worker
     # ignores an x-delivery-count header (the publisher wrote it, not the broker).
-    key = wire(spec.message_id) or None
+    # README: the key is scoped by service and method; only a reply from running the handler is
+    # kept (a body that is not JSON is refused before the handler runs).
+    message_id = wire(spec.message_id) or None
+    key = None if message_id is None else (wire(spec.method), message_id)
     if key is not None and key in answered:
         original, first = answered[key]
         return dataclasses.replace(first, outcome="duplicate", original=original)
@@ -115,7 +121,7 @@ def _judge(sent: Sent, answered: dict[bytes, tuple[Sent, Expect]]) -> Expect:
     if refused is not None:
         return refused
     expect = _handled((wire(spec.method) or b"").decode("utf-8"), spec.body)
-    if key is not None and expect.outcome == "handled":
+    if key is not None and expect.outcome == "handled" and expect.error_type != "BadRequest":
         answered[key] = (sent, expect)
     return expect
 
@@ -151,7 +157,7 @@ class Model:
 
 
 def build_model(sent: list[Sent], broker_expired: set[str], calls: int) -> Model:
-    answered: dict[bytes, tuple[Sent, Expect]] = {}
+    answered: Answered = {}
     fates: list[tuple[Sent, Expect]] = []
     stats = Counter({"received": calls, "replied": calls})
     dead: Counter[str] = Counter()
