@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from concurrent.futures import Future
 from typing import Any
+
+import pytest
 
 from reqrep.common import CallTimeout, Settings
 from reqrep.requestor import Requestor
@@ -13,23 +16,37 @@ from reqrep.worker import Service, Worker, current
 from tests.support import wait_until
 
 
+@pytest.mark.parametrize("kind", ["thread", "async"])
 def test_requests_past_their_deadline_at_pickup_are_acked_not_run(
-    settings: Settings, service_name: str
+    settings: Settings, service_name: str, kind: str
 ) -> None:
     service = Service(service_name)
     lock = threading.Lock()
     late_starts: list[float] = []  # how late each late handler started, seconds
     ran: list[int] = []
 
-    @service.handler("slow")
-    def slow(payload: Any) -> Any:
+    def started(payload: Any) -> None:
         deadline = current().deadline
         with lock:
             ran.append(payload)
             if deadline is not None and time.time() > deadline:
                 late_starts.append(time.time() - deadline)
-        time.sleep(0.4)
-        return payload
+
+    if kind == "thread":
+
+        @service.handler("slow")
+        def slow(payload: Any) -> Any:
+            started(payload)
+            time.sleep(0.4)
+            return payload
+
+    else:
+
+        @service.handler("slow")
+        async def slow_async(payload: Any) -> Any:
+            started(payload)
+            await asyncio.sleep(0.4)
+            return payload
 
     with (
         Worker(service, settings=settings, concurrency=2, prefetch=20) as worker,
