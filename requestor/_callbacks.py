@@ -45,31 +45,39 @@ class CallbackRunner:
         self._waiting = False  # the thread sleeps on the condition and nobody woke it yet
 
     def run(self, fn: _Callback, future: Future[Any]) -> None:
-        with self._cond:
-            self._items.append((fn, future))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
-                self._thread.start()
-            elif self._waiting:
-                self._waiting = False
-                self._cond.notify()
+        # deque.append is atomic; the lock is taken only to start or wake the thread. The
+        # thread sets _waiting before it looks at the deque one last time, so an item appended
+        # after that look sees _waiting set and wakes it.
+        self._items.append((fn, future))
+        if self._waiting or self._thread is None:
+            with self._cond:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
+                    self._thread.start()
+                elif self._waiting:
+                    self._waiting = False
+                    self._cond.notify()
 
     def _loop(self) -> None:
+        items = self._items
         while True:
-            with self._cond:
-                if not self._items:
-                    self._waiting = True
-                    self._cond.wait(_IDLE_EXIT)
-                    self._waiting = False
-                    if not self._items:
-                        self._thread = None
-                        return
-                batch, self._items = self._items, deque()
-            for fn, future in batch:
+            while items:
+                fn, future = items.popleft()
                 try:
                     fn(future)
                 except Exception:
                     log.exception("a done-callback of %r raised", future)
+            with self._cond:
+                self._waiting = True
+                if not items:
+                    self._cond.wait(_IDLE_EXIT)
+                self._waiting = False
+                # Gone first, then one last look: an item appended after that look sees no
+                # thread and starts one.
+                self._thread = None
+                if not items:
+                    return
+                self._thread = threading.current_thread()
 
 
 class ReplyFuture(Future[Any]):

@@ -494,3 +494,21 @@ def test_callbacks_run_in_order_and_one_that_raises_does_not_stop_the_rest() -> 
     thread.start()
     thread.join(WAIT)
     assert [seen.get(timeout=WAIT) for _ in range(49)] == [i for i in range(50) if i != 10]
+
+
+def test_the_callback_thread_ends_when_idle_and_comes_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from reqrep.requestor import _callbacks  # noqa: PLC0415 - white box: a short idle time
+
+    monkeypatch.setattr(_callbacks, "_IDLE_EXIT", 0.05)
+    runner = _callbacks.CallbackRunner("t")
+    ran: queue.Queue[int] = queue.Queue()
+    future: Future[Any] = Future()
+    runner.run(lambda _f: ran.put(1), future)
+    assert ran.get(timeout=WAIT) == 1
+    thread = runner._thread
+    if thread is not None:
+        thread.join(WAIT)
+    runner.run(lambda _f: ran.put(2), future)
+    assert ran.get(timeout=WAIT) == 2
