@@ -414,7 +414,9 @@ def _parameters(settings: Settings, name: str) -> Any:
     try:
         params = pika.URLParameters(settings.url)
     except Exception as exc:  # noqa: BLE001 - pika raises assorted types for a bad URL
-        raise ConfigError(f"invalid AMQP URL {settings.redacted_url!r}: {exc}") from None
+        # pika's text may quote the ssl_options argument, which can hold a key password.
+        why = type(exc).__name__ if "ssl_options" in settings.url else str(exc)
+        raise ConfigError(f"invalid AMQP URL {settings.redacted_url!r}: {why}") from None
     if "heartbeat=" not in settings.url:
         params.heartbeat = settings.heartbeat
     params.connection_attempts = 1  # we retry ourselves, with backoff and a deadline

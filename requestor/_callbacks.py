@@ -62,11 +62,7 @@ class CallbackRunner:
         items = self._items
         while True:
             while items:
-                fn, future = items.popleft()
-                try:
-                    fn(future)
-                except Exception:
-                    log.exception("a done-callback of %r raised", future)
+                _run_one(*items.popleft())  # in a function: no local keeps it alive afterwards
             with self._cond:
                 self._waiting = True
                 if not items:
@@ -78,6 +74,13 @@ class CallbackRunner:
                 if not items:
                     return
                 self._thread = threading.current_thread()
+
+
+def _run_one(fn: _Callback, future: Future[Any]) -> None:
+    try:
+        fn(future)
+    except Exception:
+        log.exception("a done-callback of %r raised", future)
 
 
 class ReplyFuture(Future[Any]):

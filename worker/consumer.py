@@ -137,7 +137,7 @@ class Consumer(ConnectionThread):
         self._acks.clear()
         self._reply_for.clear()
         self._published = 0
-        channel.add_on_return_callback(self._on_return)
+        channel.add_on_return_callback(self.guarded(self._on_return))
         prefix, settings = self._settings.queue_prefix, self._settings
         dlx, dlq = topology.dead_letter_exchange(prefix), topology.dead_letter_queue(self.queue)
         steps: list[Callable[[Callable[[Any], None]], None]] = [
@@ -170,7 +170,7 @@ class Consumer(ConnectionThread):
 
     def _confirm(self, channel: Any, done: Callable[[Any], None]) -> None:
         if self._settings.persistent:
-            channel.confirm_delivery(self._on_confirm, callback=done)
+            channel.confirm_delivery(self.guarded(self._on_confirm), callback=done)
         else:
             done(None)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
+import weakref
 from concurrent.futures import Future
 from typing import Any
 
@@ -512,3 +514,27 @@ def test_the_callback_thread_ends_when_idle_and_comes_back(
         thread.join(WAIT)
     runner.run(lambda _f: ran.put(2), future)
     assert ran.get(timeout=WAIT) == 2
+
+
+def test_the_idle_callback_thread_keeps_no_callback_alive() -> None:
+    """The last callback (and what it holds, e.g. a load run's results) is freed at once."""
+    from reqrep.requestor import _callbacks  # noqa: PLC0415 - white box
+
+    class Held:
+        pass
+
+    runner = _callbacks.CallbackRunner("t")
+    held = Held()
+    ref = weakref.ref(held)
+    ran = threading.Event()
+
+    def callback(_future: Future[Any], held: Held = held) -> None:
+        ran.set()
+
+    runner.run(callback, Future())
+    del held, callback
+    assert ran.wait(WAIT)
+    deadline = time.monotonic() + _callbacks._IDLE_EXIT / 2  # well before the thread ends
+    while ref() is not None and time.monotonic() < deadline:
+        time.sleep(0.01)  # the runner is between the callback and its next look at the queue
+    assert ref() is None
