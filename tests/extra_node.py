@@ -62,7 +62,8 @@ class ExtraNode:
                 f"ssl_options.cacertfile = {tls.ca}",
                 f"ssl_options.certfile = {tls.server_cert}",
                 f"ssl_options.keyfile = {tls.server_key}",
-                "ssl_options.verify = verify_none",
+                # A client certificate is checked against the CA if one is sent; none is needed.
+                "ssl_options.verify = verify_peer",
                 "ssl_options.fail_if_no_peer_cert = false",
             ]
         subprocess.run(
@@ -88,7 +89,10 @@ class ExtraNode:
 
 
 class TlsFiles:
-    """A CA, a server certificate for localhost signed by it, and a second, unrelated CA."""
+    """A CA, a server certificate for localhost and a client certificate (its key encrypted with
+    ``KEY_PASSWORD``) signed by it, and a second, unrelated CA."""
+
+    KEY_PASSWORD = "client-key-pw-4711"  # noqa: S105 - a throw-away test key's password
 
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -113,6 +117,21 @@ class TlsFiles:
         _openssl("x509", "-req", "-in", csr, "-CA", self.ca, "-CAkey", ca_key,
                  "-CAcreateserial", "-out", self.server_cert, "-days", "2",
                  "-extfile", ext)  # fmt: skip
+        self.client_key = directory / "client.key"
+        self.client_cert = directory / "client.pem"
+        client_csr, client_ext = directory / "client.csr", directory / "client.ext"
+        client_ext.write_text(
+            "basicConstraints=CA:FALSE\n"
+            "keyUsage=critical,digitalSignature\n"
+            "extendedKeyUsage=clientAuth\n"
+            "authorityKeyIdentifier=keyid\n"
+        )
+        _openssl("req", "-newkey", "rsa:2048", "-keyout", self.client_key,
+                 "-passout", f"pass:{self.KEY_PASSWORD}", "-out", client_csr,
+                 "-subj", "/CN=reqrep-test-client")  # fmt: skip
+        _openssl("x509", "-req", "-in", client_csr, "-CA", self.ca, "-CAkey", ca_key,
+                 "-CAcreateserial", "-out", self.client_cert, "-days", "2",
+                 "-extfile", client_ext)  # fmt: skip
         for path in directory.iterdir():
             path.chmod(0o644)
 

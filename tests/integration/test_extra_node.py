@@ -7,6 +7,7 @@ node takes 10-20 s, once for the module.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -227,6 +228,33 @@ def test_a_certificate_error_fails_fast_naming_the_cause(
     assert cause in str(info.value).lower()
     assert "never-shown-pw" not in str(info.value)
     assert "guest:guest" not in str(info.value)
+
+
+def test_tls_with_a_client_certificate_and_an_encrypted_key(
+    node: ExtraNode, tls_files: TlsFiles, caplog: pytest.LogCaptureFixture
+) -> None:
+    password = tls_files.KEY_PASSWORD
+    settings = Settings(
+        url=node.tls_url,
+        tls_ca=str(tls_files.ca),
+        tls_cert=str(tls_files.client_cert),
+        tls_key=str(tls_files.client_key),
+        tls_key_password=password,
+        queue_prefix=f"x{uuid.uuid4().hex[:8]}.",
+    )
+    caplog.set_level(logging.DEBUG)
+    with (
+        Worker(build("demo"), settings=settings, concurrency=1) as worker,
+        Requestor(settings=settings, service="demo") as rq,
+    ):
+        assert rq.call("echo", "mutual") == "mutual"
+        shown = f"{worker!r} {rq!r} {settings!r}"
+    wrong = settings.replace(tls_key_password="wrong-pw")  # noqa: S106 - a test value
+    with pytest.raises(ConfigError) as info:
+        Requestor(settings=wrong, service="demo").open()
+    assert "wrong-pw" not in str(info.value)
+    assert password not in shown
+    assert password not in caplog.text
 
 
 def test_tls_settings_need_an_amqps_url(node: ExtraNode, tls_files: TlsFiles) -> None:

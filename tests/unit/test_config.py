@@ -377,12 +377,3 @@ def test_redact_url_hides_ssl_options(url: str) -> None:
     assert "k3y" not in redacted
     assert "ssl_options=***" in redacted
     assert "pw" not in redacted
-
-
-def test_a_bad_url_error_does_not_quote_ssl_options() -> None:
-    from reqrep.common.connection import ConnectionThread  # noqa: PLC0415 - pika-side check
-
-    url = "amqps://u:pw@host/?ssl_options={'password':'k3y'}&ssl_options={'password':'k3y'}"
-    with pytest.raises(ConfigError) as info:
-        ConnectionThread(Settings(url=url), name="t")
-    assert "k3y" not in str(info.value)
