@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future
 from typing import Any
@@ -127,3 +128,30 @@ def test_max_pending_fails_the_next_call_at_once(
         gate.set()
         assert [f.result(WAIT) for f in held] == [0, 1, 2]
         assert rq.call("echo", "room again") == "room again"
+
+
+@pytest.mark.slow
+def test_a_done_callback_that_blocks_for_heartbeats_costs_no_connection(
+    worker: Worker, settings: Settings, service_name: str
+) -> None:
+    """Heartbeat 1 s, a callback blocking 4 s: on the I/O thread the broker would have closed
+    the connection (missed heartbeats); off it, calls go on over the same connection."""
+    release = threading.Event()
+    entered = threading.Event()
+
+    def slow(_future: Future[Any]) -> None:
+        entered.set()
+        release.wait(WAIT)
+
+    with Requestor(settings=settings.replace(heartbeat=1), service=service_name) as rq:
+        try:
+            rq.call_async("echo", "first", timeout=5).add_done_callback(slow)
+            assert entered.wait(WAIT)
+            until = time.monotonic() + 4  # a bounded loop: calls while the callback blocks
+            count = 0
+            while time.monotonic() < until and count < 10_000:
+                assert rq.call("echo", count, timeout=3) == count
+                count += 1
+        finally:
+            release.set()
+        assert rq.reconnects == 0
