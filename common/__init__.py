@@ -18,6 +18,7 @@ from reqrep.common.errors import (
     ReqrepConnectionError,
     ReqrepError,
     SerializationError,
+    TooManyPending,
 )
 
 __all__ = [
@@ -39,5 +40,6 @@ __all__ = [
     "ReqrepError",
     "SerializationError",
     "Settings",
+    "TooManyPending",
     "redact_url",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -47,7 +48,17 @@ _ENV_FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "sign_replies": ("REQREP_SIGN_REPLIES", _flag),
     "persistent": ("REQREP_PERSISTENT", _flag),
     "dedupe_bytes": ("REQREP_DEDUPE_BYTES", int),
+    "max_pending": ("REQREP_MAX_PENDING", int),
+    "tls_ca": ("REQREP_TLS_CA", str),
+    "tls_cert": ("REQREP_TLS_CERT", str),
+    "tls_key": ("REQREP_TLS_KEY", str),
+    "tls_key_password": ("REQREP_TLS_KEY_PASSWORD", str),
+    "tls_server_name": ("REQREP_TLS_SERVER_NAME", str),
 }
+_TLS_FIELDS = ("tls_ca", "tls_cert", "tls_key", "tls_key_password", "tls_server_name")
+
+
+_SSL_OPTIONS = re.compile(r"([?&;]ssl_options=)[^&;#]*", re.IGNORECASE)
 
 
 def redact_url(url: str) -> str:
@@ -58,6 +69,8 @@ def redact_url(url: str) -> str:
     """
     if not isinstance(url, str):
         return "<not a url>"
+    # pika's ssl_options query argument may carry a key password: hide all of it.
+    url = _SSL_OPTIONS.sub(r"\1***", url)
     scheme, sep, rest = url.partition("://")
     if not sep:
         return url if "@" not in url else "<unparsable url>"
@@ -83,6 +96,9 @@ class Settings:
     uses publisher confirms (a worker acks right after writing the reply, which the broker reads
     first on that channel); a request the broker loses is then a CallTimeout, not an error.
     ``dedupe_bytes`` bounds the memory of a worker's reply cache (0 turns it off).
+    ``max_pending`` bounds a requestor's calls in flight (held ones included): one more fails at
+    once with TooManyPending. ``tls_*`` apply to ``amqps://`` URLs (see ``reqrep.common.tls``);
+    ``tls_key_password`` never appears in a repr.
     """
 
     url: str = dataclasses.field(default=DEFAULT_URL, repr=False)
@@ -97,6 +113,12 @@ class Settings:
     sign_replies: bool = False
     persistent: bool = True
     dedupe_bytes: int = 64 * 1024 * 1024
+    max_pending: int = 10_000
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_key_password: str | None = dataclasses.field(default=None, repr=False)
+    tls_server_name: str | None = None
 
     def __post_init__(self) -> None:
         _check_url(self.url)
@@ -109,7 +131,7 @@ class Settings:
         if not isinstance(self.queue_prefix, str):
             raise ConfigError(f"queue_prefix must be a string, got {self.queue_prefix!r}")
         check_seconds("reconnect_max", self.reconnect_max)
-        for name in ("max_message_bytes", "max_redeliveries"):
+        for name in ("max_message_bytes", "max_redeliveries", "max_pending"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
@@ -120,12 +142,18 @@ class Settings:
         for name in ("sign_replies", "persistent"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        for name in _TLS_FIELDS:
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ConfigError(f"{name} must be a non-empty string or None")
         if self.queue_type not in QUEUE_TYPES:
             raise ConfigError(f"queue_type must be one of {QUEUE_TYPES}, got {self.queue_type!r}")
 
     def __repr__(self) -> str:
         fields = ", ".join(
-            f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self) if f.repr
+            f"{f.name}={_shown(f, getattr(self, f.name))}"
+            for f in dataclasses.fields(self)
+            if f.name != "url"
         )
         return f"Settings(url={self.redacted_url!r}, {fields})"
 
@@ -169,6 +197,11 @@ class Settings:
     def request_queue(self, service: str) -> str:
         """The name of ``service``'s request queue."""
         return topology.request_queue(self.queue_prefix, service)
+
+
+def _shown(field: dataclasses.Field[Any], value: object) -> str:
+    """A field's value for a repr; secrets (``repr=False``) only say whether they are set."""
+    return repr(value) if field.repr or value is None else "'***'"
 
 
 def check_seconds(name: str, value: object) -> None:

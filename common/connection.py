@@ -11,9 +11,17 @@ and jitter, and the subclass declares its topology again. ``start()`` retries a 
 down for at most ``connect_timeout`` seconds, then raises BrokerUnreachable; a refused login or
 vhost fails at once (retrying cannot fix it).
 
-Subclass hooks, all on the I/O thread: ``_setup(channel)`` declares topology and calls
-``_ready()``; ``_on_lost(error)`` runs when an open connection drops; ``_on_recovered()`` after a
-reconnection is ready; ``_on_closed()`` once, last.
+Subclass hooks, all on the I/O thread: ``_on_thread_start()`` first, before any connection;
+``_setup(channel)`` declares topology and calls ``_ready()``; ``_on_lost(error)`` runs when an open
+connection drops; ``_on_recovered()`` after a reconnection is ready; ``_on_blocked(reason)`` /
+``_on_unblocked()`` when the broker blocks publishing (a resource alarm); ``_on_closed()`` once,
+last.
+
+Every callback the loop runs for us is guarded: timers (``call_later``) and the callbacks
+subclasses wrap with ``guarded`` log an exception and carry on, so a bug in one of them can not
+end the thread. Closing is bounded: the broker gets ``CLOSE_GRACE`` seconds to answer our close
+(none when it blocks the connection, as it then reads nothing from us), then the socket is
+dropped.
 """
 
 from __future__ import annotations
@@ -38,6 +46,8 @@ from pika.adapters.utils.connection_workflow import (
     AMQPConnectorStackTimeout,
 )
 
+from reqrep.common import tls
+from reqrep.common._iothread import mark_io_thread
 from reqrep.common._pika_decode import tolerate_undecodable_properties
 from reqrep.common._pika_writes import coalesce_pika_writes
 from reqrep.common.config import Settings
@@ -52,6 +62,10 @@ from reqrep.common.errors import (
 __all__ = ["ConnectionThread", "State"]
 
 log = logging.getLogger("reqrep.connection")
+
+# Seconds the broker has to answer our connection.close before we drop the socket. It answers in
+# about a millisecond; a broker that has stopped reading from us (a resource alarm) never does.
+CLOSE_GRACE = 1.0
 
 
 class State(enum.Enum):
@@ -93,6 +107,7 @@ class ConnectionThread:
         self._attempts = 0  # failed connection attempts since the last open
         self._retry_timer: Any = None
         self._start_deadline = 0.0
+        self._blocked: str | None = None  # why the broker blocks this connection, if it does
 
     # -- any thread -------------------------------------------------------------------------
 
@@ -108,6 +123,11 @@ class ConnectionThread:
     def reconnects(self) -> int:
         """How many times a lost connection was re-established."""
         return max(0, self.generation - 1)
+
+    @property
+    def blocked(self) -> str | None:
+        """Why the broker blocks publishing on this connection (a resource alarm), or None."""
+        return self._blocked
 
     @property
     def error(self) -> ReqrepError | None:
@@ -158,6 +178,15 @@ class ConnectionThread:
 
     # -- subclass hooks (I/O thread) ----------------------------------------------------------
 
+    def _on_thread_start(self) -> None:
+        """The I/O thread has started; no connection exists yet."""
+
+    def _on_blocked(self, reason: str) -> None:
+        """The broker stopped reading what this connection publishes (memory or disk alarm)."""
+
+    def _on_unblocked(self) -> None:
+        """The broker reads again after ``_on_blocked``."""
+
     def _setup(self, channel: Any) -> None:
         """Declare topology and start consuming; call ``self._ready()`` when done."""
         self._ready()
@@ -179,7 +208,19 @@ class ConnectionThread:
         return self._state is State.OPEN and self.channel is not None
 
     def call_later(self, delay: float, fn: Callable[[], None]) -> Any:
-        return self._ioloop.call_later(delay, fn)
+        """Run ``fn`` on the I/O thread after ``delay`` seconds; an exception in it is logged."""
+        return self._ioloop.call_later(delay, self.guarded(fn))
+
+    def guarded(self, fn: Callable[..., None]) -> Callable[..., None]:
+        """``fn`` wrapped so that an exception is logged instead of ending the I/O loop."""
+
+        def run(*args: Any) -> None:
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("%s: callback %s failed on the I/O thread", self._name, _name(fn))
+
+        return run
 
     def _ready(self) -> None:
         with self._lock:
@@ -195,9 +236,13 @@ class ConnectionThread:
 
     def _run(self) -> None:
         try:
+            mark_io_thread()
             self._ioloop = IOLoop()
             self._ioloop.call_later(0, self._connect)
+            self._on_thread_start()
             self._ioloop.start()
+            if self._connection is not None:  # we gave up on closing it politely
+                self._abandon_socket()
         except Exception as exc:
             log.exception("%s: I/O thread crashed", self._name)
             self._error = ConnectionLost(f"{self._where()}: I/O thread crashed: {exc!r}")
@@ -239,7 +284,22 @@ class ConnectionThread:
         )
 
     def _on_connection_open(self, connection: Any) -> None:
+        self._blocked = None
+        connection.add_on_connection_blocked_callback(self.guarded(self._on_blocked_frame))
+        connection.add_on_connection_unblocked_callback(self.guarded(self._on_unblocked_frame))
         connection.channel(on_open_callback=self._on_channel_open)
+
+    def _on_blocked_frame(self, _connection: Any, frame: Any) -> None:
+        self._blocked = str(getattr(frame.method, "reason", "") or "resource alarm")
+        log.warning("%s: the broker blocks publishing: %s", self._where(), self._blocked)
+        self._on_blocked(self._blocked)
+
+    def _on_unblocked_frame(self, _connection: Any, _frame: Any) -> None:
+        if self._blocked is None:
+            return
+        self._blocked = None
+        log.warning("%s: the broker reads again (unblocked)", self._where())
+        self._on_unblocked()
 
     def _on_channel_open(self, channel: Any) -> None:
         self.channel = channel
@@ -249,8 +309,9 @@ class ConnectionThread:
 
     def _on_open_error(self, _connection: Any, exc: BaseException) -> None:
         self._connection = None
-        fatal = isinstance(
-            _root_cause(exc),
+        cause = _root_cause(exc)
+        fatal = tls.is_tls_error(cause) or isinstance(
+            cause,
             pika.exceptions.ProbableAuthenticationError | pika.exceptions.ProbableAccessDeniedError,
         )
         error = BrokerUnreachable(
@@ -328,8 +389,17 @@ class ConnectionThread:
         connection = self._connection
         if connection is None or connection.is_closed:
             self._ioloop.stop()
+        elif self._blocked is not None:
+            log.info("%s: blocked by the broker; dropping the socket", self._name)
+            self._ioloop.stop()  # it reads nothing from us, not even our close
         elif not connection.is_closing:
             connection.close()
+            self.call_later(CLOSE_GRACE, self._give_up_closing)
+
+    def _give_up_closing(self) -> None:
+        if self._connection is not None:
+            log.warning("%s: no answer to close within %gs", self._where(), CLOSE_GRACE)
+            self._ioloop.stop()  # _run drops the socket
 
     def _finish(self) -> None:
         with self._lock:
@@ -353,20 +423,32 @@ def _parameters(settings: Settings, name: str) -> Any:
     try:
         params = pika.URLParameters(settings.url)
     except Exception as exc:  # noqa: BLE001 - pika raises assorted types for a bad URL
-        raise ConfigError(f"invalid AMQP URL {settings.redacted_url!r}: {exc}") from None
+        # pika's text may quote the ssl_options argument, which can hold a key password.
+        why = type(exc).__name__ if "ssl_options" in settings.url else str(exc)
+        raise ConfigError(f"invalid AMQP URL {settings.redacted_url!r}: {why}") from None
     if "heartbeat=" not in settings.url:
         params.heartbeat = settings.heartbeat
     params.connection_attempts = 1  # we retry ourselves, with backoff and a deadline
     params.socket_timeout = settings.connect_timeout
     params.stack_timeout = settings.connect_timeout
     params.client_properties = {"connection_name": name, "product": "reqrep"}
+    if tls.uses_tls_settings(settings):
+        if params.ssl_options is None:
+            raise ConfigError(
+                f"TLS settings (REQREP_TLS_*) need an amqps:// URL, got {settings.redacted_url!r}"
+            )
+        params.ssl_options = pika.SSLOptions(
+            tls.tls_context(settings), server_hostname=settings.tls_server_name or params.host
+        )
     return params
 
 
 def _describe(exc: BaseException, settings: Settings | None = None) -> str:
     """A one-line account of a pika error, with any password scrubbed."""
     exc = _root_cause(exc)
-    if isinstance(exc, pika.exceptions.ProbableAuthenticationError):
+    if tls.is_tls_error(exc):
+        text = tls.describe_tls_error(exc)
+    elif isinstance(exc, pika.exceptions.ProbableAuthenticationError):
         text = "login refused (check the user name and password)"
     elif isinstance(exc, pika.exceptions.ProbableAccessDeniedError):
         text = "access refused (check the vhost and the user's permissions)"
@@ -377,10 +459,14 @@ def _describe(exc: BaseException, settings: Settings | None = None) -> str:
     else:
         text = f"{type(exc).__name__}: {exc}"
     if settings is not None:
-        password = _password(settings.url)
-        if password:
-            text = text.replace(password, "***")
+        for secret in (_password(settings.url), settings.tls_key_password):
+            if secret:
+                text = text.replace(secret, "***")
     return text
+
+
+def _name(fn: Callable[..., None]) -> str:
+    return getattr(fn, "__qualname__", None) or repr(fn)
 
 
 def _root_cause(exc: BaseException) -> BaseException:

@@ -13,6 +13,7 @@
         ├── CallTimeout              no reply before the deadline       (also TimeoutError)
         ├── NoSuchService            no request queue for the service (AMQP 312 NO_ROUTE)
         ├── PublishRejected          the broker refused the request (nack)
+        ├── TooManyPending           max_pending calls are outstanding already
         ├── MessageTooLarge          a body exceeds max_message_bytes     (also ValueError)
         └── RemoteError              the worker answered with an error reply
             ├── MethodNotFound       the service has no such method
@@ -45,6 +46,7 @@ __all__ = [
     "ReqrepConnectionError",
     "ReqrepError",
     "SerializationError",
+    "TooManyPending",
 ]
 
 
@@ -102,6 +104,10 @@ class NoSuchService(CallError):
 
 class PublishRejected(CallError):
     """The broker negatively acknowledged the request (e.g. a queue length limit)."""
+
+
+class TooManyPending(CallError):
+    """The requestor has ``max_pending`` calls outstanding already; the call was not sent."""
 
 
 class MessageTooLarge(CallError, ValueError):

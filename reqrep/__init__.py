@@ -28,6 +28,7 @@ from reqrep.common import (
     ReqrepError,
     SerializationError,
     Settings,
+    TooManyPending,
     redact_url,
 )
 from reqrep.requestor import AsyncRequestor, ReplyHandler, ReplyStats, Requestor
@@ -62,6 +63,7 @@ __all__ = [
     "SerializationError",
     "Service",
     "Settings",
+    "TooManyPending",
     "Worker",
     "__version__",
     "current",

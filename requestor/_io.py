@@ -10,7 +10,13 @@ When the connection drops, the callback queue dies with it (it is exclusive), so
 request already sent can arrive any more: those calls fail at once with ConnectionLost, except
 calls marked retryable, which are sent again after the reconnection with the same idempotency key
 and a ``reply_to`` naming the new callback queue. Calls made while reconnecting wait, within their
-own deadline, and go out once the connection is back.
+own deadline, and go out once the connection is back. The same holds while the broker blocks the
+connection (a memory or disk alarm, ``connection.blocked``): requests are held, not written into
+a socket the broker no longer reads, and go out when it unblocks; a call whose deadline passes
+first fails with CallTimeout saying why.
+
+Deadlines do not depend on the connection: the sweep that fails due calls starts with the I/O
+thread, before the first connection, and its timer is guarded like every callback here.
 """
 
 from __future__ import annotations
@@ -28,13 +34,14 @@ from reqrep.common._pika_decode import undecodable
 from reqrep.common.config import Settings
 from reqrep.common.connection import ConnectionThread
 from reqrep.common.errors import (
-    CallTimeout,
+    CallError,
     ClosedError,
     ConnectionLost,
     MessageTooLarge,
     NoSuchService,
     PublishRejected,
     ReqrepError,
+    TooManyPending,
 )
 from reqrep.common.serialization import CONTENT_TYPE
 from reqrep.requestor.reply_handler import ReplyHandler
@@ -89,7 +96,6 @@ class RequestorIO(ConnectionThread):
         self._retryable: dict[str, OutgoingRequest] = {}  # sent; may be sent again
         self._sent: set[str] = set()  # sent on this connection, no outcome yet
         self._sweeps = 0
-        self._services: dict[str, str] = {}  # request queue -> service, for NoSuchService
 
     @property
     def reply_queue(self) -> str:
@@ -101,12 +107,17 @@ class RequestorIO(ConnectionThread):
 
     # -- I/O thread ---------------------------------------------------------------------------
 
+    def _on_thread_start(self) -> None:
+        self.call_later(SWEEP_INTERVAL, self._sweep)
+
     def _setup(self, channel: Any) -> None:
         self._published = 0
         self._unconfirmed.clear()
-        channel.add_on_return_callback(self._on_return)
+        channel.add_on_return_callback(self.guarded(self._on_return))
         if self._settings.persistent:
-            channel.confirm_delivery(self._on_confirm, callback=lambda _frame: self._declare())
+            channel.confirm_delivery(
+                self.guarded(self._on_confirm), callback=lambda _frame: self._declare()
+            )
         else:  # mandatory returns need no confirms: NoSuchService still fails at once
             self._declare()
 
@@ -119,18 +130,22 @@ class RequestorIO(ConnectionThread):
         self._reply_queue = frame.method.queue
         self.channel.basic_consume(
             self._reply_queue,
-            self._on_reply,
+            self._on_reply_guarded,
             auto_ack=True,
             exclusive=True,
             callback=lambda _frame: self._on_consuming(),
         )
 
     def _on_consuming(self) -> None:
-        if self.generation == 1:
-            self.call_later(SWEEP_INTERVAL, self._sweep)
         self._ready()
 
     def _on_recovered(self) -> None:
+        self._publish_held()
+
+    def _on_unblocked(self) -> None:
+        self._publish_held()
+
+    def _publish_held(self) -> None:
         held, self._held = self._held, {}
         for request in held.values():
             if self._replies.is_pending(request.correlation_id):
@@ -138,7 +153,10 @@ class RequestorIO(ConnectionThread):
 
     def _publish(self, request: OutgoingRequest) -> None:
         cid = request.correlation_id
-        if not self.is_open:
+        if not self.is_open or self.blocked is not None:
+            if len(self._held) >= self._settings.max_pending:  # a backstop: pending is capped
+                self._replies.fail(cid, TooManyPending(f"{len(self._held)} requests held"))
+                return
             self._held[cid] = request
             return
         left_ms = math.ceil((request.deadline - time.monotonic()) * 1000)
@@ -163,9 +181,18 @@ class RequestorIO(ConnectionThread):
             self._published += 1
             self._unconfirmed[self._published] = cid
         self._sent.add(cid)
-        self._services[request.queue] = request.service
         if request.retries > 0:
             self._retryable[cid] = request
+
+    def _on_reply_guarded(self, channel: Any, deliver: Any, properties: Any, body: bytes) -> None:
+        """A reply we cannot handle fails its own call, not the connection (and every call)."""
+        try:
+            self._on_reply(channel, deliver, properties, body)
+        except Exception as exc:
+            log.exception("could not handle reply %r", getattr(properties, "correlation_id", None))
+            cid = getattr(properties, "correlation_id", None)
+            if isinstance(cid, str):
+                self._replies.fail(cid, CallError(f"could not handle the reply: {exc!r}"))
 
     def _on_reply(self, _channel: Any, _deliver: Any, properties: Any, body: bytes) -> None:
         if (reason := undecodable(properties)) is not None:  # see common/_pika_decode.py
@@ -195,7 +222,8 @@ class RequestorIO(ConnectionThread):
         if cid:
             self._retryable.pop(cid, None)
             self._sent.discard(cid)
-            service = self._services.get(method.routing_key, method.routing_key)
+            queue, prefix = str(method.routing_key), self._settings.queue_prefix
+            service = queue[len(prefix) :] if prefix and queue.startswith(prefix) else queue
             self._replies.fail(cid, NoSuchService(service))
 
     def _on_confirm(self, frame: Any) -> None:
@@ -221,23 +249,32 @@ class RequestorIO(ConnectionThread):
         return settled
 
     def _sweep(self) -> None:
-        now = time.monotonic()
-        for cid in [c for c, r in self._held.items() if r.deadline <= now]:
-            request = self._held.pop(cid)
-            self._replies.fail(
-                cid,
-                CallTimeout(
-                    f"no reply from {request.service}.{request.method}: the broker connection "
-                    "was down until the call's deadline"
-                ),
-            )
-        for cid in [c for c, r in self._retryable.items() if r.deadline <= now]:
-            del self._retryable[cid]
-        self._sent.difference_update(self._replies.expire_due(now))
-        self._sweeps += 1
-        if self._sweeps % 50 == 0:  # calls whose callers timed out on their own thread
-            self._sent = self._replies.pending_among(self._sent)
-        self.call_later(SWEEP_INTERVAL, self._sweep)
+        """Fail the calls that are due (a heap: the cost is theirs, not all calls'), and drop
+        them from this connection's maps. Runs every SWEEP_INTERVAL for the thread's life."""
+        try:
+            for cid in self._replies.expire_due(time.monotonic(), self._why_unsent):
+                self._held.pop(cid, None)
+                self._retryable.pop(cid, None)
+                self._sent.discard(cid)
+            self._sweeps += 1
+            if self._sweeps % 50 == 0:  # calls that ended otherwise: the caller timed out
+                live = self._replies.pending_among([*self._sent, *self._retryable, *self._held])
+                self._sent.intersection_update(live)
+                self._retryable = {c: r for c, r in self._retryable.items() if c in live}
+                self._held = {c: r for c, r in self._held.items() if c in live}
+        finally:
+            self.call_later(SWEEP_INTERVAL, self._sweep)
+
+    def _why_unsent(self, cid: str) -> str | None:
+        request = self._held.get(cid)
+        if request is None:
+            return None
+        why = (
+            f"the broker blocked publishing ({self.blocked})"
+            if self.blocked is not None
+            else "the broker connection was down"
+        )
+        return f"no reply from {request.service}.{request.method}: {why} until the call's deadline"
 
     def _on_lost(self, error: ReqrepError) -> None:
         """Fail the calls whose replies can no longer arrive (sent on the lost connection, whose

@@ -65,11 +65,13 @@ class Requestor:
         self._settings = base.replace(url=url, timeout=timeout)
         self._service = service
         self._trusted = None if trusted_repliers is None else frozenset(trusted_repliers)
-        self._replies = ReplyHandler()
         self._lock = threading.Lock()
         self._state = _State.NEW
         self._io: RequestorIO | None = None
         self._name = f"reqrep-requestor-{os.getpid()}-{next(_names)}"
+        self._replies = ReplyHandler(
+            max_pending=self._settings.max_pending, name=self._name.removeprefix("reqrep-")
+        )
 
     def __repr__(self) -> str:
         return (

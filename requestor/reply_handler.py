@@ -4,11 +4,18 @@ A caller registers its future *before* its request is published, so a reply can 
 a call that is not yet known. Replies for ids nobody waits for (late after a timeout, duplicated,
 or forged by another connection in the vhost) are discarded and counted; they never wake a caller
 and never raise on the I/O thread.
+
+Deadlines are kept in a heap beside the table, so the I/O thread's periodic sweep costs only the
+calls that are due, not a scan of all of them. At most ``max_pending`` calls are outstanding: one
+more raises TooManyPending at once, so a requestor's memory is bounded however fast callers go.
+
+Futures are ``ReplyFuture``s: their done-callbacks never run on the I/O thread.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import logging
 import threading
 from collections import OrderedDict
@@ -17,8 +24,9 @@ from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
 from reqrep.common import envelope
-from reqrep.common.errors import CallTimeout, ReqrepError
+from reqrep.common.errors import CallTimeout, ReqrepError, TooManyPending
 from reqrep.common.logthrottle import LogThrottle
+from reqrep.requestor._callbacks import CallbackRunner, ReplyFuture
 
 __all__ = ["Deliver", "ReplyHandler", "ReplyStats"]
 
@@ -57,12 +65,18 @@ class ReplyHandler:
 
     Threads: ``expect`` and ``forget`` run on caller threads; ``resolve``, ``fail``, ``fail_all``
     and ``expire_due`` on the requestor's I/O thread; ``stats`` anywhere. One lock guards the
-    table; futures are completed outside it so waking a caller never holds it.
+    table; futures are completed outside it so waking a caller never holds it. Done-callbacks
+    of the futures run on the handler's callback thread, never on the I/O thread.
     """
 
-    def __init__(self, remember: int = 10_000) -> None:
+    def __init__(
+        self, remember: int = 10_000, *, max_pending: int = 10_000, name: str = "requestor"
+    ) -> None:
         self._lock = threading.Lock()
+        self._max_pending = max_pending
+        self._runner = CallbackRunner(name)
         self._pending: dict[str, _Pending] = {}
+        self._deadlines: list[tuple[float, str]] = []  # a heap; entries of finished calls linger
         self._finished: OrderedDict[str, None] = OrderedDict()  # recent ids, for "late"
         self._remember = remember
         self._resolved = 0
@@ -75,19 +89,37 @@ class ReplyHandler:
     def expect(
         self, correlation_id: str, *, deadline: float, timeout: float, what: str
     ) -> Future[Any]:
-        """Register a call; its future completes with the reply or a typed error."""
-        future: Future[Any] = Future()
+        """Register a call; its future completes with the reply or a typed error.
+
+        Raises TooManyPending if ``max_pending`` calls are outstanding already.
+        """
+        future: Future[Any] = ReplyFuture(self._runner)
         future.set_running_or_notify_cancel()  # a running future cannot be cancelled by users
-        with self._lock:
-            self._pending[correlation_id] = _Pending(future, deadline, what, timeout)
+        self._register(correlation_id, _Pending(future, deadline, what, timeout))
         return future
 
     def expect_deliver(
         self, correlation_id: str, deliver: Deliver, *, deadline: float, timeout: float, what: str
     ) -> None:
-        """Register a call whose outcome goes to ``deliver`` (see ``Deliver``), not a Future."""
+        """Register a call whose outcome goes to ``deliver`` (see ``Deliver``), not a Future.
+
+        Raises TooManyPending if ``max_pending`` calls are outstanding already.
+        """
+        self._register(correlation_id, _Pending(deliver, deadline, what, timeout))
+
+    def _register(self, correlation_id: str, entry: _Pending) -> None:
         with self._lock:
-            self._pending[correlation_id] = _Pending(deliver, deadline, what, timeout)
+            if len(self._pending) >= self._max_pending:
+                raise TooManyPending(
+                    f"{entry.what}: {len(self._pending)} calls are pending already (max_pending="
+                    f"{self._max_pending}); wait for some to finish"
+                )
+            self._pending[correlation_id] = entry
+            heapq.heappush(self._deadlines, (entry.deadline, correlation_id))
+            if len(self._deadlines) > 2 * len(self._pending) + 64:
+                # Mostly finished calls: rebuild from the live ones (amortised O(1) a call).
+                self._deadlines = [(e.deadline, c) for c, e in self._pending.items()]
+                heapq.heapify(self._deadlines)
 
     def forget(self, correlation_id: str) -> None:
         """The caller stopped waiting (its timeout passed): a later reply is late."""
@@ -172,16 +204,28 @@ class ReplyHandler:
         with self._lock:
             return correlation_id in self._pending
 
-    def expire_due(self, now: float) -> list[str]:
-        """Fail calls whose deadline has passed with CallTimeout; return their ids."""
+    def expire_due(
+        self, now: float, explain: Callable[[str], str | None] | None = None
+    ) -> list[str]:
+        """Fail calls whose deadline has passed with CallTimeout; return their ids.
+        ``explain(cid)`` may give a call's error a message of its own (e.g. why it was never
+        sent). Only the heap's due entries are looked at; those of calls that ended otherwise
+        are dropped on the way."""
+        entries: list[tuple[str, _Pending]] = []
         with self._lock:
-            due = [cid for cid, entry in self._pending.items() if entry.deadline <= now]
-            entries = [self._pending.pop(cid) for cid in due]
-            for cid in due:
-                self._remember_finished(cid)
-        for entry in entries:
-            _complete(entry.future, error=timeout_error(entry.what, entry.timeout))
-        return due
+            heap = self._deadlines
+            while heap and heap[0][0] <= now:
+                cid = heapq.heappop(heap)[1]
+                entry = self._pending.get(cid)
+                if entry is not None and entry.deadline <= now:
+                    del self._pending[cid]
+                    self._remember_finished(cid)
+                    entries.append((cid, entry))
+        for cid, entry in entries:
+            message = explain(cid) if explain is not None else None
+            error = CallTimeout(message) if message else timeout_error(entry.what, entry.timeout)
+            _complete(entry.future, error=error)
+        return [cid for cid, _entry in entries]
 
     def stats(self) -> ReplyStats:
         with self._lock:

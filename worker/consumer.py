@@ -152,7 +152,7 @@ class Consumer(ReplyPublisher):
 
     def _confirm(self, channel: Any, done: Callable[[Any], None]) -> None:
         if self._settings.persistent:
-            channel.confirm_delivery(self._on_confirm, callback=done)
+            channel.confirm_delivery(self.guarded(self._on_confirm), callback=done)
         else:
             done(None)
 

@@ -92,7 +92,7 @@ class ReplyPublisher(ConnectionThread):
     def _reset_replies(self, channel: Any) -> None:
         self._forget_replies()
         self._published = 0
-        channel.add_on_return_callback(self._on_return)
+        channel.add_on_return_callback(self.guarded(self._on_return))
 
     def _forget_replies(self) -> None:
         self._unsettled.clear()

@@ -134,7 +134,7 @@ class Worker:
         if self._consumer.state is State.OPEN:
             try:
                 self._consumer.drain()
-                drained = self._consumer.drained.wait(timeout)
+                drained = self._wait_drained(timeout)
             except ReqrepError:
                 drained = False
             if not drained:
@@ -146,6 +146,21 @@ class Worker:
         self._handler_loop.stop()
         self._wake.set()
         return drained
+
+    def _wait_drained(self, timeout: float) -> bool:
+        """Wait for the drain; give up at once while the broker blocks the connection (a
+        resource alarm): it reads nothing from us then, neither our cancel nor our replies, and
+        redelivers what is unacked once we close."""
+        deadline = time.monotonic() + timeout
+        while not self._consumer.drained.wait(min(0.1, max(0.0, deadline - time.monotonic()))):
+            if self._consumer.blocked is not None:
+                log.warning(
+                    "the broker blocks the connection (%s): no drain", self._consumer.blocked
+                )
+                return False
+            if time.monotonic() >= deadline:
+                return False
+        return True
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until a stop was asked for or the connection ended; False on timeout."""

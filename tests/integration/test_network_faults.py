@@ -11,9 +11,17 @@ from urllib.parse import urlsplit
 import pytest
 
 from bench.faultproxy import FaultProxy
-from reqrep.common import BrokerUnreachable, CallTimeout, ConnectionLost, Settings
+from reqrep.common import (
+    BrokerUnreachable,
+    CallTimeout,
+    ConnectionLost,
+    Settings,
+    TooManyPending,
+)
+from reqrep.common.connection import State
 from reqrep.requestor import Requestor
 from reqrep.worker import Service, Worker
+from tests.support import wait_until
 
 
 @pytest.fixture
@@ -118,3 +126,21 @@ def test_broker_down_at_start_is_retried_within_the_connect_timeout(
             assert rq.call("echo", "up") == "up"
     finally:
         timer.cancel()
+
+
+def test_calls_held_during_an_outage_count_towards_max_pending(
+    settings: Settings, proxy: FaultProxy, service_name: str, held: threading.Event
+) -> None:
+    down = _through(settings, proxy).replace(max_pending=2)
+    with Requestor(settings=down, service=service_name) as rq:
+        assert rq.call("echo", 0) == 0
+        proxy.refuse(True)
+        assert proxy.cut() == 1
+        io = rq._io
+        assert io is not None
+        wait_until(lambda: io.state is State.RECOVERING, 10, "the requestor to see the cut")
+        waiting = [rq.call_async("echo", i, timeout=30) for i in (1, 2)]  # held: no connection
+        with pytest.raises(TooManyPending):
+            rq.call_async("echo", 3)
+        proxy.refuse(False)
+        assert [f.result(30) for f in waiting] == [1, 2]

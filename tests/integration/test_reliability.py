@@ -13,6 +13,8 @@ import pytest
 
 from reqrep.common import (
     BadRequest,
+    CallError,
+    CallTimeout,
     ConnectionLost,
     MessageTooLarge,
     NoSuchService,
@@ -326,46 +328,74 @@ def test_fast_mode_without_persistence_or_confirms(
 
 
 def test_io_thread_crash_fails_pending_and_later_calls(
-    counted_worker: Worker,
-    settings: Settings,
-    service_name: str,
-    monkeypatch: pytest.MonkeyPatch,
+    counted_worker: Worker, settings: Settings, service_name: str
 ) -> None:
-    """If the I/O thread dies, no caller is left waiting for its timeout."""
+    """If the I/O thread dies (an exception escapes pika's own loop), no caller is left
+    waiting for its timeout."""
     with Requestor(settings=settings, service=service_name, timeout=60) as rq:
         pending = rq.call_async("work", "x")  # held by the gate: still pending at the crash
-        crashed = threading.Event()
+        io = rq._io
+        assert io is not None
 
-        def broken(_self: object, _now: float) -> list[str]:
-            crashed.set()
-            raise RuntimeError("bug in the deadline sweep")
+        def crash() -> None:
+            raise RuntimeError("bug in pika's loop")
 
-        # White box: the sweep runs on a pika timer, where an exception ends the I/O loop.
-        monkeypatch.setattr(ReplyHandler, "expire_due", broken)
-        assert crashed.wait(5)
+        # White box: a raw pika timer, outside reqrep's guards, ends the I/O loop.
+        io.submit(lambda: io._ioloop.call_later(0, crash))
         with pytest.raises(ReqrepError, match="crashed"):
             pending.result(10)
         with pytest.raises(ReqrepError):
             rq.call("echo", 2)
 
 
-def test_a_broken_reply_path_costs_the_connection_not_the_callers(
+def test_an_exception_in_the_sweep_does_not_end_the_io_thread(
     counted_worker: Worker,
     settings: Settings,
     service_name: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """An exception while pika reads a reply: pika drops the connection; the calls it stranded
-    fail at once with ConnectionLost naming the cause."""
+    """Timers are guarded like every other callback: a bug in one is logged, the thread goes on."""
+    with Requestor(settings=settings, service=service_name, timeout=10) as rq:
+        failed = threading.Event()
+        original = ReplyHandler.expire_due
+
+        def broken(self: ReplyHandler, now: float, *args: Any) -> list[str]:
+            if not failed.is_set():
+                failed.set()
+                raise RuntimeError("bug in the deadline sweep")
+            return original(self, now, *args)
+
+        monkeypatch.setattr(ReplyHandler, "expire_due", broken)
+        assert failed.wait(5)
+        assert rq.call("echo", 2) == 2
+        with pytest.raises(CallTimeout):  # and the sweep still runs: async calls time out
+            rq.call_async("work", "never released", timeout=0.3).result(5)
+
+
+def test_a_broken_reply_path_fails_that_call_not_the_connection(
+    counted_worker: Worker,
+    counted: Counted,
+    settings: Settings,
+    service_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An exception while reqrep handles one reply fails that call at once, naming the cause;
+    the connection and the other calls are not touched."""
     from reqrep.requestor import _io  # noqa: PLC0415 - white box: break the reply path on purpose
 
-    def broken(*_args: object) -> None:
-        raise RuntimeError("bug in the reply path")
+    original = _io.RequestorIO._on_reply
+
+    def broken(self: Any, channel: Any, deliver: Any, properties: Any, body: bytes) -> None:
+        if b"boom" in body:
+            raise RuntimeError("bug in the reply path")
+        original(self, channel, deliver, properties, body)
 
     monkeypatch.setattr(_io.RequestorIO, "_on_reply", broken)
     with Requestor(settings=settings, service=service_name, timeout=60) as rq:
         pending = rq.call_async("work", "x")
-        with pytest.raises(ConnectionLost, match="bug in the reply path"):
-            rq.call("echo", 1)
-        with pytest.raises(ConnectionLost):
-            pending.result(10)
+        with pytest.raises(CallError, match="bug in the reply path"):
+            rq.call("echo", "boom")
+        counted.release.set()
+        assert pending.result(10) == "x"
+        assert rq.call("echo", 1) == 1
+        assert rq.reconnects == 0

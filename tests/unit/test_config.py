@@ -327,3 +327,53 @@ def test_redact_url_of_garbage_still_hides_the_password(url: str) -> None:
     redacted = redact_url(url)
     assert PASSWORD not in redacted
     assert redacted.startswith("amqp://alice:***@")
+
+
+# -- max_pending and TLS -----------------------------------------------------------------------
+
+
+def test_max_pending_and_tls_settings_come_from_the_environment() -> None:
+    settings = Settings.from_env(
+        {
+            "REQREP_MAX_PENDING": "50",
+            "REQREP_TLS_CA": "/etc/ca.pem",
+            "REQREP_TLS_CERT": "/etc/client.pem",
+            "REQREP_TLS_KEY": "/etc/client.key",
+            "REQREP_TLS_KEY_PASSWORD": "s3cret-key-pw",
+            "REQREP_TLS_SERVER_NAME": "broker.example",
+        }
+    )
+    assert settings.max_pending == 50
+    assert settings.tls_ca == "/etc/ca.pem"
+    assert settings.tls_cert == "/etc/client.pem"
+    assert settings.tls_key == "/etc/client.key"
+    assert settings.tls_key_password == "s3cret-key-pw"  # noqa: S105 - a test value
+    assert settings.tls_server_name == "broker.example"
+    assert "s3cret-key-pw" not in repr(settings)
+    assert "tls_key_password='***'" in repr(settings)
+
+
+@pytest.mark.parametrize("value", [0, -1, True, 1.5])
+def test_max_pending_must_be_a_positive_whole_number(value: object) -> None:
+    with pytest.raises(ConfigError, match="max_pending"):
+        Settings(max_pending=value)  # type: ignore[arg-type]
+
+
+def test_a_tls_key_password_is_never_shown_in_an_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings(tls_key_password="")
+    assert "tls_key_password" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "amqps://alice:pw@host/?ssl_options={'password':'k3y'}",
+        "amqps://alice:pw@host/?heartbeat=5&ssl_options=%7B%27password%27%3A%27k3y%27%7D",
+    ],
+)
+def test_redact_url_hides_ssl_options(url: str) -> None:
+    redacted = redact_url(url)
+    assert "k3y" not in redacted
+    assert "ssl_options=***" in redacted
+    assert "pw" not in redacted
