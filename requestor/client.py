@@ -8,7 +8,7 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from types import TracebackType
@@ -54,7 +54,7 @@ class Requestor:
 
     def __init__(
         self,
-        url: str | None = None,
+        url: str | Sequence[str] | None = None,
         *,
         service: str | None = None,
         timeout: float | None = None,
@@ -90,6 +90,11 @@ class Requestor:
     def reconnects(self) -> int:
         """How many times the connection was re-established."""
         return self._io.reconnects if self._io is not None else 0
+
+    @property
+    def address(self) -> str:
+        """The broker URL of the current (or last) connection attempt, password hidden."""
+        return self._io.address if self._io is not None else ""
 
     @property
     def name(self) -> str:

@@ -6,7 +6,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from queue import SimpleQueue
 from types import FrameType, TracebackType
 
@@ -45,7 +45,7 @@ class Worker:
     def __init__(
         self,
         service: Service,
-        url: str | None = None,
+        url: str | Sequence[str] | None = None,
         *,
         settings: Settings | None = None,
         concurrency: int = 8,
@@ -98,23 +98,36 @@ class Worker:
         return self._consumer.reconnects
 
     @property
+    def address(self) -> str:
+        """The broker URL of the current (or last) connection attempt, password hidden."""
+        return self._consumer.address
+
+    @property
     def queue(self) -> str:
         return self._consumer.queue
 
     def start(self) -> Worker:
-        """Connect, declare the request queue and start consuming; BrokerUnreachable if not."""
+        """Connect, declare the request queue and start consuming.
+
+        Raises BrokerUnreachable only for what a retry cannot fix (a refused login or vhost) and
+        ConnectionLost if the broker refuses the queue's declaration. Otherwise, if the worker
+        is not consuming after ``connect_timeout`` (no broker answers yet, or a quorum queue
+        waits for a leader), it keeps trying across all its URLs in the background, and serves
+        as soon as it consumes.
+        """
         if self.service.has_sync:
             self._pool.start()
         if self.service.has_async:
             self._handler_loop.start()
         try:
-            self._consumer.start()
+            self._consumer.start(persist=True)
         except BaseException:
             self._pool.shutdown()
             self._handler_loop.stop()
             raise
         log.info(
-            "worker ready: service=%s queue=%s concurrency=%d prefetch=%d url=%s",
+            "worker %s: service=%s queue=%s concurrency=%d prefetch=%d url=%s",
+            "ready" if self._consumer.state is State.OPEN else "started, not consuming yet",
             self.service.name,
             self.queue,
             self.concurrency,
@@ -150,7 +163,7 @@ class Worker:
         return self._wake.wait(timeout)
 
     def run(self, *, parent_pid: int | None = None) -> int:
-        """Serve until SIGTERM/SIGINT (then drain) or until the connection is lost.
+        """Serve until SIGTERM/SIGINT (then drain), through lost connections and nodes.
 
         Main thread only. A second signal exits at once; the broker redelivers what was unacked.
         With ``parent_pid``, also stop when that process goes away (a supervisor died).
@@ -165,9 +178,10 @@ class Worker:
                 if parent_pid is not None and os.getppid() != parent_pid:
                     log.warning("supervisor %s is gone: draining", parent_pid)
                     break
-            if self._consumer.state is not State.OPEN:
+            state = self._consumer.state
+            if state is not State.OPEN:  # not consuming: nothing to drain
                 self.stop(0)
-                return 1
+                return 1 if state is State.CLOSED else 0  # CLOSED: the I/O thread ended
             return 0 if self.stop() else 1
         finally:
             for sig, handler in previous.items():
