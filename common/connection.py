@@ -245,13 +245,12 @@ class ConnectionThread:
             return
         with self._lock:
             self._state = State.RECOVERING
-        detail = f": {self._error}" if self._error is not None else ""
+        reason = str(self._error) if self._error is not None else f"{self._where()}: set-up"
         self._error = None
         log.warning(
-            "%s: not ready after %gs%s; still trying (%d addresses)",
-            self._where(),
+            "%s; not ready after %gs, still trying (%d addresses)",
+            reason,
             self._settings.connect_timeout,
-            detail,
             len(self._urls),
         )
         self._settled.set()
