@@ -327,7 +327,9 @@ class ConnectionThread:
         )
         self._retry_or_give_up(error, fatal=fatal)
 
-    def _on_channel_closed(self, _channel: Any, reason: BaseException) -> None:
+    def _on_channel_closed(self, channel: Any, reason: BaseException) -> None:
+        if self.channel is not None and channel is not self.channel:
+            return  # a channel already replaced by a new one
         self.channel = None
         if self._state is State.CLOSING or isinstance(reason, pika.exceptions.AMQPConnectionError):
             return  # we are closing, or the whole connection is going: its callback says why

@@ -230,8 +230,9 @@ class RequestorIO(ConnectionThread):
             self._last_replaced = now
             # Confirms of the old channel die with it: send retryable calls again rather than
             # wait for an answer that may never come (their key makes a duplicate harmless).
-            for cid in list(self._unconfirmed.values()):
+            for cid in self._unconfirmed.values():
                 self._retry_rejected(cid, now)
+            self._unconfirmed.clear()  # a late confirm of the closing channel settles nothing
             self._keep_queue = True
             self._reopen_channel()
 
