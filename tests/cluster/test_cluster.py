@@ -194,14 +194,12 @@ def test_lose_quorum_and_get_it_back(cluster: Cluster, settings: Settings, servi
         late = Worker(build(service), settings=settings.replace(connect_timeout=2.0))
         try:
             with _serving(settings, service, rq) as load:
-                killed_at = time.monotonic()
                 for node in down:
                     node.kill9()
                     killed.append(node)
+                lost_at = time.monotonic()
                 # Calls fail (typed) while there is no majority; wait until some did.
-                wait_until(
-                    lambda: any(o.error for o in load.since(killed_at + 1)), 15, "failed calls"
-                )
+                wait_until(lambda: any(o.error for o in load.since(lost_at)), 15, "failed calls")
                 # A worker started now waits for the queue's leader: that is not "connecting".
                 late.start()
                 restart_at = time.monotonic()
@@ -213,7 +211,7 @@ def test_lose_quorum_and_get_it_back(cluster: Cluster, settings: Settings, servi
                 hung = load.stop()
                 _fresh_and_old_both_work(settings, service, rq)
             _check_every_call(load, hung)
-            during = load.since(killed_at + 1, back_at)
+            during = load.since(lost_at, restart_at)
             errors = sorted({o.error or "" for o in during if o.error})
             # Calls in flight when quorum returns complete then: count those too.
             first = _resumed(load, back_at, RECOVER_AFTER_QUORUM, started_after=False)
