@@ -35,6 +35,9 @@ class _State(enum.Enum):
 class Requestor:
     """Blocking RPC client, safe to share between threads.
 
+    ``url`` is one AMQP URL or several (a cluster's nodes: a sequence, or full URLs separated by
+    commas); the connection starts on a random one and moves to the next on every reconnection.
+
     Many calls can be in flight at once over one connection: each caller thread blocks only on
     its own future. Every call has a finite timeout (``timeout`` here, or per call).
 

@@ -153,7 +153,11 @@ def test_kill_the_node_the_clients_are_connected_to(
                 _fresh_and_old_both_work(settings, service, rq)
             _check_every_call(load, hung)
             first = _resumed(load, killed_at, RESUME_AFTER_KILL)
-            print(f"\nkill the clients' node: first call back {first:.2f}s after the kill")
+            failed = len(load.outcomes) - len(_ok(load.outcomes))
+            print(
+                f"\nkill the clients' node: first call back {first:.2f}s after the kill; "
+                f"{failed} of {len(load.outcomes)} calls failed"
+            )
             assert first < RESUME_AFTER_KILL
         finally:
             if killed_at:
@@ -178,7 +182,11 @@ def test_kill_the_node_that_leads_the_queue(
             _check_every_call(load, hung)
             first = _resumed(load, killed_at, RESUME_AFTER_KILL)
             slowest = max(o.ended - o.started for o in _ok(load.outcomes))
-            print(f"\nkill the leader: first call back {first:.2f}s, slowest call {slowest:.2f}s")
+            failed = len(load.outcomes) - len(_ok(load.outcomes))
+            print(
+                f"\nkill the leader: first call back {first:.2f}s, slowest call {slowest:.2f}s; "
+                f"{failed} of {len(load.outcomes)} calls failed"
+            )
             assert first < RESUME_AFTER_KILL
         finally:
             if killed_at:
