@@ -82,9 +82,11 @@ def _port(url: str) -> int:
 
 
 @contextlib.contextmanager
-def _serving(settings: Settings, service: str, requestor: Requestor) -> Iterator[Load]:
+def _serving(
+    settings: Settings, service: str, requestor: Requestor
+) -> Iterator[tuple[Load, list[Worker]]]:
     """Two workers (each on a random node of the three) and a steady load through
-    ``requestor``; yields the load once it runs steadily."""
+    ``requestor``; yields both once the load runs steadily."""
     workers = [Worker(build(service), settings=settings, concurrency=4) for _ in range(2)]
     try:
         for worker in workers:
@@ -92,7 +94,7 @@ def _serving(settings: Settings, service: str, requestor: Requestor) -> Iterator
         load = Load(requestor).start()
         try:
             wait_until(lambda: len(_ok(load.outcomes)) >= 20, 15, "steady load")
-            yield load
+            yield load, workers
         finally:
             load.stop()
     finally:
@@ -130,6 +132,16 @@ def _steady_after(load: Load, moment: float, timeout: float) -> None:
     wait_until(lambda: len(_ok(load.since(moment))) >= 20, timeout, "load after the fault")
 
 
+def _every_worker_serves(workers: list[Worker]) -> None:
+    """Each worker receives requests again, whichever node it was on (a bounded wait)."""
+    received = [w.stats.received for w in workers]
+    wait_until(
+        lambda: all(w.stats.received > n for w, n in zip(workers, received, strict=True)),
+        15,
+        "every worker to serve again",
+    )
+
+
 def _fresh_and_old_both_work(settings: Settings, service: str, requestor: Requestor) -> None:
     """A Requestor that lived through the fault works as well as a fresh one."""
     with Requestor(settings=settings, service=service) as fresh:
@@ -145,10 +157,11 @@ def test_kill_the_node_the_clients_are_connected_to(
         _declare_on(node, settings, service)  # the worst case: it leads the queue too
         killed_at = 0.0
         try:
-            with _serving(settings, service, rq) as load:
+            with _serving(settings, service, rq) as (load, workers):
                 killed_at = time.monotonic()
                 node.kill9()
                 _steady_after(load, killed_at + RESUME_AFTER_KILL, 20)
+                _every_worker_serves(workers)
                 hung = load.stop()
                 _fresh_and_old_both_work(settings, service, rq)
             _check_every_call(load, hung)
@@ -173,10 +186,11 @@ def test_kill_the_node_that_leads_the_queue(
         assert cluster.leader_of(settings.request_queue(service)) is leader
         killed_at = 0.0
         try:
-            with _serving(settings, service, rq) as load:
+            with _serving(settings, service, rq) as (load, workers):
                 killed_at = time.monotonic()
                 leader.kill9()
                 _steady_after(load, killed_at + RESUME_AFTER_KILL, 20)
+                _every_worker_serves(workers)
                 hung = load.stop()
                 _fresh_and_old_both_work(settings, service, rq)
             _check_every_call(load, hung)
@@ -201,7 +215,7 @@ def test_lose_quorum_and_get_it_back(cluster: Cluster, settings: Settings, servi
         killed: list[Node] = []
         late = Worker(build(service), settings=settings.replace(connect_timeout=2.0))
         try:
-            with _serving(settings, service, rq) as load:
+            with _serving(settings, service, rq) as (load, workers):
                 for node in down:
                     node.kill9()
                     killed.append(node)
@@ -215,7 +229,7 @@ def test_lose_quorum_and_get_it_back(cluster: Cluster, settings: Settings, servi
                 killed.remove(down[1])
                 back_at = time.monotonic()
                 _steady_after(load, back_at + RECOVER_AFTER_QUORUM, 30)
-                wait_until(lambda: late.stats.received > 0, 15, "the late worker to serve")
+                _every_worker_serves([*workers, late])
                 hung = load.stop()
                 _fresh_and_old_both_work(settings, service, rq)
             _check_every_call(load, hung)
