@@ -65,6 +65,9 @@ class Worker:
         self.prefetch = prefetch or default_prefetch(concurrency)
         self.drain_timeout = drain_timeout
         self._wake = threading.Event()  # a stop was asked for, or the connection ended
+        # Set by the signal handler, which must take no lock: Event.set() there can deadlock
+        # the main thread if the signal lands while that thread holds the Event's own lock.
+        self._signal: str | None = None
         self._pool = _Pool(concurrency, self._run_job)
         self._handler_loop = HandlerLoop(concurrency, name=f"reqrep-aio-{service.name}")
         self._consumer = Consumer(
@@ -174,10 +177,12 @@ class Worker:
             self.start()
             # A bounded wait, not a blocking one: a signal that lands just before a blocking
             # wait would only be handled when the wait ends, maybe never.
-            while not self._wake.wait(0.2):
+            while self._signal is None and not self._wake.wait(0.2):
                 if parent_pid is not None and os.getppid() != parent_pid:
                     log.warning("supervisor %s is gone: draining", parent_pid)
                     break
+            if self._signal is not None:
+                log.info("%s: draining", self._signal)
             state = self._consumer.state
             if state is not State.OPEN:  # not consuming: nothing to drain
                 self.stop(0)
@@ -200,11 +205,10 @@ class Worker:
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
-        if self._wake.is_set():
-            log.warning("%s again: exiting now without draining", name)
+        if self._signal is not None:
+            os.write(2, f"reqrep: {name} again: exiting now without draining\n".encode())
             os._exit(128 + signum)
-        log.info("%s: draining", name)
-        self._wake.set()
+        self._signal = name  # no lock, no logging here: see __init__
 
     # -- the I/O thread, pool threads and the handler loop --------------------------------------
 
