@@ -7,6 +7,7 @@ reason, except on CI (``CI=true``), where that fails the run: CI must run them.
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -30,7 +31,7 @@ def cluster() -> Iterator[Cluster]:
         pytest.skip(f"no RabbitMQ cluster: {exc}")
     try:
         formed.form()
-    except (ClusterUnavailable, OSError) as exc:
+    except (ClusterUnavailable, OSError, subprocess.SubprocessError) as exc:
         formed.close()
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI=true and the RabbitMQ cluster did not form: {exc}", pytrace=False)
