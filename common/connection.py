@@ -261,7 +261,13 @@ class ConnectionThread:
             if self._persist:
                 self._ioloop.call_later(self._settings.connect_timeout, self._on_persist_deadline)
             self._ioloop.call_later(0, self._connect)
-            self._ioloop.start()
+            while True:
+                try:
+                    self._ioloop.start()
+                    break
+                except Exception as exc:
+                    if not self._survive_connect_crash(exc):
+                        raise
         except Exception as exc:
             log.exception("%s: I/O thread crashed", self._name)
             self._error = ConnectionLost(f"{self._where()}: I/O thread crashed: {exc!r}")
@@ -270,6 +276,21 @@ class ConnectionThread:
             self._abandon_socket()
         finally:
             self._finish()
+
+    def _survive_connect_crash(self, exc: Exception) -> bool:
+        """pika can raise out of its loop while a connection attempt meets a peer that just
+        closed (``getpeername()`` failed). Nothing was open yet: count it as a failed attempt
+        and run the loop again, instead of ending the thread. Say whether that was done."""
+        if self._opened or self._state not in (State.STARTING, State.RECOVERING):
+            return False
+        log.warning("%s: connection attempt crashed (%r); trying again", self._where(), exc)
+        self._abandon_socket()
+        self._connection = None
+        self.channel = None
+        self._retry_or_give_up(
+            BrokerUnreachable(f"{self._where()}: {_describe(exc, self._settings)}"), fatal=False
+        )
+        return True
 
     def _run_tasks(self) -> None:
         with self._lock:
@@ -306,6 +327,9 @@ class ConnectionThread:
         )
 
     def _on_connection_open(self, connection: Any) -> None:
+        if connection is not self._connection:  # abandoned after a crash while connecting
+            connection.close()
+            return
         connection.channel(on_open_callback=self._on_channel_open)
 
     def _on_channel_open(self, channel: Any) -> None:
@@ -315,7 +339,9 @@ class ConnectionThread:
         channel.add_on_close_callback(self._on_channel_closed)
         self._setup(channel)
 
-    def _on_open_error(self, _connection: Any, exc: BaseException) -> None:
+    def _on_open_error(self, connection: Any, exc: BaseException) -> None:
+        if connection is not self._connection:
+            return  # abandoned after a crash while connecting: its retry is scheduled already
         self._connection = None
         error = BrokerUnreachable(f"{self._where()}: {_describe(exc, self._settings)}")
         if len(self._urls) > 1:
@@ -345,7 +371,9 @@ class ConnectionThread:
         if connection is not None and not (connection.is_closing or connection.is_closed):
             connection.close(reply_text="channel closed")
 
-    def _on_connection_closed(self, _connection: Any, reason: BaseException) -> None:
+    def _on_connection_closed(self, connection: Any, reason: BaseException) -> None:
+        if connection is not self._connection and self._connection is not None:
+            return  # abandoned after a crash while connecting
         self._connection = None
         self.channel = None
         self._reopening = False

@@ -7,8 +7,10 @@ import logging
 import signal
 import time
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
+import pika
 import pytest
 
 from bench.faultproxy import FaultProxy
@@ -188,3 +190,23 @@ def test_worker_command_exits_only_on_a_signal_or_a_refused_login(
         assert waiting.proc.wait(15) == 0
     finally:
         waiting.stop(5)
+
+
+def test_a_crash_inside_pika_while_connecting_is_one_more_failed_attempt(
+    settings: Settings, service_name: str, demo_worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pika may raise out of its loop when a peer closes as the socket connects (seen:
+    ``getpeername()`` failed); that must not end the I/O thread."""
+    real = pika.SelectConnection
+    attempts: list[int] = []
+
+    def crash_once(*args: Any, **kwargs: Any) -> Any:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise ValueError("Expected connected socket, but getpeername() failed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pika, "SelectConnection", crash_once)
+    with Requestor(settings=settings, service=service_name) as rq:
+        assert rq.call("echo", "up") == "up"
+    assert len(attempts) == 2
