@@ -4,9 +4,13 @@ one local broker, with loopback proxies standing in for a cluster's nodes."""
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -210,3 +214,24 @@ def test_a_crash_inside_pika_while_connecting_is_one_more_failed_attempt(
     with Requestor(settings=settings, service=service_name) as rq:
         assert rq.call("echo", "up") == "up"
     assert len(attempts) == 2
+
+
+def test_call_command_takes_a_comma_separated_list(
+    settings: Settings, prefix: str, service_name: str, demo_worker: Worker
+) -> None:
+    dead = _via(settings, "127.0.0.1:1", PASSWORD)
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("reqrep")), "call", "echo", '"hi"'],
+        env={
+            **os.environ,
+            "AMQP_URL": f"{dead},{settings.url}",
+            "REQREP_QUEUE_PREFIX": prefix,
+            "REQREP_SERVICE": service_name,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (result.returncode, result.stdout) == (0, '"hi"\n'), result.stderr
+    assert PASSWORD not in result.stderr
