@@ -2,7 +2,8 @@
 
 Nothing is read at import time: ``Settings.from_env()`` reads the environment when it is called,
 and explicit arguments win over the environment. The password in the URL never appears in a repr,
-a log line or an exception: use ``redacted_url`` wherever the URL is shown.
+a log line or an exception: use ``redacted_url`` wherever the URL is shown. ``url`` may list
+several brokers (full URLs separated by commas; see ``common/addresses.py``).
 """
 
 from __future__ import annotations
@@ -10,12 +11,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from reqrep.common import topology
+from reqrep.common.addresses import redact_url, split_urls
 from reqrep.common.errors import ConfigError
 
 __all__ = ["DEFAULT_URL", "QUEUE_TYPES", "Settings", "check_seconds", "redact_url"]
@@ -58,34 +59,12 @@ _ENV_FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
 _TLS_FIELDS = ("tls_ca", "tls_cert", "tls_key", "tls_key_password", "tls_server_name")
 
 
-_SSL_OPTIONS = re.compile(r"([?&;]ssl_options=)[^&;#]*", re.IGNORECASE)
-
-
-def redact_url(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***``.
-
-    Works on the raw text rather than a URL parser's idea of it: a password with an unencoded
-    ``/``, ``?``, ``#`` or ``@`` confuses parsers, and must still never be shown.
-    """
-    if not isinstance(url, str):
-        return "<not a url>"
-    # pika's ssl_options query argument may carry a key password: hide all of it.
-    url = _SSL_OPTIONS.sub(r"\1***", url)
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url if "@" not in url else "<unparsable url>"
-    if "@" not in rest:
-        return url
-    userinfo, _, hostpart = rest.rpartition("@")
-    user, colon, _password = userinfo.partition(":")
-    return f"{scheme}://{user}{':***' if colon else ''}@{hostpart}"
-
-
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Connection and call settings.
 
-    ``url`` is an AMQP URL (``amqp://user:password@host:port/vhost``); ``timeout`` the default call
+    ``url`` is an AMQP URL (``amqp://user:password@host:port/vhost``), or several separated by
+    commas (the nodes of a cluster; a sequence of URLs is joined so); ``timeout`` the default call
     timeout in seconds; ``queue_prefix`` + service name is a service's request queue.
     ``reconnect_max`` caps the backoff between reconnection attempts; ``max_message_bytes`` bounds
     request and reply bodies, checked on both sides; a request whose worker died
@@ -121,7 +100,8 @@ class Settings:
     tls_server_name: str | None = None
 
     def __post_init__(self) -> None:
-        _check_url(self.url)
+        # A sequence of URLs is kept as the one string AMQP_URL would hold.
+        object.__setattr__(self, "url", ",".join(split_urls(self.url)))
         check_seconds("timeout", self.timeout)
         check_seconds("connect_timeout", self.connect_timeout)
         if isinstance(self.heartbeat, bool) or not isinstance(self.heartbeat, int):
@@ -158,18 +138,23 @@ class Settings:
         return f"Settings(url={self.redacted_url!r}, {fields})"
 
     @property
+    def urls(self) -> tuple[str, ...]:
+        """The broker URLs, in the order given (one, or a cluster's nodes)."""
+        return split_urls(self.url)
+
+    @property
     def username(self) -> str:
-        """The broker user of the URL (guest when the URL names none, as pika assumes)."""
+        """The broker user of the URLs (guest when they name none, as pika assumes)."""
         try:
-            user = urlsplit(self.url).username
+            user = urlsplit(self.urls[0]).username
         except ValueError:
             return ""
         return unquote(user) if user else "guest"
 
     @property
     def redacted_url(self) -> str:
-        """The URL with its password hidden; safe to log."""
-        return redact_url(self.url)
+        """The URL(s) with the password hidden; safe to log."""
+        return ",".join(redact_url(url) for url in self.urls)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -210,17 +195,3 @@ def check_seconds(name: str, value: object) -> None:
         raise ConfigError(f"{name} must be a number of seconds, got {value!r}")
     if not (math.isfinite(value) and value > 0):
         raise ConfigError(f"{name} must be a finite number of seconds > 0, got {value!r}")
-
-
-def _check_url(url: str) -> None:
-    if not isinstance(url, str) or not url:
-        raise ConfigError("AMQP URL is empty (set AMQP_URL or pass url=...)")
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - parsing the port validates it
-    except ValueError as exc:
-        raise ConfigError(f"invalid AMQP URL {redact_url(url)!r}: {exc}") from None
-    if parts.scheme not in ("amqp", "amqps"):
-        raise ConfigError(f"AMQP URL must start with amqp:// or amqps://, got {redact_url(url)!r}")
-    if not parts.hostname:
-        raise ConfigError(f"AMQP URL has no host: {redact_url(url)!r}")

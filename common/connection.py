@@ -9,7 +9,16 @@ Other threads hand it work with ``submit(fn)``: work is queued and the loop woke
 When an open connection drops, the thread reconnects by itself with capped exponential backoff
 and jitter, and the subclass declares its topology again. ``start()`` retries a broker that is
 down for at most ``connect_timeout`` seconds, then raises BrokerUnreachable; a refused login or
-vhost fails at once (retrying cannot fix it).
+vhost fails at once (retrying cannot fix it). With ``persist=True`` (workers) ``start()`` does not
+give up on what a retry can fix: at the deadline it returns and the thread keeps trying.
+
+Several broker URLs (a cluster): attempts go to them in a shuffled order, and every attempt after
+the first moves to the next address, so a reconnection after a node died goes to another node at
+once. Errors and logs name the address tried, with its password hidden.
+
+``_reopen_channel()`` replaces the channel on the same connection (RabbitMQ 3.10 keeps nacking a
+quorum-queue publisher channel that first published while the queue's leader was down; a new
+channel works): ``_setup`` runs again on the new channel, as after a reconnection.
 
 Subclass hooks, all on the I/O thread: ``_on_thread_start()`` first, before any connection;
 ``_setup(channel)`` declares topology and calls ``_ready()``; ``_on_lost(error)`` runs when an open
@@ -50,6 +59,7 @@ from reqrep.common import tls
 from reqrep.common._iothread import mark_io_thread
 from reqrep.common._pika_decode import tolerate_undecodable_properties
 from reqrep.common._pika_writes import coalesce_pika_writes
+from reqrep.common.addresses import host_of, redact_url, shuffled
 from reqrep.common.config import Settings
 from reqrep.common.errors import (
     BrokerUnreachable,
@@ -92,7 +102,14 @@ class ConnectionThread:
         tolerate_undecodable_properties()  # a message pika cannot decode must not drop us
         self._settings = settings
         self._name = name
-        self._params = _parameters(settings, name)  # on the caller's thread: ConfigError here
+        # On the caller's thread: a ConfigError is raised here. Shuffled: clients spread out.
+        self._urls = shuffled(settings.urls)
+        self._params = [_parameters(settings, url, name) for url in self._urls]
+        self._next_address = 0  # index of the address the next attempt goes to
+        self._address = 0  # index of the address of the current (or last) attempt
+        self._persist = False
+        self._reopening = False  # the channel is being replaced on purpose
+        self._opened = False  # the connection was ready since the last _on_lost
         self._lock = threading.Lock()
         self._tasks: deque[Callable[[], None]] = deque()
         self._wake_pending = False
@@ -130,23 +147,35 @@ class ConnectionThread:
         return self._blocked
 
     @property
+    def address(self) -> str:
+        """The broker URL of the current (or last) connection attempt, password hidden."""
+        return redact_url(self._urls[self._address])
+
+    @property
     def error(self) -> ReqrepError | None:
         """Why start() failed, if it did."""
         return self._error
 
-    def start(self) -> None:
-        """Connect and wait until ready, retrying for up to ``connect_timeout`` seconds."""
+    def start(self, *, persist: bool = False) -> None:
+        """Connect and wait until ready, retrying for up to ``connect_timeout`` seconds.
+
+        With ``persist``, only an error a retry cannot fix (a refused login or vhost, refused
+        set-up) is raised: at the deadline the thread moves on to RECOVERING, retrying across
+        all addresses for as long as it runs, and ``start()`` returns. Waiting for set-up (a
+        quorum queue with no leader blocks ``basic.consume``) is then not "connecting".
+        """
         with self._lock:
             if self._state is not State.NEW:
                 raise ClosedError(f"{self._name}: start() may be called once")
             self._state = State.STARTING
+        self._persist = persist
         self._start_deadline = time.monotonic() + self._settings.connect_timeout
         self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
         self._thread.start()
         # The I/O thread gives up by the deadline; the margin covers one attempt in progress.
         if not self._settled.wait(self._settings.connect_timeout * 2 + 5):
             self._error = BrokerUnreachable(f"{self._where()}: timed out while connecting")
-        if self._state is not State.OPEN:
+        if self._state not in _ACCEPTS_WORK:
             self.stop()
             raise self._error or BrokerUnreachable(f"{self._where()}: connection failed")
 
@@ -228,19 +257,62 @@ class ConnectionThread:
             if previous in (State.STARTING, State.RECOVERING):
                 self._state = State.OPEN
         self._attempts = 0
+        first = not self._opened and self.generation == 1
+        self._opened = True
         if previous is State.STARTING:
             self._settled.set()
         elif previous is State.RECOVERING:
-            log.warning("%s: reconnected", self._where())
+            log.warning("%s: %s", self._where(), "ready" if first else "ready again")
             self._on_recovered()
+
+    def _reopen_channel(self) -> None:
+        """Replace the channel on the same connection; ``_setup`` runs on the new one and
+        ``_on_recovered`` follows. Unlike a reconnection, nothing of the connection is lost
+        (exclusive queues stay)."""
+        channel, connection = self.channel, self._connection
+        if self._reopening or channel is None or self._state is not State.OPEN:
+            return
+        self._reopening = True
+        with self._lock:
+            self._state = State.RECOVERING
+        self.channel = None
+        log.warning("%s: replacing the channel", self._where())
+        if channel.is_open:
+            channel.close()
+        elif connection is not None and connection.is_open:
+            connection.channel(on_open_callback=self._on_channel_open)
+
+    def _on_persist_deadline(self) -> None:
+        """The start deadline of a persistent start passed: stop counting, keep trying."""
+        if self._state is not State.STARTING:
+            return
+        with self._lock:
+            self._state = State.RECOVERING
+        reason = str(self._error) if self._error is not None else f"{self._where()}: set-up"
+        self._error = None
+        log.warning(
+            "%s; not ready after %gs, still trying (%d addresses)",
+            reason,
+            self._settings.connect_timeout,
+            len(self._urls),
+        )
+        self._settled.set()
 
     def _run(self) -> None:
         try:
             mark_io_thread()
             self._ioloop = IOLoop()
+            if self._persist:
+                self._ioloop.call_later(self._settings.connect_timeout, self._on_persist_deadline)
             self._ioloop.call_later(0, self._connect)
             self._on_thread_start()
-            self._ioloop.start()
+            while True:
+                try:
+                    self._ioloop.start()
+                    break
+                except Exception as exc:
+                    if not self._survive_connect_crash(exc):
+                        raise
             if self._connection is not None:  # we gave up on closing it politely
                 self._abandon_socket()
         except Exception as exc:
@@ -251,6 +323,21 @@ class ConnectionThread:
             self._abandon_socket()
         finally:
             self._finish()
+
+    def _survive_connect_crash(self, exc: Exception) -> bool:
+        """pika can raise out of its loop while a connection attempt meets a peer that just
+        closed (``getpeername()`` failed). Nothing was open yet: count it as a failed attempt
+        and run the loop again, instead of ending the thread. Say whether that was done."""
+        if self._opened or self._state not in (State.STARTING, State.RECOVERING):
+            return False
+        log.warning("%s: connection attempt crashed (%r); trying again", self._where(), exc)
+        self._abandon_socket()
+        self._connection = None
+        self.channel = None
+        self._retry_or_give_up(
+            BrokerUnreachable(f"{self._where()}: {_describe(exc, self._settings)}"), fatal=False
+        )
+        return True
 
     def _run_tasks(self) -> None:
         with self._lock:
@@ -275,8 +362,11 @@ class ConnectionThread:
         if self._state in (State.CLOSING, State.CLOSED):
             self._ioloop.stop()
             return
+        # Every attempt after the first goes to the next address: a dead node is left at once.
+        self._address = self._next_address % len(self._params)
+        self._next_address += 1
         self._connection = pika.SelectConnection(
-            self._params,
+            self._params[self._address],
             on_open_callback=self._on_connection_open,
             on_open_error_callback=self._on_open_error,
             on_close_callback=self._on_connection_closed,
@@ -284,6 +374,9 @@ class ConnectionThread:
         )
 
     def _on_connection_open(self, connection: Any) -> None:
+        if connection is not self._connection:  # abandoned after a crash while connecting
+            connection.close()
+            return
         self._blocked = None
         connection.add_on_connection_blocked_callback(self.guarded(self._on_blocked_frame))
         connection.add_on_connection_unblocked_callback(self.guarded(self._on_unblocked_frame))
@@ -302,27 +395,37 @@ class ConnectionThread:
         self._on_unblocked()
 
     def _on_channel_open(self, channel: Any) -> None:
+        self._reopening = False
         self.channel = channel
         self.generation += 1
         channel.add_on_close_callback(self._on_channel_closed)
         self._setup(channel)
 
-    def _on_open_error(self, _connection: Any, exc: BaseException) -> None:
+    def _on_open_error(self, connection: Any, exc: BaseException) -> None:
+        if connection is not self._connection:
+            return  # abandoned after a crash while connecting: its retry is scheduled already
         self._connection = None
         cause = _root_cause(exc)
         fatal = tls.is_tls_error(cause) or isinstance(
             cause,
             pika.exceptions.ProbableAuthenticationError | pika.exceptions.ProbableAccessDeniedError,
         )
-        error = BrokerUnreachable(
-            f"{self._where()}: {_describe(exc, self._settings)}", permanent=fatal
-        )
+        text = f"{self._where()}: {_describe(exc, self._settings)}"
+        if len(self._urls) > 1:
+            text += f" (addresses: {', '.join(host_of(url) for url in self._urls)})"
+        error = BrokerUnreachable(text, permanent=fatal)
         self._retry_or_give_up(error, fatal=fatal)
 
-    def _on_channel_closed(self, _channel: Any, reason: BaseException) -> None:
+    def _on_channel_closed(self, channel: Any, reason: BaseException) -> None:
+        if self.channel is not None and channel is not self.channel:
+            return  # a channel already replaced by a new one
         self.channel = None
         if self._state is State.CLOSING or isinstance(reason, pika.exceptions.AMQPConnectionError):
             return  # we are closing, or the whole connection is going: its callback says why
+        connection = self._connection
+        if self._reopening and connection is not None and connection.is_open:
+            connection.channel(on_open_callback=self._on_channel_open)
+            return
         # Closed while setting up: the broker refused the set-up (e.g. a queue exists with other
         # arguments), which retrying cannot fix.
         starting = self._state is State.STARTING
@@ -333,22 +436,25 @@ class ConnectionThread:
             self._error = error
         else:
             log.warning("%s", error)
-        connection = self._connection
         if connection is not None and not (connection.is_closing or connection.is_closed):
             connection.close(reply_text="channel closed")
 
-    def _on_connection_closed(self, _connection: Any, reason: BaseException) -> None:
+    def _on_connection_closed(self, connection: Any, reason: BaseException) -> None:
+        if connection is not self._connection and self._connection is not None:
+            return  # abandoned after a crash while connecting
         self._connection = None
         self.channel = None
+        self._reopening = False
         state = self._state
         if state is State.CLOSING:
             self._ioloop.stop()
             return
         error = ConnectionLost(f"{self._where()}: connection lost: {_describe(reason)}")
-        if state is State.OPEN:
+        if state is State.OPEN or self._opened:  # (also: lost while replacing the channel)
             with self._lock:
                 self._state = State.RECOVERING
             log.warning("%s; reconnecting", error)
+            self._opened = False
             self._on_lost(error)
             self._schedule_retry()
         else:  # closed during set-up
@@ -362,7 +468,11 @@ class ConnectionThread:
             # Keep trying until the start deadline, the last pause cut short to meet it.
             left = self._start_deadline - time.monotonic()
             delay = min(self._next_delay(), left - 0.05)
-            if fatal or delay <= 0:
+            if delay <= 0 and self._persist and not fatal:
+                self._error = error
+                self._on_persist_deadline()
+                self._schedule_retry()
+            elif fatal or delay <= 0:
                 self._error = error
                 self._ioloop.stop()
             else:
@@ -416,21 +526,28 @@ class ConnectionThread:
                 self._ioloop.close()
 
     def _where(self) -> str:
-        return f"{self._name} ({self._settings.redacted_url})"
+        return f"{self._name} ({self.address})"
 
 
-def _parameters(settings: Settings, name: str) -> Any:
+def _parameters(settings: Settings, url: str, name: str) -> Any:
+    """pika's parameters for one URL. Overridden whatever the URL says: ``connection_attempts``
+    and ``retry_delay`` (reqrep retries itself, across all addresses, with backoff) and
+    ``client_properties``; ``heartbeat``, ``socket_timeout`` and ``stack_timeout`` only where
+    the URL does not set them (REQREP_HEARTBEAT, and connect_timeout)."""
     try:
-        params = pika.URLParameters(settings.url)
+        params = pika.URLParameters(url)
     except Exception as exc:  # noqa: BLE001 - pika raises assorted types for a bad URL
         # pika's text may quote the ssl_options argument, which can hold a key password.
-        why = type(exc).__name__ if "ssl_options" in settings.url else str(exc)
-        raise ConfigError(f"invalid AMQP URL {settings.redacted_url!r}: {why}") from None
-    if "heartbeat=" not in settings.url:
+        why = type(exc).__name__ if "ssl_options" in url else str(exc)
+        raise ConfigError(f"invalid AMQP URL {redact_url(url)!r}: {why}") from None
+    if "heartbeat=" not in url:
         params.heartbeat = settings.heartbeat
     params.connection_attempts = 1  # we retry ourselves, with backoff and a deadline
-    params.socket_timeout = settings.connect_timeout
-    params.stack_timeout = settings.connect_timeout
+    params.retry_delay = 0
+    if "socket_timeout=" not in url:
+        params.socket_timeout = settings.connect_timeout
+    if "stack_timeout=" not in url:
+        params.stack_timeout = settings.connect_timeout
     params.client_properties = {"connection_name": name, "product": "reqrep"}
     if tls.uses_tls_settings(settings):
         if params.ssl_options is None:
@@ -459,7 +576,7 @@ def _describe(exc: BaseException, settings: Settings | None = None) -> str:
     else:
         text = f"{type(exc).__name__}: {exc}"
     if settings is not None:
-        for secret in (_password(settings.url), settings.tls_key_password):
+        for secret in (*(_password(url) for url in settings.urls), settings.tls_key_password):
             if secret:
                 text = text.replace(secret, "***")
     return text

@@ -17,11 +17,18 @@ first fails with CallTimeout saying why.
 
 Deadlines do not depend on the connection: the sweep that fails due calls starts with the I/O
 thread, before the first connection, and its timer is guarded like every callback here.
+
+A nack means the broker did not queue the request. The channel is then replaced (on RabbitMQ
+3.10 a channel that first published to a quorum queue while its leader was down has every later
+publish nacked, while a new channel works), and a retryable call is sent again after a short
+pause, within its deadline; other calls fail with PublishRejected. The callback queue is declared
+without auto-delete, so it outlives a replaced channel: replies to calls in flight still arrive.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import time
@@ -54,6 +61,9 @@ log = logging.getLogger("reqrep.requestor")
 # exact timeout; this bounds how late an async call's future learns of its timeout.
 SWEEP_INTERVAL = 0.1
 DEADLINE_HEADER = "x-deadline"  # absolute deadline, Unix time in milliseconds
+# After a nack the channel is replaced, at most once in this many seconds: a queue that refuses
+# every publish (x-overflow=reject-publish) must not make the requestor churn channels.
+NACK_CHANNEL_PAUSE = 1.0
 
 
 @dataclasses.dataclass
@@ -68,7 +78,8 @@ class OutgoingRequest:
     body: bytes
     deadline: float  # time.monotonic() seconds
     deadline_ms: int  # Unix time in milliseconds, for the worker
-    retries: int  # resends still allowed after a lost connection
+    retries: int  # resends still allowed after a lost connection or a nack
+    rejections: int = 0  # nacks so far
 
 
 class RequestorIO(ConnectionThread):
@@ -96,6 +107,8 @@ class RequestorIO(ConnectionThread):
         self._retryable: dict[str, OutgoingRequest] = {}  # sent; may be sent again
         self._sent: set[str] = set()  # sent on this connection, no outcome yet
         self._sweeps = 0
+        self._keep_queue = False  # the channel was replaced: the callback queue lives on
+        self._last_replaced = -math.inf  # when the channel was last replaced after a nack
 
     @property
     def reply_queue(self) -> str:
@@ -122,12 +135,21 @@ class RequestorIO(ConnectionThread):
             self._declare()
 
     def _declare(self) -> None:
+        if self._keep_queue:  # a replaced channel: the connection's callback queue is still there
+            self._keep_queue = False
+            self._consume_replies()
+            return
+        # Not auto-delete: the queue must outlive a replaced channel. Exclusive: it goes with
+        # the connection.
         self.channel.queue_declare(
-            queue="", exclusive=True, auto_delete=True, callback=self._on_declared
+            queue="", exclusive=True, auto_delete=False, callback=self._on_declared
         )
 
     def _on_declared(self, frame: Any) -> None:
         self._reply_queue = frame.method.queue
+        self._consume_replies()
+
+    def _consume_replies(self) -> None:
         self.channel.basic_consume(
             self._reply_queue,
             self._on_reply_guarded,
@@ -231,10 +253,39 @@ class RequestorIO(ConnectionThread):
         if not isinstance(method, pika.spec.Basic.Nack):
             self._settle(method.delivery_tag, method.multiple)
             return
+        now = time.monotonic()
         for cid in self._settle(method.delivery_tag, method.multiple):
-            self._retryable.pop(cid, None)
             self._sent.discard(cid)
-            self._replies.fail(cid, PublishRejected("the broker refused the request (nack)"))
+            if not self._retry_rejected(cid, now):
+                self._replies.fail(cid, PublishRejected("the broker refused the request (nack)"))
+        if now - self._last_replaced >= NACK_CHANNEL_PAUSE:
+            self._last_replaced = now
+            # Confirms of the old channel die with it: send retryable calls again rather than
+            # wait for an answer that may never come (their key makes a duplicate harmless).
+            for cid in self._unconfirmed.values():
+                self._retry_rejected(cid, now)
+            self._unconfirmed.clear()  # a late confirm of the closing channel settles nothing
+            self._keep_queue = True
+            self._reopen_channel()
+
+    def _retry_rejected(self, cid: str, now: float) -> bool:
+        """Schedule a nacked call to be sent again, if it may be; say whether it was."""
+        request = self._retryable.get(cid)
+        if request is None or request.retries <= 0 or request.deadline <= now:
+            self._retryable.pop(cid, None)
+            return False
+        del self._retryable[cid]
+        self._sent.discard(cid)
+        # Not queued, so safe to send again: after a pause that grows with each nack.
+        request.retries -= 1
+        request.rejections += 1
+        pause = min(1.0, 0.05 * 2 ** min(request.rejections, 5))
+        self.call_later(pause, functools.partial(self._resend, request))
+        return True
+
+    def _resend(self, request: OutgoingRequest) -> None:
+        if self._replies.is_pending(request.correlation_id):
+            self._publish(request)
 
     def _settle(self, tag: int, multiple: bool) -> list[str]:
         if not multiple:
@@ -269,14 +320,19 @@ class RequestorIO(ConnectionThread):
         request = self._held.get(cid)
         if request is None:
             return None
-        why = (
-            f"the broker blocked publishing ({self.blocked})"
-            if self.blocked is not None
-            else "the broker connection was down"
-        )
+        if request.rejections:
+            why = f"the broker refused the request (nack) {request.rejections} times"
+        elif self.blocked is not None:
+            why = f"the broker blocked publishing ({self.blocked})"
+        else:
+            why = "the broker connection was down"
         return f"no reply from {request.service}.{request.method}: {why} until the call's deadline"
 
     def _on_lost(self, error: ReqrepError) -> None:
+        self._keep_queue = False  # the callback queue went with the connection
+        self._lose_sent(error)
+
+    def _lose_sent(self, error: ReqrepError) -> None:
         """Fail the calls whose replies can no longer arrive (sent on the lost connection, whose
         callback queue died with it), except those that may be resent. Calls not sent yet are
         not touched: they go out on the next connection."""

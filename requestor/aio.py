@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from concurrent.futures import Future
 from types import TracebackType
 from typing import Any
@@ -49,7 +49,7 @@ class AsyncRequestor:
 
     def __init__(
         self,
-        url: str | None = None,
+        url: str | Sequence[str] | None = None,
         *,
         service: str | None = None,
         timeout: float | None = None,

@@ -8,7 +8,7 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from types import TracebackType
@@ -35,6 +35,9 @@ class _State(enum.Enum):
 class Requestor:
     """Blocking RPC client, safe to share between threads.
 
+    ``url`` is one AMQP URL or several (a cluster's nodes: a sequence, or full URLs separated by
+    commas); the connection starts on a random one and moves to the next on every reconnection.
+
     Many calls can be in flight at once over one connection: each caller thread blocks only on
     its own future. Every call has a finite timeout (``timeout`` here, or per call).
 
@@ -54,7 +57,7 @@ class Requestor:
 
     def __init__(
         self,
-        url: str | None = None,
+        url: str | Sequence[str] | None = None,
         *,
         service: str | None = None,
         timeout: float | None = None,
@@ -92,6 +95,11 @@ class Requestor:
     def reconnects(self) -> int:
         """How many times the connection was re-established."""
         return self._io.reconnects if self._io is not None else 0
+
+    @property
+    def address(self) -> str:
+        """The broker URL of the current (or last) connection attempt, password hidden."""
+        return self._io.address if self._io is not None else ""
 
     @property
     def name(self) -> str:

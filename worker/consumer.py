@@ -7,6 +7,10 @@ Before a request reaches a handler thread it is judged here, cheaply, by the rul
 ``worker/admission.py`` and this worker's reply cache (a duplicate of a request answered or
 running here gets the same reply).
 
+The broker cancels the consumer (``basic.cancel``) when the queue is deleted or its node goes
+away. The worker logs it and replaces its channel, which declares the queue again and consumes
+again; while draining, a cancelled consumer counts as stopped (nothing more can arrive).
+
 Delivery tags belong to one channel. After a reconnection the broker redelivers whatever was
 unacknowledged, so results of requests from an older channel are only cached, never acked.
 """
@@ -120,6 +124,7 @@ class Consumer(ReplyPublisher):
 
     def _setup(self, channel: Any) -> None:
         self._reset_replies(channel)
+        channel.add_on_cancel_callback(self.guarded(self._on_broker_cancel))
         prefix, settings = self._settings.queue_prefix, self._settings
         dlx, dlq = topology.dead_letter_exchange(prefix), topology.dead_letter_queue(self.queue)
         steps: list[Callable[[Callable[[Any], None]], None]] = [
@@ -335,6 +340,22 @@ class Consumer(ReplyPublisher):
             self.channel.basic_cancel(self._consumer_tag, callback=self._on_cancelled)
         else:
             self._on_cancelled()
+
+    def _on_broker_cancel(self, _frame: Any) -> None:
+        """The broker cancelled our consumer: the queue was deleted, or its node went away."""
+        self._consumer_tag = None  # pika forgot it too: cancelling it would never be answered
+        if self._draining:
+            log.info("the broker cancelled the consumer of %s while draining", self.queue)
+            self._on_cancelled()
+            return
+        log.warning(
+            "the broker cancelled the consumer of %s (queue deleted, or its node went away): "
+            "declaring and consuming again on a new channel; %d requests in flight will be "
+            "redelivered",
+            self.queue,
+            len(self._unsettled),
+        )
+        self._reopen_channel()
 
     def _on_cancelled(self, _frame: Any = None) -> None:
         self._cancelled = True

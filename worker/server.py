@@ -7,7 +7,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from queue import SimpleQueue
 from types import FrameType, TracebackType
 
@@ -47,7 +47,7 @@ class Worker:
     def __init__(
         self,
         service: Service,
-        url: str | None = None,
+        url: str | Sequence[str] | None = None,
         *,
         settings: Settings | None = None,
         concurrency: int = 8,
@@ -67,6 +67,9 @@ class Worker:
         self.prefetch = prefetch or default_prefetch(concurrency)
         self.drain_timeout = drain_timeout
         self._wake = threading.Event()  # a stop was asked for, or the connection ended
+        # Set by the signal handler, which must take no lock: Event.set() there can deadlock
+        # the main thread if the signal lands while that thread holds the Event's own lock.
+        self._signal: str | None = None
         self._pool = _Pool(concurrency, self._run_job)
         self._handler_loop = HandlerLoop(concurrency, name=f"reqrep-aio-{service.name}")
         self._consumer = Consumer(
@@ -100,23 +103,36 @@ class Worker:
         return self._consumer.reconnects
 
     @property
+    def address(self) -> str:
+        """The broker URL of the current (or last) connection attempt, password hidden."""
+        return self._consumer.address
+
+    @property
     def queue(self) -> str:
         return self._consumer.queue
 
     def start(self) -> Worker:
-        """Connect, declare the request queue and start consuming; BrokerUnreachable if not."""
+        """Connect, declare the request queue and start consuming.
+
+        Raises BrokerUnreachable only for what a retry cannot fix (a refused login or vhost) and
+        ConnectionLost if the broker refuses the queue's declaration. Otherwise, if the worker
+        is not consuming after ``connect_timeout`` (no broker answers yet, or a quorum queue
+        waits for a leader), it keeps trying across all its URLs in the background, and serves
+        as soon as it consumes.
+        """
         if self.service.has_sync:
             self._pool.start()
         if self.service.has_async:
             self._handler_loop.start()
         try:
-            self._consumer.start()
+            self._consumer.start(persist=True)
         except BaseException:
             self._pool.shutdown()
             self._handler_loop.stop()
             raise
         log.info(
-            "worker ready: service=%s queue=%s concurrency=%d prefetch=%d url=%s",
+            "worker %s: service=%s queue=%s concurrency=%d prefetch=%d url=%s",
+            "ready" if self._consumer.state is State.OPEN else "started, not consuming yet",
             self.service.name,
             self.queue,
             self.concurrency,
@@ -167,7 +183,7 @@ class Worker:
         return self._wake.wait(timeout)
 
     def run(self, *, parent_pid: int | None = None) -> int:
-        """Serve until SIGTERM/SIGINT (then drain) or until the connection is lost.
+        """Serve until SIGTERM/SIGINT (then drain), through lost connections and nodes.
 
         Main thread only. A second signal exits at once; the broker redelivers what was unacked.
         With ``parent_pid``, also stop when that process goes away (a supervisor died).
@@ -178,13 +194,16 @@ class Worker:
             self.start()
             # A bounded wait, not a blocking one: a signal that lands just before a blocking
             # wait would only be handled when the wait ends, maybe never.
-            while not self._wake.wait(0.2):
+            while self._signal is None and not self._wake.wait(0.2):
                 if parent_pid is not None and os.getppid() != parent_pid:
                     log.warning("supervisor %s is gone: draining", parent_pid)
                     break
-            if self._consumer.state is not State.OPEN:
+            if self._signal is not None:
+                log.info("%s: draining", self._signal)
+            state = self._consumer.state
+            if state is not State.OPEN:  # not consuming: nothing to drain
                 self.stop(0)
-                return 1
+                return 1 if state is State.CLOSED else 0  # CLOSED: the I/O thread ended
             return 0 if self.stop() else 1
         finally:
             for sig, handler in previous.items():
@@ -203,11 +222,10 @@ class Worker:
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
-        if self._wake.is_set():
-            log.warning("%s again: exiting now without draining", name)
+        if self._signal is not None:
+            os.write(2, f"reqrep: {name} again: exiting now without draining\n".encode())
             os._exit(128 + signum)
-        log.info("%s: draining", name)
-        self._wake.set()
+        self._signal = name  # no lock, no logging here: see __init__
 
     # -- the I/O thread, pool threads and the handler loop --------------------------------------
 

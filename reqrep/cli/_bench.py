@@ -66,7 +66,12 @@ __all__ = ["bench_command"]
     show_default=True,
     help="Calls made first and not measured.",
 )
-@click.option("--url", envvar="AMQP_URL", show_envvar=True, help="Broker URL.")
+@click.option(
+    "--url",
+    envvar="AMQP_URL",
+    show_envvar=True,
+    help="Broker URL; several (a cluster) as full URLs separated by commas.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def bench_command(
     *,

@@ -47,7 +47,12 @@ def _parse_payload(_ctx: click.Context, _param: click.Parameter, value: str | No
     is_flag=True,
     help="Safe to send again: resent on a new connection if the connection drops.",
 )
-@click.option("--url", envvar="AMQP_URL", show_envvar=True, help="Broker URL.")
+@click.option(
+    "--url",
+    envvar="AMQP_URL",
+    show_envvar=True,
+    help="Broker URL; several (a cluster) as full URLs separated by commas.",
+)
 def call_command(
     *,
     method: str,

@@ -59,7 +59,12 @@ def load_service(spec: str) -> Service:
     envvar="REQREP_PROCESSES",
     help="Worker processes sharing the queue.",
 )
-@click.option("--url", envvar="AMQP_URL", show_envvar=True, help="Broker URL.")
+@click.option(
+    "--url",
+    envvar="AMQP_URL",
+    show_envvar=True,
+    help="Broker URL; several (a cluster) as full URLs separated by commas.",
+)
 @click.option(
     "--queue-type",
     type=click.Choice(QUEUE_TYPES),

@@ -73,6 +73,17 @@ def test_call_with_non_amqp_url_exits_2_without_showing_the_password() -> None:
     assert "s3cr3t" not in result.output
 
 
+@pytest.mark.parametrize("command", [("call", "echo"), ("worker", "reqrep.worker.demo:service")])
+def test_a_host_list_in_one_url_exits_2_and_says_how_to_list_brokers(
+    command: tuple[str, ...],
+) -> None:
+    url = "amqp://alice:s3cr3t@h1:5731,h2:5732/%2F"
+    result = _run(*command, env={"AMQP_URL": url})
+    assert result.exit_code == exitcodes.BAD_ARGUMENTS
+    assert "several hosts" in result.output
+    assert "s3cr3t" not in result.output
+
+
 def test_call_with_bad_timeout_in_env_exits_2() -> None:
     result = _run("call", "echo", env={"REQREP_TIMEOUT": "abc"})
     assert result.exit_code == exitcodes.BAD_ARGUMENTS
