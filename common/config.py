@@ -46,6 +46,8 @@ _ENV_FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "max_redeliveries": ("REQREP_MAX_REDELIVERIES", int),
     "sign_replies": ("REQREP_SIGN_REPLIES", _flag),
     "persistent": ("REQREP_PERSISTENT", _flag),
+    "wait_for_workers": ("REQREP_WAIT_FOR_WORKERS", _flag),
+    "dlq_max_length": ("REQREP_DLQ_MAX_LENGTH", int),
 }
 
 
@@ -81,6 +83,10 @@ class Settings:
     ``persistent=False`` trades durability for speed: requests are transient and neither side
     uses publisher confirms (a worker acks right after writing the reply, which the broker reads
     first on that channel); a request the broker loses is then a CallTimeout, not an error.
+    ``wait_for_workers=False`` (the default) makes a call to a service whose queue has no
+    consumer fail at once with NoWorkers; ``True`` lets it wait in the queue for a worker.
+    ``dlq_max_length`` caps a service's dead-letter queue (the oldest are dropped); like every
+    queue argument it takes effect when workers first declare the queue.
     """
 
     url: str = dataclasses.field(default=DEFAULT_URL, repr=False)
@@ -94,6 +100,8 @@ class Settings:
     max_redeliveries: int = 5
     sign_replies: bool = False
     persistent: bool = True
+    wait_for_workers: bool = False
+    dlq_max_length: int = topology.DEAD_LETTER_MAX_LENGTH
 
     def __post_init__(self) -> None:
         _check_url(self.url)
@@ -106,11 +114,11 @@ class Settings:
         if not isinstance(self.queue_prefix, str):
             raise ConfigError(f"queue_prefix must be a string, got {self.queue_prefix!r}")
         check_seconds("reconnect_max", self.reconnect_max)
-        for name in ("max_message_bytes", "max_redeliveries"):
+        for name in ("max_message_bytes", "max_redeliveries", "dlq_max_length"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
-        for name in ("sign_replies", "persistent"):
+        for name in ("sign_replies", "persistent", "wait_for_workers"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.queue_type not in QUEUE_TYPES:

@@ -36,6 +36,7 @@ from reqrep.common.errors import (
     ReqrepError,
 )
 from reqrep.common.serialization import CONTENT_TYPE
+from reqrep.requestor._presence import WorkerPresence
 from reqrep.requestor.reply_handler import ReplyHandler
 
 __all__ = ["DEADLINE_HEADER", "OutgoingRequest", "RequestorIO"]
@@ -89,6 +90,11 @@ class RequestorIO(ConnectionThread):
         self._sent: set[str] = set()  # sent on this connection, no outcome yet
         self._sweeps = 0
         self._services: dict[str, str] = {}  # request queue -> service, for NoSuchService
+        self._presence = (  # fail fast with NoWorkers unless the caller would rather wait
+            None
+            if settings.wait_for_workers
+            else WorkerPresence(self._open_check_channel, self.call_later)
+        )
 
     @property
     def reply_queue(self) -> str:
@@ -130,12 +136,32 @@ class RequestorIO(ConnectionThread):
         self._ready()
 
     def _on_recovered(self) -> None:
+        if self._presence is not None:  # the workers are probably reconnecting too
+            self._presence.recovered(self._settings.reconnect_max + 1.0)
         held, self._held = self._held, {}
         for request in held.values():
             if self._replies.is_pending(request.correlation_id):
                 self._publish(request)
 
     def _publish(self, request: OutgoingRequest) -> None:
+        if self._presence is not None and self.is_open:
+            cid = request.correlation_id
+            self._presence.gate(
+                request.queue,
+                request.service,
+                lambda: self._send(request),
+                lambda error: self._replies.fail(cid, error),
+            )
+        else:
+            self._send(request)
+
+    def _open_check_channel(self, on_open: Any) -> None:
+        connection = self._connection
+        if connection is None or not connection.is_open:
+            raise ConnectionLost("no connection")
+        connection.channel(on_open_callback=on_open)
+
+    def _send(self, request: OutgoingRequest) -> None:
         cid = request.correlation_id
         if not self.is_open:
             self._held[cid] = request
@@ -239,6 +265,8 @@ class RequestorIO(ConnectionThread):
         """Fail the calls whose replies can no longer arrive (sent on the lost connection, whose
         callback queue died with it), except those that may be resent. Calls not sent yet are
         not touched: they go out on the next connection."""
+        if self._presence is not None:
+            self._presence.reset()
         for cid, request in self._retryable.items():
             if request.retries > 0 and self._replies.is_pending(cid):
                 request.retries -= 1

@@ -149,7 +149,9 @@ class Consumer(ConnectionThread):
             lambda done: channel.queue_declare(
                 dlq,
                 durable=True,
-                arguments=topology.dead_letter_queue_arguments(settings.queue_type),
+                arguments=topology.dead_letter_queue_arguments(
+                    settings.queue_type, settings.dlq_max_length
+                ),
                 callback=done,
             ),
             lambda done: channel.queue_bind(dlq, dlx, routing_key=dlq, callback=done),
