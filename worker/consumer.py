@@ -84,8 +84,8 @@ class Consumer(ConnectionThread):
     """Consumes one service's request queue.
 
     Threads: ``reply`` and ``drain`` may be called from any thread and only queue
-    work; ``dispatch`` and ``on_closed`` (given by the Worker) are called on the I/O thread and
-    must not block. Everything else runs on the I/O thread.
+    work; ``dispatch``, ``on_closed`` and ``on_setup`` (given by the Worker) are called on the
+    I/O thread and must not block. Everything else runs on the I/O thread.
     """
 
     def __init__(
@@ -98,8 +98,10 @@ class Consumer(ConnectionThread):
         on_closed: Callable[[], None],
         name: str,
         cache: ReplyCache | None = None,
+        on_setup: Callable[[Any], None] | None = None,
     ) -> None:
         super().__init__(settings, name=name)
+        self._on_setup = on_setup  # given each new connection once consuming (control channel)
         self.queue = settings.request_queue(service.name)
         self.stats = ConsumerStats()
         self.drained = threading.Event()
@@ -184,6 +186,17 @@ class Consumer(ConnectionThread):
 
     def _after_setup(self) -> None:
         self._ready()
+        if self._on_setup is not None:
+            self._on_setup(self._connection)
+
+    @property
+    def in_flight(self) -> int:
+        """Requests delivered on this channel and not yet settled (I/O thread)."""
+        return len(self._unsettled)
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
 
     # -- I/O thread: requests -----------------------------------------------------------------
 

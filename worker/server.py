@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
+import socket
 import threading
+import time
 from collections.abc import Callable
 from queue import SimpleQueue
 from types import FrameType, TracebackType
 
+from reqrep.common import control
 from reqrep.common.config import Settings
 from reqrep.common.connection import State
 from reqrep.common.errors import ConfigError, ReqrepError
 from reqrep.worker.aio import HandlerLoop
 from reqrep.worker.consumer import Consumer, ConsumerStats, Job
+from reqrep.worker.control import ControlResponder
 from reqrep.worker.dedupe import ReplyCache
 from reqrep.worker.execute import execute, execute_async
 from reqrep.worker.service import Service
@@ -67,6 +72,8 @@ class Worker:
         self._wake = threading.Event()  # a stop was asked for, or the connection ended
         self._pool = _Pool(concurrency, self._run_job)
         self._handler_loop = HandlerLoop(concurrency, name=f"reqrep-aio-{service.name}")
+        self._started = time.monotonic()
+        self._control = ControlResponder(self.settings, service.name, self._describe)
         self._consumer = Consumer(
             self.settings,
             service,
@@ -75,6 +82,7 @@ class Worker:
             on_closed=self._wake.set,
             cache=ReplyCache(dedupe_entries, dedupe_ttl),
             name=f"reqrep-worker-{service.name}-{os.getpid()}",
+            on_setup=self._control.open,
         )
 
     def __repr__(self) -> str:
@@ -191,6 +199,24 @@ class Worker:
             os._exit(128 + signum)
         log.info("%s: draining", name)
         self._wake.set()
+
+    def _describe(self) -> control.WorkerInfo:
+        """This worker's answer to a ping (I/O thread: it reads the consumer's live state)."""
+        return control.WorkerInfo(
+            service=self.service.name,
+            queue=self.queue,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            version=control.reqrep_version(),
+            uptime=round(time.monotonic() - self._started, 3),
+            in_flight=self._consumer.in_flight,
+            concurrency=self.concurrency,
+            prefetch=self.prefetch,
+            draining=self._consumer.draining,
+            connection=self.name,
+            reconnects=self.reconnects,
+            stats=dataclasses.asdict(self._consumer.stats),
+        )
 
     # -- the I/O thread, pool threads and the handler loop --------------------------------------
 
