@@ -31,13 +31,24 @@ from reqrep.common import (
     Settings,
     redact_url,
 )
-from reqrep.requestor import AsyncRequestor, ReplyHandler, ReplyStats, Requestor
+from reqrep.requestor import (
+    Admin,
+    AsyncRequestor,
+    DeadLetter,
+    Replayed,
+    ReplyHandler,
+    ReplyStats,
+    Requestor,
+    ServiceStatus,
+    WorkerInfo,
+)
 from reqrep.worker import CallContext, ConsumerStats, Handler, Service, Worker, current
 
 __version__ = "0.2.0"
 
 __all__ = [
     "DEFAULT_URL",
+    "Admin",
     "AsyncRequestor",
     "BadRequest",
     "BrokerUnreachable",
@@ -48,6 +59,7 @@ __all__ = [
     "ConfigError",
     "ConnectionLost",
     "ConsumerStats",
+    "DeadLetter",
     "Handler",
     "MessageTooLarge",
     "MethodNotFound",
@@ -56,6 +68,7 @@ __all__ = [
     "PoisonRequest",
     "PublishRejected",
     "RemoteError",
+    "Replayed",
     "ReplyHandler",
     "ReplyStats",
     "ReqrepConnectionError",
@@ -63,8 +76,10 @@ __all__ = [
     "Requestor",
     "SerializationError",
     "Service",
+    "ServiceStatus",
     "Settings",
     "Worker",
+    "WorkerInfo",
     "__version__",
     "current",
     "redact_url",
