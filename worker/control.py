@@ -8,6 +8,7 @@ answers on the worker's I/O thread, between requests, with live numbers read the
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +29,8 @@ class ControlResponder:
 
     Threads: every method runs on the worker's I/O thread; ``open(connection)`` is called once
     the worker's channel is set up on each new connection, ``describe()`` on every ping.
+    ``ready`` is set there once the first control queue is consumed (or failed for good); the
+    Worker's controlling thread waits on it, so that a worker that has started answers pings.
     """
 
     def __init__(
@@ -38,6 +41,7 @@ class ControlResponder:
         self._describe = describe
         self._channel: Any = None
         self.answered = 0
+        self.ready = threading.Event()
 
     def open(self, connection: Any) -> None:
         """Open the control channel on ``connection`` (the previous one died with its
@@ -46,6 +50,7 @@ class ControlResponder:
             connection.channel(on_open_callback=self._on_open)
         except Exception:  # noqa: BLE001 - the connection is going; the next one retries
             log.debug("control channel not opened: the connection is closing")
+            self.ready.set()
 
     def _on_open(self, channel: Any) -> None:
         self._channel = channel
@@ -63,7 +68,9 @@ class ControlResponder:
         channel, queue = self._channel, frame.method.queue
         channel.queue_bind(queue, self._exchange, routing_key=control.ALL)
         channel.queue_bind(queue, self._exchange, routing_key=control.service_key(self._service))
-        channel.basic_consume(queue, self._on_request, auto_ack=True)
+        channel.basic_consume(
+            queue, self._on_request, auto_ack=True, callback=lambda _frame: self.ready.set()
+        )
 
     def _on_request(self, channel: Any, _deliver: Any, props: Any, _body: bytes) -> None:
         if not props.reply_to or not props.correlation_id:
@@ -90,6 +97,7 @@ class ControlResponder:
     def _on_close(self, channel: Any, reason: BaseException) -> None:
         if channel is self._channel:
             self._channel = None
+        self.ready.set()  # nobody should wait for a channel that is gone
         if not isinstance(reason, pika.exceptions.AMQPConnectionError) and not (
             isinstance(reason, pika.exceptions.ChannelClosedByClient)
         ):

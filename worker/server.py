@@ -121,6 +121,8 @@ class Worker:
             self._pool.shutdown()
             self._handler_loop.stop()
             raise
+        if not self._control.ready.wait(self.settings.connect_timeout):
+            log.warning("control queue not ready: `reqrep ping` may not see this worker yet")
         log.info(
             "worker ready: service=%s queue=%s concurrency=%d prefetch=%d url=%s",
             self.service.name,

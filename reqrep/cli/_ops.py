@@ -108,8 +108,10 @@ def status_command(
     Lists the services named with --service, or else every service whose workers answer a
     ping within TIMEOUT (a service with no live worker appears only when named).
     """
-    settings = Settings.from_env(url=url)
-    found = admin_session(url, lambda admin: admin.status(services, timeout=timeout))
+    found, cap = admin_session(
+        url,
+        lambda admin: (admin.status(services, timeout=timeout), admin.settings.dlq_max_length),
+    )
     if as_json:
         emit_json([s.to_wire() for s in found])
         return
@@ -132,10 +134,10 @@ def status_command(
         ],
     )
     for s in found:
-        if s.dead_letters is not None and s.dead_letters >= settings.dlq_max_length:
+        if s.dead_letters is not None and s.dead_letters >= cap:
             click.echo(
                 f"reqrep: {s.service}: the dead-letter queue is at its cap "
-                f"({settings.dlq_max_length}); the oldest are being dropped",
+                f"({cap}); the oldest are being dropped",
                 err=True,
             )
 

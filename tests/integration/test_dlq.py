@@ -152,3 +152,18 @@ def test_the_dead_letter_cap_is_a_setting(
     wait_until(lambda: admin.message_count(dlq) == 2, 10, "the cap of 2")
     with Admin(settings=capped) as ops:
         assert sorted(d.body for d in ops.dead_letters(service_name, limit=10)) == ["2", "3"]
+    status = subprocess.run(
+        [REQREP, "status", "--service", service_name, "--timeout", "0.2"],
+        env={
+            **os.environ,
+            "AMQP_URL": settings.url,
+            "REQREP_QUEUE_PREFIX": settings.queue_prefix,
+            "REQREP_DLQ_MAX_LENGTH": "2",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert status.returncode == 0, status.stderr
+    assert "at its cap (2)" in status.stderr
