@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -175,3 +176,34 @@ def test_cli_json_outputs_parse(settings: Settings, service_name: str) -> None:
         assert "SERVICE" in text.stdout
     none = _cli(settings, "ping", "--json", "--timeout", "0.3")
     assert (none.returncode, json.loads(none.stdout)) == (exitcodes.NO_WORKERS, [])
+
+
+def test_the_control_protocol_with_bare_pika(settings: Settings, service_name: str) -> None:
+    """A foreign client pings by the README's wire-protocol rules alone."""
+    replies: list[tuple[str, dict[str, object]]] = []
+    connection = pika.BlockingConnection(pika.URLParameters(settings.url))
+    try:
+        channel = connection.channel()
+        queue = channel.queue_declare("", exclusive=True).method.queue
+        channel.basic_consume(
+            queue,
+            lambda _c, _d, props, body: replies.append((props.correlation_id, json.loads(body))),
+            auto_ack=True,
+        )
+        with Worker(build(service_name), settings=settings, concurrency=1):
+            exchange = f"{settings.queue_prefix}control"
+            for cid, kind in (("p1", "ping"), ("s1", "stats")):
+                props = pika.BasicProperties(
+                    type=kind, reply_to=queue, correlation_id=cid, expiration="5000"
+                )
+                channel.basic_publish(exchange, f"service.{service_name}", b"null", props)
+            deadline = time.monotonic() + 10
+            while len(replies) < 2 and time.monotonic() < deadline:
+                connection.process_data_events(time_limit=0.1)
+    finally:
+        connection.close()
+    answers = dict(replies)
+    assert answers["p1"]["ok"] is True
+    assert answers["p1"]["result"]["service"] == service_name  # type: ignore[index]
+    assert answers["s1"]["ok"] is False
+    assert answers["s1"]["error"]["code"] == "method_not_found"  # type: ignore[index]

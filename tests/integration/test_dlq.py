@@ -167,3 +167,26 @@ def test_the_dead_letter_cap_is_a_setting(
     )
     assert status.returncode == 0, status.stderr
     assert "at its cap (2)" in status.stderr
+
+
+def test_an_unanswerable_dead_letter_is_answered_when_replayed(
+    settings: Settings, service_name: str, admin: BareAdmin
+) -> None:
+    """A request without reply_to or correlation id is rejected into the dead-letter queue; a
+    replay gives it both, so its outcome can be seen."""
+    with Worker(build(service_name), settings=settings, concurrency=1) as worker:
+        props = pika.BasicProperties(type="echo", content_type="application/json")
+        admin.publish(worker.queue, b'"orphan"', props)
+        dlq = f"{worker.queue}.dead"
+        wait_until(lambda: admin.message_count(dlq) == 1, 10, "the rejected request")
+        with Admin(settings=settings) as ops:
+            [letter] = ops.dead_letters(service_name)
+            assert (letter.reason, letter.correlation_id, letter.reply_to) == (
+                "rejected",
+                None,
+                None,
+            )
+            [outcome] = ops.replay(service_name, timeout=10)
+        assert (outcome.outcome, outcome.result) == ("ok", "orphan")
+        assert outcome.correlation_id.startswith("replay-")
+    assert admin.message_count(dlq) == 0
