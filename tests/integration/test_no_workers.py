@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from reqrep import AsyncRequestor
 from reqrep.common import NoSuchService, NoWorkers, Settings, exitcodes
 from reqrep.requestor import Requestor
 from reqrep.worker import Worker
@@ -121,3 +123,14 @@ def test_cli_wait_for_workers_waits_out_its_timeout(
 ) -> None:
     result = _cli(settings, service_name, "echo", '"x"', "--timeout", "1", "--wait-for-workers")
     assert result.returncode == exitcodes.TIMEOUT, result.stderr
+
+
+def test_the_async_requestor_fails_fast_too(
+    settings: Settings, service_name: str, idle_queue: str
+) -> None:
+    async def main() -> None:
+        async with AsyncRequestor(settings=settings, service=service_name, timeout=30) as rq:
+            with pytest.raises(NoWorkers):
+                await asyncio.wait_for(rq.call("echo", 1), 5)
+
+    asyncio.run(main())
