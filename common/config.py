@@ -55,6 +55,8 @@ _ENV_FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "tls_key": ("REQREP_TLS_KEY", str),
     "tls_key_password": ("REQREP_TLS_KEY_PASSWORD", str),
     "tls_server_name": ("REQREP_TLS_SERVER_NAME", str),
+    "wait_for_workers": ("REQREP_WAIT_FOR_WORKERS", _flag),
+    "dlq_max_length": ("REQREP_DLQ_MAX_LENGTH", int),
 }
 _TLS_FIELDS = ("tls_ca", "tls_cert", "tls_key", "tls_key_password", "tls_server_name")
 
@@ -78,6 +80,10 @@ class Settings:
     ``max_pending`` bounds a requestor's calls in flight (held ones included): one more fails at
     once with TooManyPending. ``tls_*`` apply to ``amqps://`` URLs (see ``reqrep.common.tls``);
     ``tls_key_password`` never appears in a repr.
+    ``wait_for_workers=False`` (the default) makes a call to a service whose queue has no
+    consumer fail at once with NoWorkers; ``True`` lets it wait in the queue for a worker.
+    ``dlq_max_length`` caps a service's dead-letter queue (the oldest are dropped); like every
+    queue argument it takes effect when workers first declare the queue.
     """
 
     url: str = dataclasses.field(default=DEFAULT_URL, repr=False)
@@ -98,6 +104,8 @@ class Settings:
     tls_key: str | None = None
     tls_key_password: str | None = dataclasses.field(default=None, repr=False)
     tls_server_name: str | None = None
+    wait_for_workers: bool = False
+    dlq_max_length: int = topology.DEAD_LETTER_MAX_LENGTH
 
     def __post_init__(self) -> None:
         # A sequence of URLs is kept as the one string AMQP_URL would hold.
@@ -111,7 +119,7 @@ class Settings:
         if not isinstance(self.queue_prefix, str):
             raise ConfigError(f"queue_prefix must be a string, got {self.queue_prefix!r}")
         check_seconds("reconnect_max", self.reconnect_max)
-        for name in ("max_message_bytes", "max_redeliveries", "max_pending"):
+        for name in ("max_message_bytes", "max_redeliveries", "max_pending", "dlq_max_length"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
@@ -119,7 +127,7 @@ class Settings:
             raise ConfigError(f"dedupe_bytes must be a whole number, got {self.dedupe_bytes!r}")
         if self.dedupe_bytes < 0:
             raise ConfigError(f"dedupe_bytes must be >= 0, got {self.dedupe_bytes!r}")
-        for name in ("sign_replies", "persistent"):
+        for name in ("sign_replies", "persistent", "wait_for_workers"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
         for name in _TLS_FIELDS:

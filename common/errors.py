@@ -12,6 +12,7 @@
     └── CallError                    one call did not produce a result
         ├── CallTimeout              no reply before the deadline       (also TimeoutError)
         ├── NoSuchService            no request queue for the service (AMQP 312 NO_ROUTE)
+        ├── NoWorkers                the queue exists but no worker consumes it; not sent
         ├── PublishRejected          the broker refused the request (nack)
         ├── TooManyPending           max_pending calls are outstanding already
         ├── MessageTooLarge          a body exceeds max_message_bytes     (also ValueError)
@@ -40,6 +41,7 @@ __all__ = [
     "MessageTooLarge",
     "MethodNotFound",
     "NoSuchService",
+    "NoWorkers",
     "PoisonRequest",
     "PublishRejected",
     "RemoteError",
@@ -99,6 +101,22 @@ class NoSuchService(CallError):
 
     def __init__(self, service: str) -> None:
         super().__init__(f"no such service: {service!r} (no request queue; is a worker deployed?)")
+        self.service = service
+
+
+class NoWorkers(CallError):
+    """The service's request queue exists but no worker consumes it; the request was not sent.
+
+    Requestors check (and cache for about a second) whether a service has consumers before
+    sending to it; ``wait_for_workers=True`` turns the check off, and calls then wait in the
+    queue, within their timeout, for a worker to start.
+    """
+
+    def __init__(self, service: str) -> None:
+        super().__init__(
+            f"no workers for service {service!r}: its queue exists but nothing consumes it "
+            "(the request was not sent; wait_for_workers=True waits for a worker instead)"
+        )
         self.service = service
 
 

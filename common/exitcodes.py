@@ -12,6 +12,7 @@ from reqrep.common.errors import (
     ConfigError,
     MethodNotFound,
     NoSuchService,
+    NoWorkers,
     RemoteError,
     ReqrepConnectionError,
     ReqrepError,
@@ -22,6 +23,7 @@ __all__ = [
     "BROKER_UNREACHABLE",
     "METHOD_NOT_FOUND",
     "NO_SUCH_SERVICE",
+    "NO_WORKERS",
     "OK",
     "OTHER_ERROR",
     "REFUSED",
@@ -39,12 +41,14 @@ NO_SUCH_SERVICE = 6
 BROKER_UNREACHABLE = 7  # could not connect, or the connection was lost
 OTHER_ERROR = 8  # any other reqrep error (publish rejected, malformed reply, closed)
 REFUSED = 9  # the broker refused the login, the vhost or the set-up: trying again cannot help
+NO_WORKERS = 10  # the service's queue exists but no worker consumes it
 
 _ORDER: tuple[tuple[type[ReqrepError], int], ...] = (
     (ConfigError, BAD_ARGUMENTS),
     (CallTimeout, TIMEOUT),
     (MethodNotFound, METHOD_NOT_FOUND),
     (NoSuchService, NO_SUCH_SERVICE),
+    (NoWorkers, NO_WORKERS),
     (BrokerUnreachable, BROKER_UNREACHABLE),
     (ReqrepConnectionError, BROKER_UNREACHABLE),
     (RemoteError, REMOTE_ERROR),

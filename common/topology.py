@@ -7,8 +7,10 @@ For a service ``S`` with prefix ``P`` (default ``reqrep.``):
   workers refuse a poison request first (so its caller gets an error), the broker only if a
   request kills its worker before the worker can even look at it.
 - ``Pdlx``: a durable direct exchange shared by the services under ``P``.
-- ``PS.dead``: the dead-letter queue, durable, bounded to ``DEAD_LETTER_MAX_LENGTH`` messages
-  (the oldest are dropped), for inspection.
+- ``PS.dead``: the dead-letter queue, durable, bounded to ``dlq_max_length`` messages (default
+  ``DEAD_LETTER_MAX_LENGTH``; the oldest are dropped), for inspection (``reqrep dlq``).
+- ``Pcontrol``: a durable direct exchange for control requests (``reqrep ping``); each worker
+  binds one exclusive queue to it (see ``common/control.py``).
 
 Every argument here is accepted by RabbitMQ 3.10 and 4.x. Queue arguments cannot change once a
 queue exists: changing them means deleting the queue (or setting them by policy instead).
@@ -20,6 +22,7 @@ from typing import Any
 
 __all__ = [
     "DEAD_LETTER_MAX_LENGTH",
+    "control_exchange",
     "dead_letter_exchange",
     "dead_letter_queue",
     "dead_letter_queue_arguments",
@@ -39,6 +42,10 @@ def dead_letter_exchange(prefix: str) -> str:
     return f"{prefix}dlx"
 
 
+def control_exchange(prefix: str) -> str:
+    return f"{prefix}control"
+
+
 def dead_letter_queue(queue: str) -> str:
     return f"{queue}.dead"
 
@@ -56,5 +63,7 @@ def request_queue_arguments(
     return arguments
 
 
-def dead_letter_queue_arguments(queue_type: str) -> dict[str, Any]:
-    return {"x-queue-type": queue_type, "x-max-length": DEAD_LETTER_MAX_LENGTH}
+def dead_letter_queue_arguments(
+    queue_type: str, max_length: int = DEAD_LETTER_MAX_LENGTH
+) -> dict[str, Any]:
+    return {"x-queue-type": queue_type, "x-max-length": max_length}

@@ -21,6 +21,7 @@ from reqrep.common import (
     MessageTooLarge,
     MethodNotFound,
     NoSuchService,
+    NoWorkers,
     PoisonRequest,
     PublishRejected,
     RemoteError,
@@ -31,13 +32,24 @@ from reqrep.common import (
     TooManyPending,
     redact_url,
 )
-from reqrep.requestor import AsyncRequestor, ReplyHandler, ReplyStats, Requestor
+from reqrep.requestor import (
+    Admin,
+    AsyncRequestor,
+    DeadLetter,
+    Replayed,
+    ReplyHandler,
+    ReplyStats,
+    Requestor,
+    ServiceStatus,
+    WorkerInfo,
+)
 from reqrep.worker import CallContext, ConsumerStats, Handler, Service, Worker, current
 
 __version__ = "0.2.0"
 
 __all__ = [
     "DEFAULT_URL",
+    "Admin",
     "AsyncRequestor",
     "BadRequest",
     "BrokerUnreachable",
@@ -48,13 +60,16 @@ __all__ = [
     "ConfigError",
     "ConnectionLost",
     "ConsumerStats",
+    "DeadLetter",
     "Handler",
     "MessageTooLarge",
     "MethodNotFound",
     "NoSuchService",
+    "NoWorkers",
     "PoisonRequest",
     "PublishRejected",
     "RemoteError",
+    "Replayed",
     "ReplyHandler",
     "ReplyStats",
     "ReqrepConnectionError",
@@ -62,9 +77,11 @@ __all__ = [
     "Requestor",
     "SerializationError",
     "Service",
+    "ServiceStatus",
     "Settings",
     "TooManyPending",
     "Worker",
+    "WorkerInfo",
     "__version__",
     "current",
     "redact_url",

@@ -51,6 +51,7 @@ from reqrep.common.errors import (
     TooManyPending,
 )
 from reqrep.common.serialization import CONTENT_TYPE
+from reqrep.requestor._presence import WorkerPresence
 from reqrep.requestor.reply_handler import ReplyHandler
 
 __all__ = ["DEADLINE_HEADER", "OutgoingRequest", "RequestorIO"]
@@ -109,6 +110,11 @@ class RequestorIO(ConnectionThread):
         self._sweeps = 0
         self._keep_queue = False  # the channel was replaced: the callback queue lives on
         self._last_replaced = -math.inf  # when the channel was last replaced after a nack
+        self._presence = (  # fail fast with NoWorkers unless the caller would rather wait
+            None
+            if settings.wait_for_workers
+            else WorkerPresence(self._open_check_channel, self.call_later)
+        )
 
     @property
     def reply_queue(self) -> str:
@@ -162,6 +168,8 @@ class RequestorIO(ConnectionThread):
         self._ready()
 
     def _on_recovered(self) -> None:
+        if self._presence is not None:  # the workers are probably reconnecting too
+            self._presence.recovered(self._settings.reconnect_max + 1.0)
         self._publish_held()
 
     def _on_unblocked(self) -> None:
@@ -174,6 +182,24 @@ class RequestorIO(ConnectionThread):
                 self._publish(request)
 
     def _publish(self, request: OutgoingRequest) -> None:
+        if self._presence is not None and self.is_open:
+            cid = request.correlation_id
+            self._presence.gate(
+                request.queue,
+                request.service,
+                lambda: self._send(request),
+                lambda error: self._replies.fail(cid, error),
+            )
+        else:
+            self._send(request)
+
+    def _open_check_channel(self, on_open: Any) -> None:
+        connection = self._connection
+        if connection is None or not connection.is_open:
+            raise ConnectionLost("no connection")
+        connection.channel(on_open_callback=on_open)
+
+    def _send(self, request: OutgoingRequest) -> None:
         cid = request.correlation_id
         if not self.is_open or self.blocked is not None:
             if len(self._held) >= self._settings.max_pending:  # a backstop: pending is capped
@@ -336,6 +362,8 @@ class RequestorIO(ConnectionThread):
         """Fail the calls whose replies can no longer arrive (sent on the lost connection, whose
         callback queue died with it), except those that may be resent. Calls not sent yet are
         not touched: they go out on the next connection."""
+        if self._presence is not None:
+            self._presence.reset()
         for cid, request in self._retryable.items():
             if request.retries > 0 and self._replies.is_pending(cid):
                 request.retries -= 1

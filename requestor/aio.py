@@ -55,6 +55,7 @@ class AsyncRequestor:
         timeout: float | None = None,
         settings: Settings | None = None,
         trusted_repliers: Collection[str] | None = None,
+        wait_for_workers: bool | None = None,
     ) -> None:
         self._requestor = Requestor(
             url,
@@ -62,6 +63,7 @@ class AsyncRequestor:
             timeout=timeout,
             settings=settings,
             trusted_repliers=trusted_repliers,
+            wait_for_workers=wait_for_workers,
         )
         self._service = service
         self._lock = threading.Lock()

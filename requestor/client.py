@@ -49,6 +49,10 @@ class Requestor:
     thread. Callers only register a future and queue a publish; every pika object lives on the
     one I/O thread this Requestor owns.
 
+    A call to a service whose queue exists but has no consumer fails at once with NoWorkers
+    (the request is not sent); with ``wait_for_workers=True`` (or ``REQREP_WAIT_FOR_WORKERS``)
+    it waits in the queue for a worker instead, within its timeout.
+
     If the connection drops, calls whose requests were sent fail at once with ConnectionLost
     (unless marked retryable), and the requestor reconnects by itself; calls made meanwhile are
     sent once it is back, within their own deadline. After ``close()`` every call raises
@@ -63,9 +67,10 @@ class Requestor:
         timeout: float | None = None,
         settings: Settings | None = None,
         trusted_repliers: Collection[str] | None = None,
+        wait_for_workers: bool | None = None,
     ) -> None:
         base = settings if settings is not None else Settings.from_env()
-        self._settings = base.replace(url=url, timeout=timeout)
+        self._settings = base.replace(url=url, timeout=timeout, wait_for_workers=wait_for_workers)
         self._service = service
         self._trusted = None if trusted_repliers is None else frozenset(trusted_repliers)
         self._lock = threading.Lock()
@@ -164,7 +169,7 @@ class Requestor:
         that already ran it answers from its cache instead of running it twice.
 
         Raises CallTimeout, RemoteError (MethodNotFound, BadRequest, PoisonRequest),
-        NoSuchService, ConnectionLost, BrokerUnreachable, ClosedError, MessageTooLarge,
+        NoSuchService, NoWorkers, ConnectionLost, BrokerUnreachable, ClosedError, MessageTooLarge,
         SerializationError or ConfigError.
         """
         future, call = self._send(

@@ -91,6 +91,7 @@ def prefix(admin: Admin) -> Iterator[str]:
     yield value
     admin.delete_service_queues(value, "demo")
     admin.delete_exchange(f"{value}dlx")
+    admin.delete_exchange(f"{value}control")
 
 
 @pytest.fixture

@@ -73,8 +73,8 @@ class Consumer(ReplyPublisher):
     """Consumes one service's request queue.
 
     Threads: ``reply``, ``skip`` and ``drain`` may be called from any thread and only queue
-    work; ``dispatch`` and ``on_closed`` (given by the Worker) are called on the I/O thread and
-    must not block. Everything else runs on the I/O thread.
+    work; ``dispatch``, ``on_closed`` and ``on_setup`` (given by the Worker) are called on the
+    I/O thread and must not block. Everything else runs on the I/O thread.
     """
 
     def __init__(
@@ -87,8 +87,10 @@ class Consumer(ReplyPublisher):
         on_closed: Callable[[], None],
         name: str,
         cache: ReplyCache | None = None,
+        on_setup: Callable[[Any], None] | None = None,
     ) -> None:
         super().__init__(settings, name=name)
+        self._on_setup = on_setup  # given each new connection once consuming (control channel)
         self.queue = settings.request_queue(service.name)
         self.drained = threading.Event()
         self._service = service
@@ -136,7 +138,9 @@ class Consumer(ReplyPublisher):
             lambda done: channel.queue_declare(
                 dlq,
                 durable=True,
-                arguments=topology.dead_letter_queue_arguments(settings.queue_type),
+                arguments=topology.dead_letter_queue_arguments(
+                    settings.queue_type, settings.dlq_max_length
+                ),
                 callback=done,
             ),
             lambda done: channel.queue_bind(dlq, dlx, routing_key=dlq, callback=done),
@@ -172,6 +176,17 @@ class Consumer(ReplyPublisher):
             self._sweeping = True
             self.call_later(CACHE_SWEEP_INTERVAL, self._sweep_cache)
         self._ready()
+        if self._on_setup is not None:
+            self._on_setup(self._connection)
+
+    @property
+    def in_flight(self) -> int:
+        """Requests delivered on this channel and not yet settled (I/O thread)."""
+        return len(self._unsettled)
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
 
     def _sweep_cache(self) -> None:
         """Free the reply cache's expired entries even when no request comes to do it."""

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
 from queue import SimpleQueue
 from types import FrameType, TracebackType
 
+from reqrep.common import control
 from reqrep.common.config import Settings
 from reqrep.common.connection import State
 from reqrep.common.errors import ConfigError, ReqrepError
 from reqrep.worker.aio import HandlerLoop
 from reqrep.worker.consumer import Consumer, ConsumerStats, Job
+from reqrep.worker.control import ControlResponder
 from reqrep.worker.dedupe import ReplyCache
 from reqrep.worker.execute import execute, execute_async, handler_ran
 from reqrep.worker.service import Service
@@ -72,6 +76,8 @@ class Worker:
         self._signal: str | None = None
         self._pool = _Pool(concurrency, self._run_job)
         self._handler_loop = HandlerLoop(concurrency, name=f"reqrep-aio-{service.name}")
+        self._started = time.monotonic()
+        self._control = ControlResponder(self.settings, service.name, self._describe)
         self._consumer = Consumer(
             self.settings,
             service,
@@ -80,6 +86,7 @@ class Worker:
             on_closed=self._wake.set,
             cache=ReplyCache(dedupe_entries, dedupe_ttl, max_bytes=self.settings.dedupe_bytes),
             name=f"reqrep-worker-{service.name}-{os.getpid()}",
+            on_setup=self._control.open,
         )
 
     def __repr__(self) -> str:
@@ -130,6 +137,8 @@ class Worker:
             self._pool.shutdown()
             self._handler_loop.stop()
             raise
+        if not self._control.ready.wait(self.settings.connect_timeout):
+            log.warning("control queue not ready: `reqrep ping` may not see this worker yet")
         log.info(
             "worker %s: service=%s queue=%s concurrency=%d prefetch=%d url=%s",
             "ready" if self._consumer.state is State.OPEN else "started, not consuming yet",
@@ -226,6 +235,24 @@ class Worker:
             os.write(2, f"reqrep: {name} again: exiting now without draining\n".encode())
             os._exit(128 + signum)
         self._signal = name  # no lock, no logging here: see __init__
+
+    def _describe(self) -> control.WorkerInfo:
+        """This worker's answer to a ping (I/O thread: it reads the consumer's live state)."""
+        return control.WorkerInfo(
+            service=self.service.name,
+            queue=self.queue,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            version=control.reqrep_version(),
+            uptime=round(time.monotonic() - self._started, 3),
+            in_flight=self._consumer.in_flight,
+            concurrency=self.concurrency,
+            prefetch=self.prefetch,
+            draining=self._consumer.draining,
+            connection=self.name,
+            reconnects=self.reconnects,
+            stats=dataclasses.asdict(self._consumer.stats),
+        )
 
     # -- the I/O thread, pool threads and the handler loop --------------------------------------
 

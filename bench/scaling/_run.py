@@ -157,7 +157,10 @@ def run_one(
             client.stop()
         for child in workers:
             child.stop()
-        queues, exchanges = [f"{prefix}{SERVICE}", f"{prefix}{SERVICE}.dead"], [f"{prefix}dlx"]
+        queues, exchanges = (
+            [f"{prefix}{SERVICE}", f"{prefix}{SERVICE}.dead"],
+            [f"{prefix}dlx", f"{prefix}control"],
+        )
         problems = delete_broker_objects(opts.url, queues, exchanges)
         if problems:
             record["cleanup_problems"] = problems

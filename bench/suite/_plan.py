@@ -137,7 +137,7 @@ def plan_case(case: Case, opts: Options, tag: str) -> Plan:
             client_env=env,
             client_limit=client_limit,
             queues=[f"{prefix}{REQREP_SERVICE}", f"{prefix}{REQREP_SERVICE}.dead"],
-            exchanges=[f"{prefix}dlx"],
+            exchanges=[f"{prefix}dlx", f"{prefix}control"],
         )
     case_args = [*(["--durable"] if case.durable else []), *case.extra_args]
     server_limit = client_limit + READY_TIMEOUT + 30.0

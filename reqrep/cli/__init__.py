@@ -13,6 +13,8 @@ import click
 
 from reqrep.cli._bench import bench_command
 from reqrep.cli._call import call_command
+from reqrep.cli._dlq import dlq_group
+from reqrep.cli._ops import ping_command, status_command
 from reqrep.cli._worker import load_service, worker_command
 
 __all__ = ["cli", "load_service", "main"]
@@ -43,6 +45,9 @@ def cli(ctx: click.Context, log_level: str | None) -> None:
 cli.add_command(worker_command)
 cli.add_command(call_command)
 cli.add_command(bench_command)
+cli.add_command(ping_command)
+cli.add_command(status_command)
+cli.add_command(dlq_group)
 
 
 def main() -> None:

@@ -48,6 +48,12 @@ def _parse_payload(_ctx: click.Context, _param: click.Parameter, value: str | No
     help="Safe to send again: resent on a new connection if the connection drops.",
 )
 @click.option(
+    "--wait-for-workers",
+    is_flag=True,
+    help="If no worker consumes the service's queue, wait for one (within the timeout) "
+    "instead of failing at once with exit code 10  [default: $REQREP_WAIT_FOR_WORKERS or off]",
+)
+@click.option(
     "--url",
     envvar="AMQP_URL",
     show_envvar=True,
@@ -60,15 +66,19 @@ def call_command(
     service: str,
     timeout: float | None,
     idempotent: bool,
+    wait_for_workers: bool,
     url: str | None,
 ) -> None:
     """Call METHOD of a service with a JSON PAYLOAD and print the JSON result.
 
     Exit codes: 0 ok, 2 bad arguments, 3 timeout, 4 remote error, 5 method not found,
-    6 no such service, 7 broker unreachable, 8 other error, 9 refused (login, vhost).
+    6 no such service, 7 broker unreachable, 8 other error, 9 refused (login, vhost),
+    10 no workers.
     """
     try:
-        settings = Settings.from_env(url=url, timeout=timeout)
+        settings = Settings.from_env(
+            url=url, timeout=timeout, wait_for_workers=wait_for_workers or None
+        )
         with Requestor(settings=settings, service=service) as requestor:
             result = requestor.call(method, payload, idempotent=idempotent)
     except ReqrepError as exc:
@@ -85,6 +95,7 @@ def error_kind(error: ReqrepError) -> str:
         exitcodes.REMOTE_ERROR: "remote error",
         exitcodes.METHOD_NOT_FOUND: "method not found",
         exitcodes.NO_SUCH_SERVICE: "no such service",
+        exitcodes.NO_WORKERS: "no workers",
         exitcodes.BROKER_UNREACHABLE: "broker unreachable",
         exitcodes.REFUSED: "refused",
     }

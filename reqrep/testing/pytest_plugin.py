@@ -109,7 +109,7 @@ def reqrep_local(reqrep_service: Service) -> Iterator[LocalRequestor]:
 
 
 def _delete_queues(settings: Settings, service: str) -> None:
-    """The request queue, dead-letter queue and exchange the worker declared under the test's
+    """The request queue, dead-letter queue and exchanges the worker declared under the test's
     private prefix (a short connection of its own; a broker that is gone is not an error)."""
     queue = settings.request_queue(service)
     with contextlib.suppress(pika.exceptions.AMQPError, OSError):
@@ -119,5 +119,6 @@ def _delete_queues(settings: Settings, service: str) -> None:
             channel.queue_delete(queue)
             channel.queue_delete(topology.dead_letter_queue(queue))
             channel.exchange_delete(topology.dead_letter_exchange(settings.queue_prefix))
+            channel.exchange_delete(topology.control_exchange(settings.queue_prefix))
         finally:
             connection.close()

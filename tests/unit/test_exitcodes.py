@@ -16,6 +16,7 @@ from reqrep.common.errors import (
     ConnectionLost,
     MethodNotFound,
     NoSuchService,
+    NoWorkers,
     PublishRejected,
     RemoteError,
     ReqrepConnectionError,
@@ -35,6 +36,7 @@ CODE_NAMES = [name for name in exitcodes.__all__ if name.isupper()]
         (BadRequest("unreadable"), 4),
         (MethodNotFound("nope"), 5),
         (NoSuchService("billing"), 6),
+        (NoWorkers("billing"), 10),
         (BrokerUnreachable("refused"), 7),
         (ConnectionLost("dropped"), 7),
         (ReqrepConnectionError("other"), 7),
@@ -63,6 +65,7 @@ def test_named_codes_have_the_documented_values() -> None:
         "BROKER_UNREACHABLE": 7,
         "OTHER_ERROR": 8,
         "REFUSED": 9,
+        "NO_WORKERS": 10,
     }
 
 
