@@ -35,6 +35,7 @@ from reqrep.common.errors import (
     PublishRejected,
     ReqrepError,
 )
+from reqrep.common.observe import Probe
 from reqrep.common.serialization import CONTENT_TYPE
 from reqrep.requestor.reply_handler import ReplyHandler
 
@@ -61,6 +62,7 @@ class OutgoingRequest:
     deadline: float  # time.monotonic() seconds
     deadline_ms: int  # Unix time in milliseconds, for the worker
     retries: int  # resends still allowed after a lost connection
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)  # e.g. traceparent
 
 
 class RequestorIO(ConnectionThread):
@@ -77,6 +79,7 @@ class RequestorIO(ConnectionThread):
         *,
         name: str,
         trusted_repliers: frozenset[str] | None = None,
+        probe: Probe | None = None,
     ) -> None:
         super().__init__(settings, name=name)
         self._replies = replies
@@ -89,6 +92,7 @@ class RequestorIO(ConnectionThread):
         self._sent: set[str] = set()  # sent on this connection, no outcome yet
         self._sweeps = 0
         self._services: dict[str, str] = {}  # request queue -> service, for NoSuchService
+        self._probe = probe if probe is not None else Probe("requestor", observers=())
 
     @property
     def reply_queue(self) -> str:
@@ -130,6 +134,7 @@ class RequestorIO(ConnectionThread):
         self._ready()
 
     def _on_recovered(self) -> None:
+        self._probe.reconnected()
         held, self._held = self._held, {}
         for request in held.values():
             if self._replies.is_pending(request.correlation_id):
@@ -151,7 +156,7 @@ class RequestorIO(ConnectionThread):
             message_id=request.message_id,
             delivery_mode=2 if self._settings.persistent else 1,
             expiration=str(left_ms),
-            headers={DEADLINE_HEADER: request.deadline_ms},
+            headers={DEADLINE_HEADER: request.deadline_ms, **request.headers},
         )
         try:
             self.channel.basic_publish("", request.queue, request.body, properties, mandatory=True)

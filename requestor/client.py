@@ -8,15 +8,16 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from types import TracebackType
 from typing import Any
 
-from reqrep.common import serialization
+from reqrep.common import serialization, tracecontext
 from reqrep.common.config import Settings, check_seconds
 from reqrep.common.errors import ClosedError, ConfigError, MessageTooLarge
+from reqrep.common.observe import CallInfo, Probe
 from reqrep.requestor._io import OutgoingRequest, RequestorIO
 from reqrep.requestor.reply_handler import Deliver, ReplyHandler, ReplyStats, timeout_error
 
@@ -65,7 +66,8 @@ class Requestor:
         self._settings = base.replace(url=url, timeout=timeout)
         self._service = service
         self._trusted = None if trusted_repliers is None else frozenset(trusted_repliers)
-        self._replies = ReplyHandler()
+        self._probe = Probe("requestor")  # reports to the observers installed by now
+        self._replies = ReplyHandler(on_discard=self._probe.reply_discarded)
         self._lock = threading.Lock()
         self._state = _State.NEW
         self._io: RequestorIO | None = None
@@ -107,7 +109,11 @@ class Requestor:
             if self._io is not None:
                 return self
             io = RequestorIO(
-                self._settings, self._replies, name=self._name, trusted_repliers=self._trusted
+                self._settings,
+                self._replies,
+                name=self._name,
+                trusted_repliers=self._trusted,
+                probe=self._probe,
             )
             io.start()
             self._io = io
@@ -168,8 +174,9 @@ class Requestor:
         try:
             return future.result(call.timeout)
         except FutureTimeout:
-            self._replies.forget(call.correlation_id)
-            raise timeout_error(call.what, call.timeout) from None
+            error = timeout_error(call.what, call.timeout)
+            self._replies.forget(call.correlation_id, error)
+            raise error from None
 
     def call_async(
         self,
@@ -223,12 +230,16 @@ class Requestor:
         future = self._replies.expect(
             call.correlation_id, deadline=request.deadline, timeout=call.timeout, what=call.what
         )
+        self._probe.watch(_info(request), request.headers, future)
         self._publish(io, request)
         return future, call
 
     def _send_deliver(self, deliver: Deliver, call: _Call, request: OutgoingRequest) -> None:
         """Send a prepared call whose outcome goes to ``deliver`` (AsyncRequestor's path)."""
         io = self._live_io()
+        finish = self._probe.call_started(_info(request), request.headers)
+        if finish is not None:
+            deliver = _reporting(deliver, finish)
         self._replies.expect_deliver(
             call.correlation_id,
             deliver,
@@ -241,8 +252,8 @@ class Requestor:
     def _publish(self, io: RequestorIO, request: OutgoingRequest) -> None:
         try:
             io.publish(request)
-        except BaseException:
-            self._replies.forget(request.correlation_id)
+        except BaseException as exc:
+            self._replies.forget(request.correlation_id, exc)
             raise
 
     def _live_io(self) -> RequestorIO:
@@ -291,8 +302,27 @@ def prepare_call(
         deadline=time.monotonic() + seconds,
         deadline_ms=int((time.time() + seconds) * 1000),
         retries=retries,
+        # W3C trace context: this call continues the trace being served here, if any (a tracer,
+        # if enabled, replaces it with its own span's context).
+        headers={tracecontext.TRACE_HEADER: tracecontext.outgoing()},
     )
     return call, request
+
+
+def _info(request: OutgoingRequest) -> CallInfo:
+    return CallInfo(
+        request.service, request.method, request.queue, request.correlation_id, request.message_id
+    )
+
+
+def _reporting(deliver: Deliver, finish: Callable[[BaseException | None], None]) -> Deliver:
+    """``deliver``, telling ``finish`` how the call ended first."""
+
+    def report_then_deliver(result: Any, error: BaseException | None) -> None:
+        finish(error)
+        deliver(result, error)
+
+    return report_then_deliver
 
 
 @dataclasses.dataclass(frozen=True)

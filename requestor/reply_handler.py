@@ -58,7 +58,9 @@ class ReplyHandler:
     table; futures are completed outside it so waking a caller never holds it.
     """
 
-    def __init__(self, remember: int = 10_000) -> None:
+    def __init__(
+        self, remember: int = 10_000, *, on_discard: Callable[[str], None] | None = None
+    ) -> None:
         self._lock = threading.Lock()
         self._pending: dict[str, _Pending] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()  # recent ids, for "late"
@@ -67,6 +69,7 @@ class ReplyHandler:
         self._late = 0
         self._unknown = 0
         self._untrusted = 0
+        self._on_discard = on_discard  # told "late", "unknown" or "untrusted" (I/O thread)
 
     def expect(
         self, correlation_id: str, *, deadline: float, timeout: float, what: str
@@ -85,11 +88,15 @@ class ReplyHandler:
         with self._lock:
             self._pending[correlation_id] = _Pending(deliver, deadline, what, timeout)
 
-    def forget(self, correlation_id: str) -> None:
-        """The caller stopped waiting (its timeout passed): a later reply is late."""
+    def forget(self, correlation_id: str, error: BaseException | None = None) -> None:
+        """The caller stopped waiting (its timeout passed): a later reply is late. The call
+        completes with ``error``, if given, so that whoever watches it learns how it ended."""
         with self._lock:
-            if self._pending.pop(correlation_id, None) is not None:
+            entry = self._pending.pop(correlation_id, None)
+            if entry is not None:
                 self._remember_finished(correlation_id)
+        if entry is not None and error is not None:
+            _complete(entry.future, error=error)
 
     def resolve(self, correlation_id: str | None, body: bytes) -> bool:
         """Complete the call ``correlation_id`` with a reply body; False if nobody waits."""
@@ -111,6 +118,8 @@ class ReplyHandler:
                 "late" if late else "unknown",
                 correlation_id,
             )
+            if self._on_discard is not None:
+                self._on_discard("late" if late else "unknown")
             return False
         try:
             result = envelope.decode_reply(body)
@@ -155,6 +164,8 @@ class ReplyHandler:
         with self._lock:
             self._untrusted += 1
         log.warning("discarded reply %r from untrusted user %r", correlation_id, user_id)
+        if self._on_discard is not None:
+            self._on_discard("untrusted")
 
     def is_pending(self, correlation_id: str) -> bool:
         with self._lock:

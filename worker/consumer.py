@@ -24,10 +24,11 @@ from typing import Any
 
 import pika
 
-from reqrep.common import envelope, topology
+from reqrep.common import envelope, topology, tracecontext
 from reqrep.common.config import Settings
-from reqrep.common.connection import ConnectionThread
+from reqrep.common.connection import ConnectionThread, State
 from reqrep.common.errors import ReqrepError
+from reqrep.common.observe import Probe
 from reqrep.common.serialization import CONTENT_TYPE
 from reqrep.worker import admission
 from reqrep.worker.dedupe import ReplyCache
@@ -53,6 +54,7 @@ class Job:
     deadline_ms: int | None = None
     redelivered: bool = False
     delivery_count: int = 0
+    trace: dict[str, str] = dataclasses.field(default_factory=dict)  # W3C trace headers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +100,7 @@ class Consumer(ConnectionThread):
         on_closed: Callable[[], None],
         name: str,
         cache: ReplyCache | None = None,
+        probe: Probe | None = None,
     ) -> None:
         super().__init__(settings, name=name)
         self.queue = settings.request_queue(service.name)
@@ -117,6 +120,8 @@ class Consumer(ConnectionThread):
         self._reply_for: dict[int, tuple[int, bool]] = {}  # reply tag -> (request tag, reject)
         self._running: dict[str, list[_Waiter]] = {}  # idempotency key -> duplicates waiting
         self._user_id = settings.username if settings.sign_replies else None
+        self._probe = probe if probe is not None else Probe("worker", service.name, observers=())
+        self._broker_cancelled = False  # the broker cancelled our consumer (queue deleted?)
 
     def reply(self, job: Job, body: bytes) -> None:
         """Publish ``body`` as the reply to ``job`` (and its twins), then ack once confirmed."""
@@ -130,6 +135,15 @@ class Consumer(ConnectionThread):
         """
         self.submit(self._begin_drain)
 
+    @property
+    def consuming(self) -> bool:
+        """True while the broker is delivering this queue to us (any thread may ask)."""
+        return (
+            self.state is State.OPEN
+            and self._consumer_tag is not None
+            and not (self._draining or self._cancelled or self._broker_cancelled)
+        )
+
     # -- I/O thread: set-up -------------------------------------------------------------------
 
     def _setup(self, channel: Any) -> None:
@@ -138,6 +152,7 @@ class Consumer(ConnectionThread):
         self._reply_for.clear()
         self._published = 0
         channel.add_on_return_callback(self._on_return)
+        channel.add_on_cancel_callback(self._on_broker_cancel)
         prefix, settings = self._settings.queue_prefix, self._settings
         dlx, dlq = topology.dead_letter_exchange(prefix), topology.dead_letter_queue(self.queue)
         steps: list[Callable[[Callable[[Any], None]], None]] = [
@@ -178,7 +193,15 @@ class Consumer(ConnectionThread):
         if self._draining:  # reconnected while draining: take nothing new
             done(None)
             return
+        self._broker_cancelled = False
         self._consumer_tag = self.channel.basic_consume(self.queue, self._on_request, callback=done)
+
+    def _on_broker_cancel(self, _frame: Any) -> None:
+        self._broker_cancelled = True
+        log.warning("the broker cancelled the consumer of %s (queue deleted?)", self.queue)
+
+    def _on_recovered(self) -> None:
+        self._probe.reconnected()
 
     def _after_setup(self) -> None:
         self._ready()
@@ -200,6 +223,7 @@ class Consumer(ConnectionThread):
 
     def _judge(self, tag: int, generation: int, deliver: Any, props: Any, body: bytes) -> None:
         log.debug("request %s: %r (tag %s)", props.correlation_id, props.type, tag)
+        self._probe.received(props.type, bool(deliver.redelivered))
         delivery = admission.Delivery(
             method=props.type,
             correlation_id=props.correlation_id,
@@ -219,9 +243,11 @@ class Consumer(ConnectionThread):
                 props.type,
             )
             self.stats.rejected += 1
+            self._probe.skipped(props.type, "unanswerable")
             self._settle(tag, generation, requeue=False)
         elif isinstance(verdict, admission.Expired):
             self.stats.expired += 1
+            self._probe.skipped(props.type, "expired")
             self._settle(tag, generation, ack=True)
         elif isinstance(verdict, admission.Poison):
             self._refuse_poison(tag, props, verdict)
@@ -242,6 +268,7 @@ class Consumer(ConnectionThread):
         found = admission.classify(delivery, self._service, self._settings)
         if isinstance(found, envelope.ErrorInfo):
             error = envelope.error_body(found)
+            self._probe.answered(delivery.method, found.code)
             self._publish_reply(tag, delivery.reply_to, delivery.correlation_id, error)
             return
         if key is not None:
@@ -259,6 +286,7 @@ class Consumer(ConnectionThread):
                 verdict.deadline_ms,
                 delivery.redelivered,
                 verdict.delivery_count,
+                tracecontext.extract(delivery.headers),
             )
         )
 
@@ -266,11 +294,13 @@ class Consumer(ConnectionThread):
         cached = self._cache.get(key)
         if cached is not None:
             self.stats.deduplicated += 1
+            self._probe.dedupe_hit(delivery.method)
             self._publish_reply(tag, delivery.reply_to, delivery.correlation_id, cached)
             return True
         waiters = self._running.get(key)
         if waiters is not None:
             self.stats.deduplicated += 1
+            self._probe.dedupe_hit(delivery.method)
             waiters.append(
                 _Waiter(tag, self.generation, delivery.reply_to, delivery.correlation_id)
             )
@@ -279,6 +309,7 @@ class Consumer(ConnectionThread):
 
     def _refuse_poison(self, tag: int, props: Any, verdict: admission.Poison) -> None:
         self.stats.poisoned += 1
+        self._probe.poisoned(props.type)
         log.error(
             "poison request %s (%r) delivered %d times; its workers died each time: "
             "refused and dead-lettered to %s",
@@ -301,6 +332,7 @@ class Consumer(ConnectionThread):
             self._publish_reply(job.tag, job.reply_to, job.correlation_id, body)
         else:
             self.stats.stale += 1
+            self._probe.skipped(job.method, "stale")
         for waiter in waiters:
             if waiter.generation == self.generation:
                 self._publish_reply(waiter.tag, waiter.reply_to, waiter.correlation_id, body)
@@ -356,6 +388,7 @@ class Consumer(ConnectionThread):
 
     def _on_return(self, _channel: Any, method: Any, properties: Any, _body: bytes) -> None:
         self.stats.replies_returned += 1
+        self._probe.reply_returned()
         log.info(
             "reply %s returned (%s %s): the requestor's queue %r is gone",
             properties.correlation_id,

@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from queue import SimpleQueue
 from types import FrameType, TracebackType
@@ -13,6 +14,7 @@ from types import FrameType, TracebackType
 from reqrep.common.config import Settings
 from reqrep.common.connection import State
 from reqrep.common.errors import ConfigError, ReqrepError
+from reqrep.common.observe import Probe
 from reqrep.worker.aio import HandlerLoop
 from reqrep.worker.consumer import Consumer, ConsumerStats, Job
 from reqrep.worker.dedupe import ReplyCache
@@ -67,6 +69,12 @@ class Worker:
         self._wake = threading.Event()  # a stop was asked for, or the connection ended
         self._pool = _Pool(concurrency, self._run_job)
         self._handler_loop = HandlerLoop(concurrency, name=f"reqrep-aio-{service.name}")
+        self._probe = Probe(
+            "worker",
+            service.name,
+            queue=self.settings.request_queue(service.name),
+            known=lambda m: service.get(m) is not None,
+        )
         self._consumer = Consumer(
             self.settings,
             service,
@@ -75,6 +83,7 @@ class Worker:
             on_closed=self._wake.set,
             cache=ReplyCache(dedupe_entries, dedupe_ttl),
             name=f"reqrep-worker-{service.name}-{os.getpid()}",
+            probe=self._probe,
         )
 
     def __repr__(self) -> str:
@@ -100,6 +109,12 @@ class Worker:
     @property
     def queue(self) -> str:
         return self._consumer.queue
+
+    @property
+    def consuming(self) -> bool:
+        """True while the broker delivers the request queue to this worker: connected, not
+        draining, consumer not cancelled. What the health endpoint reports (any thread)."""
+        return self._consumer.consuming
 
     def start(self) -> Worker:
         """Connect, declare the request queue and start consuming; BrokerUnreachable if not."""
@@ -196,22 +211,34 @@ class Worker:
 
     def _dispatch(self, job: Job) -> None:
         """I/O thread: hand a job to a pool thread, or an async one to the handler loop."""
+        self._probe.dispatched(job.method)
         if self.service.is_async(job.method):
             self._handler_loop.spawn(lambda: self._run_async_job(job))
         else:
             self._pool.submit(job)
 
     def _run_job(self, job: Job) -> None:
-        body = execute(job, service=self.service.name, max_bytes=self.settings.max_message_bytes)
-        self._reply(job, body)
+        started = time.monotonic()
+        body = execute(
+            job,
+            service=self.service.name,
+            max_bytes=self.settings.max_message_bytes,
+            probe=self._probe,
+        )
+        self._reply(job, body, started)
 
     async def _run_async_job(self, job: Job) -> None:
+        started = time.monotonic()
         body = await execute_async(
-            job, service=self.service.name, max_bytes=self.settings.max_message_bytes
+            job,
+            service=self.service.name,
+            max_bytes=self.settings.max_message_bytes,
+            probe=self._probe,
         )
-        self._reply(job, body)
+        self._reply(job, body, started)
 
-    def _reply(self, job: Job, body: bytes) -> None:
+    def _reply(self, job: Job, body: bytes, started: float) -> None:
+        self._probe.handler_done(job.method, body, time.monotonic() - started)
         try:
             self._consumer.reply(job, body)
         except ReqrepError as exc:
@@ -219,6 +246,7 @@ class Worker:
                 "reply to %s not sent (%s); the broker will redeliver the request",
                 job.correlation_id,
                 exc,
+                extra={"correlation_id": job.correlation_id},
             )
 
 
