@@ -262,12 +262,20 @@ class Probe:
     def reply_returned(self) -> None:
         self._emit("reply_returned", self.service)
 
-    @contextlib.contextmanager
     def handling(
         self, method: str, correlation_id: str, headers: Mapping[str, str]
-    ) -> Iterator[None]:
+    ) -> AbstractContextManager[None]:
         """Around a handler (handler thread): the call's trace context and correlation id are
-        current (``tracecontext.current()``, log lines), and each observer's context runs."""
+        current (``tracecontext.current()``, log lines), and each observer's context runs.
+        ``headers`` are the request's trace headers as ``tracecontext.extract`` returns them."""
+        if not self._observers:
+            return _Bound(correlation_id, headers)
+        return self._observed(method, correlation_id, headers)
+
+    @contextlib.contextmanager
+    def _observed(
+        self, method: str, correlation_id: str, headers: Mapping[str, str]
+    ) -> Iterator[None]:
         token = tracecontext.bind(correlation_id, headers)
         try:
             with contextlib.ExitStack() as stack:
@@ -283,6 +291,22 @@ class Probe:
                 yield
         finally:
             tracecontext.unbind(token)
+
+
+class _Bound:
+    """The call is current on this thread while inside (no observers: no ExitStack)."""
+
+    __slots__ = ("_correlation_id", "_headers", "_token")
+
+    def __init__(self, correlation_id: str, headers: Mapping[str, str]) -> None:
+        self._correlation_id = correlation_id
+        self._headers = headers
+
+    def __enter__(self) -> None:
+        self._token = tracecontext.bind(self._correlation_id, self._headers)
+
+    def __exit__(self, *_exc: object) -> None:
+        tracecontext.unbind(self._token)
 
 
 _SNAKE = re.compile(r"(?<!^)(?=[A-Z])")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import logging
-import os
+import random
 import re
 from collections.abc import Mapping
 
@@ -66,22 +66,32 @@ class TraceParent:
 
     @classmethod
     def new(cls) -> TraceParent:
-        return cls(os.urandom(16).hex(), os.urandom(8).hex())
+        return cls(_random_id(128), _random_id(64))
 
     def child(self) -> TraceParent:
         """The same trace, a new span id."""
-        return TraceParent(self.trace_id, os.urandom(8).hex(), self.flags)
+        return TraceParent(self.trace_id, _random_id(64), self.flags)
 
     def __str__(self) -> str:
         return f"00-{self.trace_id}-{self.span_id}-{self.flags}"
 
 
+def _random_id(bits: int) -> str:
+    # Unique, not secret: the same generator OpenTelemetry's SDK uses, without a syscall a call.
+    return f"{random.getrandbits(bits) or 1:0{bits // 4}x}"
+
+
 @dataclasses.dataclass(frozen=True)
 class Scope:
-    """The call a thread is serving: its correlation id and incoming trace context."""
+    """The call a thread is serving: its correlation id and incoming trace context (a
+    ``traceparent`` value already checked by ``extract``, or None)."""
 
     correlation_id: str
-    traceparent: TraceParent | None
+    traceparent: str | None
+
+    @property
+    def parent(self) -> TraceParent | None:
+        return None if self.traceparent is None else TraceParent.parse(self.traceparent)
 
 
 _scope: contextvars.ContextVar[Scope | None] = contextvars.ContextVar("reqrep_scope", default=None)
@@ -105,8 +115,9 @@ def outgoing() -> str:
     """The ``traceparent`` for a request made now: a child of the call being served, if any."""
     current_scope = _scope.get()
     if current_scope is not None and current_scope.traceparent is not None:
-        return str(current_scope.traceparent.child())
-    return str(TraceParent.new())
+        value = current_scope.traceparent  # 00-<trace id>-<span id>-<flags>, checked
+        return f"{value[:36]}{_random_id(64)}{value[52:]}"
+    return f"00-{_random_id(128)}-{_random_id(64)}-01"
 
 
 def scope() -> Scope | None:
@@ -117,12 +128,13 @@ def scope() -> Scope | None:
 def current() -> TraceParent | None:
     """The trace context of the call being served on this thread, if it carried one."""
     current_scope = _scope.get()
-    return None if current_scope is None else current_scope.traceparent
+    return None if current_scope is None else current_scope.parent
 
 
 def bind(correlation_id: str, headers: Mapping[str, str]) -> contextvars.Token[Scope | None]:
-    """Serve ``correlation_id`` on this thread until ``unbind``."""
-    return _scope.set(Scope(correlation_id, TraceParent.parse(headers.get(TRACE_HEADER))))
+    """Serve ``correlation_id`` on this thread until ``unbind``; ``headers`` as ``extract``
+    returns them (checked)."""
+    return _scope.set(Scope(correlation_id, headers.get(TRACE_HEADER)))
 
 
 def unbind(token: contextvars.Token[Scope | None]) -> None:
@@ -143,5 +155,5 @@ class CorrelationFilter(logging.Filter):
             record.correlation_id = "-" if current_scope is None else current_scope.correlation_id
         if not hasattr(record, "trace_id"):
             parent = None if current_scope is None else current_scope.traceparent
-            record.trace_id = "-" if parent is None else parent.trace_id
+            record.trace_id = "-" if parent is None else parent[3:35]
         return True

@@ -230,7 +230,7 @@ def test_handling_binds_the_call_and_runs_observer_contexts() -> None:
         assert tracecontext.current() == TraceParent.parse(TP)
     assert tracecontext.scope() is None
     assert recorder.events == [
-        ("enter", "reqrep.svc", "add", tracecontext.Scope("cid-3", TraceParent.parse(TP))),
+        ("enter", "reqrep.svc", "add", tracecontext.Scope("cid-3", TP)),
         ("exit",),
     ]
     with Probe("worker", observers=()).handling("m", "cid-4", {}):
