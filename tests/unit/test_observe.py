@@ -352,3 +352,28 @@ def test_enabling_imports_only_what_is_enabled() -> None:
         timeout=60,
     )
     assert out.stdout.strip() == "['prometheus_client']", out.stdout + out.stderr
+
+
+def test_worker_command_with_a_busy_health_port_exits_2_before_connecting() -> None:
+    from click.testing import CliRunner  # noqa: PLC0415 - only this test drives the CLI
+
+    from reqrep.cli import cli  # noqa: PLC0415
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        try:
+            result = CliRunner().invoke(
+                cli,
+                ["worker", "reqrep.worker.demo:service", "--health-port", str(port)],
+                env={"AMQP_URL": "amqp://broker.invalid/", "REQREP_HTTP_HOST": "127.0.0.1"},
+                prog_name="reqrep",
+            )
+        finally:
+            root.handlers[:] = handlers
+            root.setLevel(level)
+    assert result.exit_code == 2, result.output
+    assert f"cannot serve HTTP on 127.0.0.1:{port}" in result.output
