@@ -58,8 +58,11 @@ class OtelObserver(Observer):
                 "messaging.message.id": call.message_id,
             },
         )
-        headers.pop(tracecontext.TRACE_HEADER, None)  # replaced by this span's context
-        _propagator.inject(headers, context=trace.set_span_in_context(span))
+        carrier: dict[str, str] = {}
+        _propagator.inject(carrier, context=trace.set_span_in_context(span))
+        if tracecontext.TRACE_HEADER in carrier:  # a no-op tracer's span has no context to send
+            headers.pop(tracecontext.STATE_HEADER, None)
+            headers.update(carrier)  # this span's context replaces reqrep's own
         return span
 
     def call_finished(self, call: CallInfo, token: Any, outcome: str, seconds: float) -> None:

@@ -377,3 +377,18 @@ def test_worker_command_with_a_busy_health_port_exits_2_before_connecting() -> N
             root.setLevel(level)
     assert result.exit_code == 2, result.output
     assert f"cannot serve HTTP on 127.0.0.1:{port}" in result.output
+
+
+def test_tracing_without_an_sdk_still_propagates() -> None:
+    from opentelemetry.trace import NoOpTracerProvider  # noqa: PLC0415
+
+    from reqrep.common._otel import OtelObserver  # noqa: PLC0415
+
+    observer = OtelObserver(NoOpTracerProvider())
+    probe = Probe("requestor", observers=(observer,))
+    headers = {"traceparent": tracecontext.outgoing()}
+    sent = dict(headers)
+    done: Future[Any] = Future()
+    probe.call_started(CallInfo("svc", "m", "reqrep.svc", "c", "k"), headers, done)
+    done.set_result(None)
+    assert headers == sent  # the no-op span had nothing to say: reqrep's own context stays
