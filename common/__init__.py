@@ -19,6 +19,8 @@ from reqrep.common.errors import (
     ReqrepError,
     SerializationError,
 )
+from reqrep.common.observe import Observer
+from reqrep.common.tracecontext import CorrelationFilter
 
 __all__ = [
     "DEFAULT_URL",
@@ -29,9 +31,11 @@ __all__ = [
     "ClosedError",
     "ConfigError",
     "ConnectionLost",
+    "CorrelationFilter",
     "MessageTooLarge",
     "MethodNotFound",
     "NoSuchService",
+    "Observer",
     "PoisonRequest",
     "PublishRejected",
     "RemoteError",
