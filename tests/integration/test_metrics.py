@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 import urllib.request
@@ -13,9 +14,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 import reqrep.metrics
+from reqrep import AsyncRequestor
 from reqrep.common import CallTimeout, MethodNotFound, RemoteError, Settings
 from reqrep.requestor import Requestor
-from reqrep.worker import Worker
+from reqrep.worker import Service, Worker
 from reqrep.worker.demo import build
 from reqrep.worker.endpoint import Endpoint
 from tests.support import Admin, WorkerProcess, close_connections, wait_until
@@ -222,3 +224,40 @@ def _healthy(port: int) -> bool:
             return bool(response.status == 200)
     except OSError:
         return False
+
+
+def test_async_requestor_and_async_handlers_are_counted(
+    registry: CollectorRegistry, settings: Settings, service_name: str
+) -> None:
+    service = Service(service_name)
+
+    @service.handler
+    async def nap(seconds: float) -> float:
+        await asyncio.sleep(seconds)
+        return seconds
+
+    async def calls() -> None:
+        async with AsyncRequestor(settings=settings, service=service_name) as rq:
+            assert await rq.call("nap", 0) == 0
+            assert await rq.call("nap", 0.01) == 0.01
+            with pytest.raises(CallTimeout):
+                await rq.call("nap", 1, timeout=0.2)
+            slow = asyncio.create_task(rq.call("nap", 1, timeout=10))
+            await asyncio.sleep(0.05)
+            slow.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await slow
+
+    with Worker(service, settings=settings, concurrency=4):
+        asyncio.run(calls())
+        samples = parse(reqrep.metrics.render(registry)[0].decode())
+    s, r = service_name, "reqrep_requestor_"
+    assert value(samples, f"{r}calls_total", service=s, method="nap", outcome="ok") == 2
+    assert value(samples, f"{r}calls_total", service=s, method="nap", outcome="call_timeout") == 1
+    cancelled = value(
+        samples, f"{r}calls_total", service=s, method="nap", outcome="cancelled_error"
+    )
+    assert cancelled == 1
+    assert value(samples, f"{r}calls_pending") == 0
+    ran = value(samples, "reqrep_worker_handler_seconds_count", service=s, method="nap")
+    assert ran >= 2  # the cancelled calls may still be running or answered late

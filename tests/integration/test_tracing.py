@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -13,7 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 import reqrep.tracing
-from reqrep import RemoteError, current
+from reqrep import AsyncRequestor, RemoteError, current
 from reqrep.common import Settings
 from reqrep.common.tracecontext import CorrelationFilter, TraceParent
 from reqrep.requestor import Requestor
@@ -189,3 +191,50 @@ def test_log_lines_about_a_call_carry_its_correlation_id(
     assert getattr(raised[0], "correlation_id", "-") not in ("-", cid)
     outside = [r for r in records.records if r.getMessage() == "not in a call"]
     assert [getattr(r, "correlation_id", None) for r in outside] == ["-"]
+
+
+def test_async_handlers_and_the_async_requestor_continue_the_trace(
+    provider: TracerProvider, settings: Settings, service_name: str
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    service = Service(service_name)
+    nested: list[AsyncRequestor] = []
+
+    @service.handler
+    async def inner(_payload: Any) -> str | None:
+        await asyncio.sleep(0)
+        return current().traceparent
+
+    @service.handler
+    async def outer(_payload: Any) -> dict[str, Any]:
+        if not nested:
+            nested.append(AsyncRequestor(settings=settings, service=service_name))
+        return {"mine": current().traceparent, "inner": await nested[0].call("inner")}
+
+    async def call() -> dict[str, Any]:
+        async with AsyncRequestor(settings=settings, service=service_name) as rq:
+            result: dict[str, Any] = await rq.call("outer")
+            return result
+
+    with Worker(service, settings=settings, concurrency=4):
+        result = asyncio.run(call())
+        for rq in nested:
+            asyncio.run(rq.close())  # closing works from any loop
+    queue = settings.request_queue(service_name)
+    found = list(exporter.get_finished_spans())
+    chain = [
+        _one(found, f"send {queue}", SpanKind.PRODUCER, "outer"),
+        _one(found, f"process {queue}", SpanKind.CONSUMER, "outer"),
+        _one(found, f"send {queue}", SpanKind.PRODUCER, "inner"),
+        _one(found, f"process {queue}", SpanKind.CONSUMER, "inner"),
+    ]
+    assert len({s.context.trace_id for s in chain}) == 1
+    for parent, child in itertools.pairwise(chain):
+        assert child.parent is not None
+        assert child.parent.span_id == parent.context.span_id, child.name
+    mine, inner_tp = TraceParent.parse(result["mine"]), TraceParent.parse(result["inner"])
+    assert mine is not None
+    assert inner_tp is not None
+    assert int(mine.span_id, 16) == chain[0].context.span_id
+    assert int(inner_tp.span_id, 16) == chain[2].context.span_id

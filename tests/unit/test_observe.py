@@ -210,17 +210,23 @@ def test_probe_reports_how_each_call_ended() -> None:
     probe = Probe("requestor", observers=(recorder,))
     headers = {"traceparent": "00-old"}
     ok: Future[Any] = Future()
-    probe.call_started(CallInfo("svc", "m1", "reqrep.svc", "c1", "k1"), headers, ok)
+    probe.watch(CallInfo("svc", "m1", "reqrep.svc", "c1", "k1"), headers, ok)
     assert headers == {"traceparent": TP}  # an observer may replace the trace context
     failed: Future[Any] = Future()
-    probe.call_started(CallInfo("svc", "m2", "reqrep.svc", "c2", "k2"), {}, failed)
+    probe.watch(CallInfo("svc", "m2", "reqrep.svc", "c2", "k2"), {}, failed)
+    finish = probe.call_started(CallInfo("svc", "m3", "reqrep.svc", "c3", "k3"), {})
     assert recorder.events == []
     ok.set_result(3)
     failed.set_exception(CallTimeout("late"))
+    assert finish is not None
+    finish(NoSuchService("svc"))
     assert recorder.events == [
         ("finished", "m1", "token", "ok", True),
         ("finished", "m2", "token", "call_timeout", True),
+        ("finished", "m3", "token", "no_such_service", True),
     ]
+    unobserved = Probe("requestor", observers=())
+    assert unobserved.call_started(CallInfo("s", "m", "q", "c", "k"), {}) is None
 
 
 def test_handling_binds_the_call_and_runs_observer_contexts() -> None:
@@ -389,6 +395,6 @@ def test_tracing_without_an_sdk_still_propagates() -> None:
     headers = {"traceparent": tracecontext.outgoing()}
     sent = dict(headers)
     done: Future[Any] = Future()
-    probe.call_started(CallInfo("svc", "m", "reqrep.svc", "c", "k"), headers, done)
+    probe.watch(CallInfo("svc", "m", "reqrep.svc", "c", "k"), headers, done)
     done.set_result(None)
     assert headers == sent  # the no-op span had nothing to say: reqrep's own context stays
