@@ -62,7 +62,7 @@ class OtelObserver(Observer):
         _propagator.inject(carrier, context=trace.set_span_in_context(span))
         if tracecontext.TRACE_HEADER in carrier:  # a no-op tracer's span has no context to send
             headers.pop(tracecontext.STATE_HEADER, None)
-            headers.update(carrier)  # this span's context replaces reqrep's own
+            headers.update(carrier)  # this span's context replaces the one reqrep carried on
         return span
 
     def call_finished(self, call: CallInfo, token: Any, outcome: str, seconds: float) -> None:

@@ -177,6 +177,11 @@ class Probe:
         self._known = known
         self._observers = installed() if observers is None else observers
 
+    @property
+    def active(self) -> bool:
+        """Whether any observer listens (callers skip building event data otherwise)."""
+        return bool(self._observers)
+
     def _emit(self, name: str, *args: Any) -> None:
         for observer in self._observers:
             try:
@@ -245,7 +250,8 @@ class Probe:
             self._emit("request_answered", self.service, self._label(method), code)
 
     def dispatched(self, method: str) -> None:
-        self._emit("request_dispatched", self.service, method)
+        if self._observers:
+            self._emit("request_dispatched", self.service, method)
 
     def handler_done(self, method: str, body: bytes, seconds: float) -> None:
         if self._observers:

@@ -4,8 +4,9 @@ A request carries the caller's trace context in the AMQP header ``traceparent`` 
 tracer set one, ``tracestate``), exactly as W3C Trace Context defines the HTTP header:
 ``00-<32 hex trace id>-<16 hex parent span id>-<2 hex flags>``. A worker restores it around the
 handler, so a call the handler makes continues the same trace. With no tracer installed, reqrep
-still propagates: a call made while serving one gets the same trace id and a fresh span id; a
-call made elsewhere starts a new trace (flagged sampled, so that a tracing worker records it).
+still propagates: a call made while serving a traced call gets the same trace id and a fresh
+span id. A call made outside any trace carries no header (a tracer, if enabled, starts one):
+propagating costs untraced calls nothing.
 
 The same context variable holds the correlation id of the call being served, so that
 ``CorrelationFilter`` can stamp it on every log line written while a handler runs.
@@ -21,6 +22,7 @@ import logging
 import random
 import re
 from collections.abc import Mapping
+from typing import NamedTuple
 
 __all__ = [
     "STATE_HEADER",
@@ -54,15 +56,9 @@ class TraceParent:
     @classmethod
     def parse(cls, value: object) -> TraceParent | None:
         """The parsed header, or None if it is absent or malformed (then a new trace starts)."""
-        if not isinstance(value, str):
+        if not (isinstance(value, str) and _valid(value)):
             return None
-        match = _TRACEPARENT.fullmatch(value.strip())
-        if match is None:
-            return None
-        version, trace_id, span_id, flags = match.groups()
-        if version == "ff" or trace_id == "0" * 32 or span_id == "0" * 16:
-            return None
-        return cls(trace_id, span_id, flags)
+        return cls(value[3:35], value[36:52], value[53:55])
 
     @classmethod
     def new(cls) -> TraceParent:
@@ -76,15 +72,28 @@ class TraceParent:
         return f"00-{self.trace_id}-{self.span_id}-{self.flags}"
 
 
+def _valid(value: str) -> bool:
+    """A well-formed traceparent of version 00 (or a later one, read as 00)."""
+    return (
+        _TRACEPARENT.fullmatch(value) is not None
+        and not value.startswith("ff")
+        and value[3:35] != _ZERO_TRACE
+        and value[36:52] != _ZERO_SPAN
+    )
+
+
+_ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
+
+
 def _random_id(bits: int) -> str:
     # Unique, not secret: the same generator OpenTelemetry's SDK uses, without a syscall a call.
     return f"{random.getrandbits(bits) or 1:0{bits // 4}x}"
 
 
-@dataclasses.dataclass(frozen=True)
-class Scope:
+class Scope(NamedTuple):
     """The call a thread is serving: its correlation id and incoming trace context (a
-    ``traceparent`` value already checked by ``extract``, or None)."""
+    ``traceparent`` value already checked by ``extract``, or None). A tuple: one is made per
+    call, and a frozen dataclass costs several times as much."""
 
     correlation_id: str
     traceparent: str | None
@@ -101,23 +110,24 @@ def extract(headers: Mapping[str, object] | None) -> dict[str, str]:
     """The trace headers of a request, validated; empty if it carried none (or bad ones)."""
     if not headers:
         return {}
-    parent = TraceParent.parse(headers.get(TRACE_HEADER))
-    if parent is None:
+    value = headers.get(TRACE_HEADER)
+    if not (isinstance(value, str) and _valid(value)):
         return {}
-    found = {TRACE_HEADER: str(parent)}
+    found = {TRACE_HEADER: value}
     state = headers.get(STATE_HEADER)
     if isinstance(state, str) and state and len(state) <= _MAX_STATE:
         found[STATE_HEADER] = state
     return found
 
 
-def outgoing() -> str:
-    """The ``traceparent`` for a request made now: a child of the call being served, if any."""
+def outgoing() -> dict[str, str]:
+    """The trace headers for a request made now: a child of the call being served, if that
+    call carried a trace context; else none (a tracer, if enabled, adds its own)."""
     current_scope = _scope.get()
-    if current_scope is not None and current_scope.traceparent is not None:
-        value = current_scope.traceparent  # 00-<trace id>-<span id>-<flags>, checked
-        return f"{value[:36]}{_random_id(64)}{value[52:]}"
-    return f"00-{_random_id(128)}-{_random_id(64)}-01"
+    if current_scope is None or current_scope.traceparent is None:
+        return {}
+    value = current_scope.traceparent  # 00-<trace id>-<span id>-<flags>, checked
+    return {TRACE_HEADER: f"{value[:36]}{_random_id(64)}{value[52:]}"}
 
 
 def scope() -> Scope | None:

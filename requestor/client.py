@@ -230,16 +230,18 @@ class Requestor:
         future = self._replies.expect(
             call.correlation_id, deadline=request.deadline, timeout=call.timeout, what=call.what
         )
-        self._probe.watch(_info(request), request.headers, future)
+        if self._probe.active:
+            self._probe.watch(_info(request), request.headers, future)
         self._publish(io, request)
         return future, call
 
     def _send_deliver(self, deliver: Deliver, call: _Call, request: OutgoingRequest) -> None:
         """Send a prepared call whose outcome goes to ``deliver`` (AsyncRequestor's path)."""
         io = self._live_io()
-        finish = self._probe.call_started(_info(request), request.headers)
-        if finish is not None:
-            deliver = _reporting(deliver, finish)
+        if self._probe.active:
+            finish = self._probe.call_started(_info(request), request.headers)
+            if finish is not None:
+                deliver = _reporting(deliver, finish)
         self._replies.expect_deliver(
             call.correlation_id,
             deliver,
@@ -303,8 +305,8 @@ def prepare_call(
         deadline_ms=int((time.time() + seconds) * 1000),
         retries=retries,
         # W3C trace context: this call continues the trace being served here, if any (a tracer,
-        # if enabled, replaces it with its own span's context).
-        headers={tracecontext.TRACE_HEADER: tracecontext.outgoing()},
+        # if enabled, puts its own span's context instead).
+        headers=tracecontext.outgoing(),
     )
     return call, request
 

@@ -16,7 +16,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 import reqrep.tracing
 from reqrep import AsyncRequestor, RemoteError, current
-from reqrep.common import Settings
+from reqrep.common import Settings, tracecontext
 from reqrep.common.tracecontext import CorrelationFilter, TraceParent
 from reqrep.requestor import Requestor
 from reqrep.worker import Service, Worker
@@ -60,11 +60,20 @@ def test_traceparent_crosses_the_broker_without_a_tracer(
     settings: Settings, service_name: str, nesting: Worker
 ) -> None:
     with Requestor(settings=settings, service=service_name) as rq:
-        result = rq.call("outer")
+        assert rq.call("inner")["traceparent"] is None  # no trace here: none is made up
+        # As if this thread served a traced call (an HTTP request, another reqrep call):
+        root = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        token = tracecontext.bind("root", {"traceparent": root})
+        try:
+            result = rq.call("outer")
+        finally:
+            tracecontext.unbind(token)
     outer = TraceParent.parse(result["traceparent"])
     inner = TraceParent.parse(result["inner"]["traceparent"])
     assert outer is not None
     assert inner is not None
+    assert outer.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert outer.span_id != "00f067aa0ba902b7"  # a child of the root
     assert inner.trace_id == outer.trace_id  # the handler's call continued the caller's trace
     assert inner.span_id != outer.span_id
 
