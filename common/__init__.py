@@ -21,6 +21,8 @@ from reqrep.common.errors import (
     SerializationError,
     TooManyPending,
 )
+from reqrep.common.observe import Observer
+from reqrep.common.tracecontext import CorrelationFilter
 
 __all__ = [
     "DEFAULT_URL",
@@ -31,10 +33,12 @@ __all__ = [
     "ClosedError",
     "ConfigError",
     "ConnectionLost",
+    "CorrelationFilter",
     "MessageTooLarge",
     "MethodNotFound",
     "NoSuchService",
     "NoWorkers",
+    "Observer",
     "PoisonRequest",
     "PublishRejected",
     "RemoteError",

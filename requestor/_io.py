@@ -50,6 +50,7 @@ from reqrep.common.errors import (
     ReqrepError,
     TooManyPending,
 )
+from reqrep.common.observe import Probe
 from reqrep.common.serialization import CONTENT_TYPE
 from reqrep.requestor._presence import WorkerPresence
 from reqrep.requestor.reply_handler import ReplyHandler
@@ -81,6 +82,7 @@ class OutgoingRequest:
     deadline_ms: int  # Unix time in milliseconds, for the worker
     retries: int  # resends still allowed after a lost connection or a nack
     rejections: int = 0  # nacks so far
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)  # e.g. traceparent
 
 
 class RequestorIO(ConnectionThread):
@@ -97,6 +99,7 @@ class RequestorIO(ConnectionThread):
         *,
         name: str,
         trusted_repliers: frozenset[str] | None = None,
+        probe: Probe | None = None,
     ) -> None:
         super().__init__(settings, name=name)
         self._replies = replies
@@ -115,6 +118,7 @@ class RequestorIO(ConnectionThread):
             if settings.wait_for_workers
             else WorkerPresence(self._open_check_channel, self.call_later)
         )
+        self._probe = probe if probe is not None else Probe("requestor", observers=())
 
     @property
     def reply_queue(self) -> str:
@@ -168,6 +172,7 @@ class RequestorIO(ConnectionThread):
         self._ready()
 
     def _on_recovered(self) -> None:
+        self._probe.reconnected()
         if self._presence is not None:  # the workers are probably reconnecting too
             self._presence.recovered(self._settings.reconnect_max + 1.0)
         self._publish_held()
@@ -218,7 +223,7 @@ class RequestorIO(ConnectionThread):
             message_id=request.message_id,
             delivery_mode=2 if self._settings.persistent else 1,
             expiration=str(left_ms),
-            headers={DEADLINE_HEADER: request.deadline_ms},
+            headers={DEADLINE_HEADER: request.deadline_ms, **request.headers},
         )
         try:
             self.channel.basic_publish("", request.queue, request.body, properties, mandatory=True)

@@ -174,12 +174,12 @@ class AsyncRequestor:
         timer = loop.call_later(call.timeout, _expire, future, call)
         try:
             return await future
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             # The caller stopped waiting: forget the call now, not at its deadline.
-            self._requestor._replies.forget(call.correlation_id)
+            self._requestor._replies.forget(call.correlation_id, exc)
             raise
-        except CallTimeout:
-            self._requestor._replies.forget(call.correlation_id)
+        except CallTimeout as exc:
+            self._requestor._replies.forget(call.correlation_id, exc)
             raise
         finally:
             timer.cancel()

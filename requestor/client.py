@@ -8,15 +8,16 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from types import TracebackType
 from typing import Any
 
-from reqrep.common import serialization
+from reqrep.common import serialization, tracecontext
 from reqrep.common.config import Settings, check_seconds
 from reqrep.common.errors import ClosedError, ConfigError, MessageTooLarge
+from reqrep.common.observe import CallInfo, Probe
 from reqrep.requestor._io import OutgoingRequest, RequestorIO
 from reqrep.requestor.reply_handler import Deliver, ReplyHandler, ReplyStats, timeout_error
 
@@ -73,12 +74,15 @@ class Requestor:
         self._settings = base.replace(url=url, timeout=timeout, wait_for_workers=wait_for_workers)
         self._service = service
         self._trusted = None if trusted_repliers is None else frozenset(trusted_repliers)
+        self._probe = Probe("requestor")  # reports to the observers installed by now
         self._lock = threading.Lock()
         self._state = _State.NEW
         self._io: RequestorIO | None = None
         self._name = f"reqrep-requestor-{os.getpid()}-{next(_names)}"
         self._replies = ReplyHandler(
-            max_pending=self._settings.max_pending, name=self._name.removeprefix("reqrep-")
+            max_pending=self._settings.max_pending,
+            name=self._name.removeprefix("reqrep-"),
+            on_discard=self._probe.reply_discarded,
         )
 
     def __repr__(self) -> str:
@@ -122,7 +126,11 @@ class Requestor:
             if self._io is not None:
                 return self
             io = RequestorIO(
-                self._settings, self._replies, name=self._name, trusted_repliers=self._trusted
+                self._settings,
+                self._replies,
+                name=self._name,
+                trusted_repliers=self._trusted,
+                probe=self._probe,
             )
             io.start()
             self._io = io
@@ -183,8 +191,9 @@ class Requestor:
         try:
             return future.result(call.timeout)
         except FutureTimeout:
-            self._replies.forget(call.correlation_id)
-            raise timeout_error(call.what, call.timeout) from None
+            error = timeout_error(call.what, call.timeout)
+            self._replies.forget(call.correlation_id, error)
+            raise error from None
 
     def call_async(
         self,
@@ -238,12 +247,18 @@ class Requestor:
         future = self._replies.expect(
             call.correlation_id, deadline=request.deadline, timeout=call.timeout, what=call.what
         )
+        if self._probe.active:
+            self._probe.watch(_info(request), request.headers, future)
         self._publish(io, request)
         return future, call
 
     def _send_deliver(self, deliver: Deliver, call: _Call, request: OutgoingRequest) -> None:
         """Send a prepared call whose outcome goes to ``deliver`` (AsyncRequestor's path)."""
         io = self._live_io()
+        if self._probe.active:
+            finish = self._probe.call_started(_info(request), request.headers)
+            if finish is not None:
+                deliver = _reporting(deliver, finish)
         self._replies.expect_deliver(
             call.correlation_id,
             deliver,
@@ -256,8 +271,8 @@ class Requestor:
     def _publish(self, io: RequestorIO, request: OutgoingRequest) -> None:
         try:
             io.publish(request)
-        except BaseException:
-            self._replies.forget(request.correlation_id)
+        except BaseException as exc:
+            self._replies.forget(request.correlation_id, exc)
             raise
 
     def _live_io(self) -> RequestorIO:
@@ -306,8 +321,27 @@ def prepare_call(
         deadline=time.monotonic() + seconds,
         deadline_ms=int((time.time() + seconds) * 1000),
         retries=retries,
+        # W3C trace context: this call continues the trace being served here, if any (a tracer,
+        # if enabled, puts its own span's context instead).
+        headers=tracecontext.outgoing(),
     )
     return call, request
+
+
+def _info(request: OutgoingRequest) -> CallInfo:
+    return CallInfo(
+        request.service, request.method, request.queue, request.correlation_id, request.message_id
+    )
+
+
+def _reporting(deliver: Deliver, finish: Callable[[BaseException | None], None]) -> Deliver:
+    """``deliver``, telling ``finish`` how the call ended first."""
+
+    def report_then_deliver(result: Any, error: BaseException | None) -> None:
+        finish(error)
+        deliver(result, error)
+
+    return report_then_deliver
 
 
 @dataclasses.dataclass(frozen=True)

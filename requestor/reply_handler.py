@@ -70,7 +70,12 @@ class ReplyHandler:
     """
 
     def __init__(
-        self, remember: int = 10_000, *, max_pending: int = 10_000, name: str = "requestor"
+        self,
+        remember: int = 10_000,
+        *,
+        max_pending: int = 10_000,
+        name: str = "requestor",
+        on_discard: Callable[[str], None] | None = None,
     ) -> None:
         self._lock = threading.Lock()
         self._max_pending = max_pending
@@ -85,6 +90,7 @@ class ReplyHandler:
         self._untrusted = 0
         self._undecodable = 0
         self._throttled = LogThrottle(log)  # forged replies can come by the thousand
+        self._on_discard = on_discard  # told "late", "unknown" or "untrusted" (I/O thread)
 
     def expect(
         self, correlation_id: str, *, deadline: float, timeout: float, what: str
@@ -121,11 +127,15 @@ class ReplyHandler:
                 self._deadlines = [(e.deadline, c) for c, e in self._pending.items()]
                 heapq.heapify(self._deadlines)
 
-    def forget(self, correlation_id: str) -> None:
-        """The caller stopped waiting (its timeout passed): a later reply is late."""
+    def forget(self, correlation_id: str, error: BaseException | None = None) -> None:
+        """The caller stopped waiting (its timeout passed): a later reply is late. The call
+        completes with ``error``, if given, so that whoever watches it learns how it ended."""
         with self._lock:
-            if self._pending.pop(correlation_id, None) is not None:
+            entry = self._pending.pop(correlation_id, None)
+            if entry is not None:
                 self._remember_finished(correlation_id)
+        if entry is not None and error is not None:
+            _complete(entry.future, error=error)
 
     def resolve(self, correlation_id: str | None, body: bytes) -> bool:
         """Complete the call ``correlation_id`` with a reply body; False if nobody waits."""
@@ -147,6 +157,8 @@ class ReplyHandler:
                 "late" if late else "unknown",
                 correlation_id,
             )
+            if self._on_discard is not None:
+                self._on_discard("late" if late else "unknown")
             return False
         try:
             result = envelope.decode_reply(body)
@@ -193,12 +205,16 @@ class ReplyHandler:
         self._throttled.warning(
             "discarded reply %r from untrusted user %r", correlation_id, user_id
         )
+        if self._on_discard is not None:
+            self._on_discard("untrusted")
 
     def discard_undecodable(self, reason: str) -> None:
         """A message on the callback queue whose properties could not be decoded: dropped."""
         with self._lock:
             self._undecodable += 1
         self._throttled.warning("discarded a reply whose properties cannot be decoded (%s)", reason)
+        if self._on_discard is not None:
+            self._on_discard("undecodable")
 
     def is_pending(self, correlation_id: str) -> bool:
         with self._lock:

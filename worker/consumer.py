@@ -24,11 +24,12 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from reqrep.common import envelope, topology
+from reqrep.common import envelope, topology, tracecontext
 from reqrep.common._pika_decode import undecodable
 from reqrep.common.config import Settings
 from reqrep.common.connection import State
 from reqrep.common.errors import ReqrepError
+from reqrep.common.observe import Probe
 from reqrep.worker import admission
 from reqrep.worker.dedupe import ReplyCache
 from reqrep.worker.replies import ConsumerStats, ReplyPublisher
@@ -57,6 +58,7 @@ class Job:
     redelivered: bool = False
     delivery_count: int = 0
     cache_key: Hashable = None  # (service, method, message_id) when it has a message_id
+    trace: dict[str, str] = dataclasses.field(default_factory=dict)  # W3C trace headers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +90,7 @@ class Consumer(ReplyPublisher):
         name: str,
         cache: ReplyCache | None = None,
         on_setup: Callable[[Any], None] | None = None,
+        probe: Probe | None = None,
     ) -> None:
         super().__init__(settings, name=name)
         self._on_setup = on_setup  # given each new connection once consuming (control channel)
@@ -103,6 +106,7 @@ class Consumer(ReplyPublisher):
         self._cancelled = False  # the broker confirmed our consumer is cancelled
         self._sweeping = False  # the reply cache's sweep timer runs
         self._running: dict[Hashable, list[_Waiter]] = {}  # cache key -> duplicates waiting
+        self._probe = probe if probe is not None else Probe("worker", service.name, observers=())
 
     def reply(self, job: Job, body: bytes, *, ran: bool = True) -> None:
         """Publish ``body`` as the reply to ``job`` (and its twins), then ack once confirmed.
@@ -121,6 +125,15 @@ class Consumer(ReplyPublisher):
         here already, and requeueing it could leave it waiting for a worker that is not there.
         """
         self.submit(self._begin_drain)
+
+    @property
+    def consuming(self) -> bool:
+        """True while the broker is delivering this queue to us (any thread may ask)."""
+        return (
+            self.state is State.OPEN
+            and self._consumer_tag is not None
+            and not (self._draining or self._cancelled)
+        )
 
     # -- I/O thread: set-up -------------------------------------------------------------------
 
@@ -170,6 +183,9 @@ class Consumer(ReplyPublisher):
             done(None)
             return
         self._consumer_tag = self.channel.basic_consume(self.queue, self._on_request, callback=done)
+
+    def _on_recovered(self) -> None:
+        self._probe.reconnected()
 
     def _after_setup(self) -> None:
         if not self._sweeping:  # once: the I/O loop, and its timers, outlive connections
@@ -224,6 +240,7 @@ class Consumer(ReplyPublisher):
 
     def _judge(self, tag: int, generation: int, deliver: Any, props: Any, body: bytes) -> None:
         log.debug("request %s: %r (tag %s)", props.correlation_id, props.type, tag)
+        self._probe.received(props.type, bool(deliver.redelivered))
         delivery = admission.Delivery(
             method=props.type,
             correlation_id=props.correlation_id,
@@ -243,9 +260,11 @@ class Consumer(ReplyPublisher):
                 props.type,
             )
             self.stats.rejected += 1
+            self._probe.skipped(props.type, "unanswerable")
             self._settle(tag, generation, requeue=False)
         elif isinstance(verdict, admission.Expired):
             self.stats.expired += 1
+            self._probe.skipped(props.type, "expired")
             self._settle(tag, generation, ack=True)
         elif isinstance(verdict, admission.Poison):
             self._refuse_poison(tag, props, verdict)
@@ -271,6 +290,7 @@ class Consumer(ReplyPublisher):
         found = admission.classify(delivery, self._service, self._settings)
         if isinstance(found, envelope.ErrorInfo):
             error = envelope.error_body(found)
+            self._probe.answered(delivery.method, found.code)
             self._publish_reply(tag, delivery.reply_to, delivery.correlation_id, error)
             return
         if key is not None:
@@ -289,6 +309,7 @@ class Consumer(ReplyPublisher):
                 delivery.redelivered,
                 verdict.delivery_count,
                 key,
+                tracecontext.extract(delivery.headers),
             )
         )
 
@@ -296,11 +317,13 @@ class Consumer(ReplyPublisher):
         cached = self._cache.get(key)
         if cached is not None:
             self.stats.deduplicated += 1
+            self._probe.dedupe_hit(delivery.method)
             self._publish_reply(tag, delivery.reply_to, delivery.correlation_id, cached)
             return True
         waiters = self._running.get(key)
         if waiters is not None:
             self.stats.deduplicated += 1
+            self._probe.dedupe_hit(delivery.method)
             waiters.append(
                 _Waiter(tag, self.generation, delivery.reply_to, delivery.correlation_id)
             )
@@ -309,6 +332,7 @@ class Consumer(ReplyPublisher):
 
     def _refuse_poison(self, tag: int, props: Any, verdict: admission.Poison) -> None:
         self.stats.poisoned += 1
+        self._probe.poisoned(props.type)
         log.error(
             "poison request %s (%r) delivered %d times, its workers died on the %d before: "
             "refused and dead-lettered to %s",
@@ -333,12 +357,14 @@ class Consumer(ReplyPublisher):
             self._publish_reply(job.tag, job.reply_to, job.correlation_id, body)
         else:
             self.stats.stale += 1
+            self._probe.skipped(job.method, "stale")
         for waiter in waiters:
             if waiter.generation == self.generation:
                 self._publish_reply(waiter.tag, waiter.reply_to, waiter.correlation_id, body)
 
     def _skip_expired(self, job: Job) -> None:
         self.stats.expired += 1
+        self._probe.skipped(job.method, "expired")
         self._settle(job.tag, job.generation, ack=True)
         waiters = self._running.pop(job.cache_key, []) if job.cache_key is not None else []
         for waiter in waiters:  # twins of the same call share its deadline

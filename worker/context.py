@@ -20,7 +20,9 @@ class CallContext:
     """The call a handler is serving.
 
     ``deadline`` is the caller's deadline as Unix time in seconds (None if the request carried
-    none); ``delivery_count`` is how many times the broker delivered it before (quorum queues).
+    none); ``delivery_count`` is how many times the broker delivered it before (quorum queues);
+    ``traceparent`` is the caller's W3C trace context, if the request carried one (calls this
+    handler makes continue that trace by themselves).
     """
 
     service: str
@@ -30,6 +32,7 @@ class CallContext:
     deadline: float | None
     redelivered: bool
     delivery_count: int
+    traceparent: str | None = None
 
     def remaining(self) -> float | None:
         """Seconds left before the caller gives up (never negative), or None: pass it on as the

@@ -16,8 +16,9 @@ import logging
 import time
 from typing import Any
 
-from reqrep.common import envelope, serialization
+from reqrep.common import envelope, serialization, tracecontext
 from reqrep.common.errors import SerializationError
+from reqrep.common.observe import Probe
 from reqrep.worker import context
 from reqrep.worker.consumer import Job
 
@@ -27,16 +28,24 @@ DEADLINE_GRACE = 0.25  # seconds past the caller's deadline before an async hand
 
 log = logging.getLogger("reqrep.worker")
 
+_NO_PROBE = Probe("worker", observers=())
 
-def execute(job: Job, *, service: str = "", max_bytes: int | None = None) -> bytes:
-    """Run a plain handler (on the calling thread); always return a reply body."""
+
+def execute(
+    job: Job, *, service: str = "", max_bytes: int | None = None, probe: Probe = _NO_PROBE
+) -> bytes:
+    """Run a plain handler (on the calling thread); always return a reply body.
+
+    ``probe.handling`` runs around the handler: the call's trace context and correlation id are
+    current, and observers (spans) wrap it."""
     try:
         payload = serialization.loads(job.body)
     except SerializationError as exc:
         return _bad_request(exc)
     token = context.bind(call_context(job, service))
     try:
-        result = job.handler(payload)
+        with probe.handling(job.method, job.correlation_id, job.trace):
+            result = job.handler(payload)
     except BaseException as exc:  # noqa: BLE001 - user code: any failure, even SystemExit, is a reply
         return _failure(job, exc)
     finally:
@@ -51,7 +60,9 @@ def execute(job: Job, *, service: str = "", max_bytes: int | None = None) -> byt
     return _success(job, result, max_bytes)
 
 
-async def execute_async(job: Job, *, service: str = "", max_bytes: int | None = None) -> bytes:
+async def execute_async(
+    job: Job, *, service: str = "", max_bytes: int | None = None, probe: Probe = _NO_PROBE
+) -> bytes:
     """Await an async handler (on the handler loop); always return a reply body.
 
     The handler runs in a task of its own, so that the caller's deadline can cancel it and so
@@ -68,7 +79,8 @@ async def execute_async(job: Job, *, service: str = "", max_bytes: int | None = 
         return _deadline_passed(job)
     token = context.bind(ctx)
     try:
-        handler = asyncio.ensure_future(job.handler(payload))  # the task copies the context
+        # The task copies the context; probe.handling runs inside it, around the handler.
+        handler = asyncio.ensure_future(_observed(job, payload, probe))
     except BaseException as exc:  # noqa: BLE001 - calling the handler raised at once
         return _failure(job, exc)
     finally:
@@ -91,6 +103,11 @@ async def execute_async(job: Job, *, service: str = "", max_bytes: int | None = 
     return _success(job, result, max_bytes)
 
 
+async def _observed(job: Job, payload: Any, probe: Probe) -> Any:
+    with probe.handling(job.method, job.correlation_id, job.trace):
+        return await job.handler(payload)
+
+
 def call_context(job: Job, service: str) -> context.CallContext:
     return context.CallContext(
         service=service,
@@ -100,6 +117,7 @@ def call_context(job: Job, service: str) -> context.CallContext:
         deadline=None if job.deadline_ms is None else job.deadline_ms / 1000,
         redelivered=job.redelivered,
         delivery_count=job.delivery_count,
+        traceparent=job.trace.get(tracecontext.TRACE_HEADER),
     )
 
 
@@ -126,6 +144,7 @@ def _failure(job: Job, exc: BaseException) -> bytes:
         type(exc).__name__,
         envelope.exception_text(exc),
         exc_info=log.isEnabledFor(logging.DEBUG),
+        extra={"correlation_id": job.correlation_id},
     )
     return envelope.error_body(envelope.ErrorInfo.from_exception(exc))
 
@@ -149,7 +168,12 @@ def _bad_request(exc: SerializationError) -> bytes:
 
 def _deadline_passed(job: Job) -> bytes:
     late = "" if job.deadline_ms is None else f" ({time.time() - job.deadline_ms / 1000:.3f}s ago)"
-    log.warning("handler %r cancelled: the caller's deadline passed%s", job.method, late)
+    log.warning(
+        "handler %r cancelled: the caller's deadline passed%s",
+        job.method,
+        late,
+        extra={"correlation_id": job.correlation_id},
+    )
     return envelope.error_body(
         envelope.ErrorInfo(
             envelope.HANDLER_ERROR,

@@ -29,6 +29,7 @@ from reqrep.common import envelope
 from reqrep.common.config import Settings
 from reqrep.common.connection import ConnectionThread
 from reqrep.common.logthrottle import LogThrottle
+from reqrep.common.observe import Probe
 from reqrep.common.serialization import CONTENT_TYPE
 
 __all__ = ["REPLY_ATTEMPTS", "ConsumerStats", "ReplyPublisher"]
@@ -73,6 +74,8 @@ class ReplyPublisher(ConnectionThread):
     channel opens and ``_forget_replies`` when it is lost; ``_check_drained`` is their hook,
     called whenever a request was settled.
     """
+
+    _probe: Probe  # the subclass's: it reports to the installed observers
 
     def __init__(self, settings: Settings, *, name: str) -> None:
         super().__init__(settings, name=name)
@@ -181,6 +184,7 @@ class ReplyPublisher(ConnectionThread):
 
     def _on_return(self, _channel: Any, method: Any, properties: Any, _body: bytes) -> None:
         self.stats.replies_returned += 1
+        self._probe.reply_returned()
         self._throttled.info(
             "reply %s returned (%s %s): the requestor's queue %r is gone",
             properties.correlation_id,

@@ -17,6 +17,7 @@ from reqrep.common import control
 from reqrep.common.config import Settings
 from reqrep.common.connection import State
 from reqrep.common.errors import ConfigError, ReqrepError
+from reqrep.common.observe import Probe
 from reqrep.worker.aio import HandlerLoop
 from reqrep.worker.consumer import Consumer, ConsumerStats, Job
 from reqrep.worker.control import ControlResponder
@@ -78,6 +79,12 @@ class Worker:
         self._handler_loop = HandlerLoop(concurrency, name=f"reqrep-aio-{service.name}")
         self._started = time.monotonic()
         self._control = ControlResponder(self.settings, service.name, self._describe)
+        self._probe = Probe(
+            "worker",
+            service.name,
+            queue=self.settings.request_queue(service.name),
+            known=lambda m: service.get(m) is not None,
+        )
         self._consumer = Consumer(
             self.settings,
             service,
@@ -87,6 +94,7 @@ class Worker:
             cache=ReplyCache(dedupe_entries, dedupe_ttl, max_bytes=self.settings.dedupe_bytes),
             name=f"reqrep-worker-{service.name}-{os.getpid()}",
             on_setup=self._control.open,
+            probe=self._probe,
         )
 
     def __repr__(self) -> str:
@@ -117,6 +125,12 @@ class Worker:
     @property
     def queue(self) -> str:
         return self._consumer.queue
+
+    @property
+    def consuming(self) -> bool:
+        """True while the broker delivers the request queue to this worker: connected, not
+        draining, consumer not cancelled. What the health endpoint reports (any thread)."""
+        return self._consumer.consuming
 
     def start(self) -> Worker:
         """Connect, declare the request queue and start consuming.
@@ -258,6 +272,7 @@ class Worker:
 
     def _dispatch(self, job: Job) -> None:
         """I/O thread: hand a job to a pool thread, or an async one to the handler loop."""
+        self._probe.dispatched(job.method)
         if self.service.is_async(job.method):
             self._handler_loop.spawn(lambda: self._run_async_job(job))
         else:
@@ -266,16 +281,26 @@ class Worker:
     def _run_job(self, job: Job) -> None:
         if self._expired(job):
             return
-        body = execute(job, service=self.service.name, max_bytes=self.settings.max_message_bytes)
-        self._reply(job, body)
+        started = time.monotonic()
+        body = execute(
+            job,
+            service=self.service.name,
+            max_bytes=self.settings.max_message_bytes,
+            probe=self._probe,
+        )
+        self._reply(job, body, started)
 
     async def _run_async_job(self, job: Job) -> None:
         if self._expired(job):  # called once a slot of the handler loop is free
             return
+        started = time.monotonic()
         body = await execute_async(
-            job, service=self.service.name, max_bytes=self.settings.max_message_bytes
+            job,
+            service=self.service.name,
+            max_bytes=self.settings.max_message_bytes,
+            probe=self._probe,
         )
-        self._reply(job, body)
+        self._reply(job, body, started)
 
     def _expired(self, job: Job) -> bool:
         """Pool thread or handler loop, at pickup: a job prefetched behind slow handlers that
@@ -289,7 +314,8 @@ class Worker:
             log.debug("expired job %s not acked (%s); redelivered", job.correlation_id, exc)
         return True
 
-    def _reply(self, job: Job, body: bytes) -> None:
+    def _reply(self, job: Job, body: bytes, started: float) -> None:
+        self._probe.handler_done(job.method, body, time.monotonic() - started)
         try:
             self._consumer.reply(job, body, ran=handler_ran(body))
         except ReqrepError as exc:
@@ -297,6 +323,7 @@ class Worker:
                 "reply to %s not sent (%s); the broker will redeliver the request",
                 job.correlation_id,
                 exc,
+                extra={"correlation_id": job.correlation_id},
             )
 
 

@@ -17,7 +17,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
 
 from reqrep.common import exitcodes
@@ -35,13 +35,19 @@ UNFIXABLE = frozenset({exitcodes.BAD_ARGUMENTS, exitcodes.REFUSED})  # a restart
 class Supervisor:
     """Keeps ``count`` copies of ``argv`` running until told to stop.
 
+    ``argv`` may be a function of the process's slot (0 to count - 1), for options that differ
+    per process (e.g. each one's metrics port); a restarted process keeps its slot.
+
     Threads: main thread only (it installs signal handlers and reaps children).
     """
 
     def __init__(
-        self, argv: Sequence[str], count: int, env: Mapping[str, str] | None = None
+        self,
+        argv: Sequence[str] | Callable[[int], Sequence[str]],
+        count: int,
+        env: Mapping[str, str] | None = None,
     ) -> None:
-        self._argv = list(argv)
+        self._argv = argv
         self._count = count
         self._env = dict(os.environ if env is None else env)
         self._stopping = threading.Event()
@@ -73,7 +79,8 @@ class Supervisor:
         return 0 if self._codes and all(code == 0 for code in self._codes) else 1
 
     def _spawn(self, slot: int) -> None:
-        proc = subprocess.Popen(self._argv, env=self._env, start_new_session=True)  # noqa: S603
+        argv = list(self._argv(slot) if callable(self._argv) else self._argv)
+        proc = subprocess.Popen(argv, env=self._env, start_new_session=True)  # noqa: S603
         self._children[proc.pid] = (slot, proc, time.monotonic())
         log.info("started worker process %d (pid %d)", slot, proc.pid)
 

@@ -16,10 +16,12 @@ from reqrep.cli._call import call_command
 from reqrep.cli._dlq import dlq_group
 from reqrep.cli._ops import ping_command, status_command
 from reqrep.cli._worker import load_service, worker_command
+from reqrep.common.tracecontext import CorrelationFilter
 
 __all__ = ["cli", "load_service", "main"]
 
-_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d]: %(message)s"
+# correlation_id: the call a line is about ("-" for none), see common/tracecontext.py.
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d] %(correlation_id)s: %(message)s"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -37,6 +39,8 @@ def cli(ctx: click.Context, log_level: str | None) -> None:
     default = "INFO" if ctx.invoked_subcommand == "worker" else "WARNING"
     level = getattr(logging, (log_level or default).upper())
     logging.basicConfig(level=level, format=_LOG_FORMAT, stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(CorrelationFilter())
     # pika narrates every connection step, and logs each failure as ERROR before we report it
     # with more context: keep its voice for DEBUG runs only.
     logging.getLogger("pika").setLevel(level if level <= logging.DEBUG else logging.CRITICAL)

@@ -8,6 +8,7 @@ import sys
 
 import click
 
+from reqrep.cli._worker_ops import Ops
 from reqrep.common import exitcodes
 from reqrep.common.config import QUEUE_TYPES, Settings
 from reqrep.common.errors import ReqrepError
@@ -78,6 +79,34 @@ def load_service(spec: str) -> Service:
     show_default=True,
     help="Seconds to let in-flight calls finish on SIGTERM.",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    envvar="REQREP_METRICS_PORT",
+    help="Serve Prometheus /metrics (and /healthz) on this port; process i of --processes "
+    "uses port + i. Needs reqrep[metrics].",
+)
+@click.option(
+    "--health-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    envvar="REQREP_HEALTH_PORT",
+    help="Serve /healthz on this port: 200 while consuming, else 503; process i uses port + i.",
+)
+@click.option(
+    "--http-host",
+    default="0.0.0.0",  # noqa: S104 - probed and scraped from outside the container
+    show_default=True,
+    envvar="REQREP_HTTP_HOST",
+    help="Address the metrics and health ports listen on.",
+)
+@click.option(
+    "--tracing/--no-tracing",
+    default=False,
+    envvar="REQREP_TRACING",
+    help="Emit OpenTelemetry spans (needs reqrep[otel] and an SDK, e.g. opentelemetry-instrument).",
+)
 @click.option("--parent-pid", type=int, default=None, hidden=True)
 def worker_command(
     *,
@@ -88,10 +117,15 @@ def worker_command(
     url: str | None,
     queue_type: str | None,
     drain_timeout: float,
+    metrics_port: int | None,
+    health_port: int | None,
+    http_host: str,
+    tracing: bool,
     parent_pid: int | None,
 ) -> None:
     """Serve MODULE:SERVICE (e.g. reqrep.worker.demo:service) until a signal, then drain."""
     service = load_service(spec)
+    ops = Ops(metrics_port, health_port, http_host, tracing)
     try:
         settings = Settings.from_env(url=url, queue_type=queue_type)
     except ReqrepError as exc:
@@ -105,8 +139,13 @@ def worker_command(
                 concurrency=concurrency,
                 prefetch=prefetch,
                 drain_timeout=drain_timeout,
+                ops=ops,
             )
         )
+    try:
+        ops.enable()  # before the Worker is made: it reports to what is enabled by then
+    except ReqrepError as exc:
+        raise click.BadParameter(str(exc)) from None
     worker = Worker(
         service,
         settings=settings,
@@ -115,10 +154,13 @@ def worker_command(
         drain_timeout=drain_timeout,
     )
     try:
+        ops.serve(worker)  # before connecting: /healthz says 503 until consuming
         sys.exit(worker.run(parent_pid=parent_pid))
     except ReqrepError as exc:
         click.echo(f"reqrep: {exc}", err=True)
         sys.exit(exitcodes.for_error(exc))
+    finally:
+        ops.close()
 
 
 def _supervise(
@@ -129,6 +171,7 @@ def _supervise(
     concurrency: int,
     prefetch: int | None,
     drain_timeout: float,
+    ops: Ops,
 ) -> int:
     argv = [
         sys.executable,
@@ -147,6 +190,18 @@ def _supervise(
     ]
     if prefetch is not None:
         argv += ["--prefetch", str(prefetch)]
+    argv += ["--http-host", ops.http_host, "--tracing" if ops.tracing else "--no-tracing"]
+
+    def slot_argv(slot: int) -> list[str]:
+        # One endpoint per process, like N containers: process i serves port + i.
+        ports = [("--metrics-port", ops.metrics_port), ("--health-port", ops.health_port)]
+        return argv + [arg for opt, port in ports if port for arg in (opt, str(port + slot))]
+
     # The URL travels in the environment, never in argv, where `ps` would show its password.
-    env = {**os.environ, "AMQP_URL": settings.url}
-    return Supervisor(argv, processes, env).run()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("REQREP_METRICS_PORT", "REQREP_HEALTH_PORT")  # each child gets its own
+    }
+    env["AMQP_URL"] = settings.url
+    return Supervisor(slot_argv, processes, env).run()

@@ -303,6 +303,37 @@ def test_worker_runs_demo_service_and_drains_on_stop(
     assert parse_duration(str(worker.get("stop_grace_period", "10s"))) >= 30
 
 
+def test_worker_healthcheck_asks_the_workers_health_port(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    worker = services[WORKER]
+    raw = worker["command"]
+    command = raw.split() if isinstance(raw, str) else [str(c) for c in raw]
+    assert "--health-port" in command, "the worker must serve /healthz for its healthcheck"
+    port = command[command.index("--health-port") + 1]
+    healthcheck = worker.get("healthcheck")
+    assert isinstance(healthcheck, dict), "the worker needs a healthcheck"
+    assert not healthcheck.get("disable", False)
+    test = healthcheck["test"]
+    assert isinstance(test, list), "exec form: no shell in the check"
+    assert test[0] == "CMD"
+    # The image must hold what the check runs: its base image is Python's, and the check uses
+    # the standard library only (no curl or wget in a slim image).
+    assert test[1] == "python"
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert re.search(r"^FROM python:\S+", dockerfile, re.MULTILINE), "the image must have python"
+    script = " ".join(test[2:])
+    assert "urllib.request" in script
+    assert f"http://127.0.0.1:{port}/healthz" in script, script
+    for key in ("interval", "timeout", "start_period"):
+        assert parse_duration(str(healthcheck[key])) > 0, key
+    assert parse_duration(str(healthcheck["timeout"])) < parse_duration(
+        str(healthcheck["interval"])
+    )
+    assert int(healthcheck["retries"]) >= 1
+    assert host_ports(worker) == [], "the health port stays inside the container"
+
+
 def test_cli_is_only_started_on_demand(services: dict[str, dict[str, Any]]) -> None:
     cli = services[CLI]
     assert cli.get("profiles"), "cli must be in a profile so `docker compose up` skips it"
