@@ -187,7 +187,9 @@ class RequestorIO(ConnectionThread):
                 self._publish(request)
 
     def _publish(self, request: OutgoingRequest) -> None:
-        if self._presence is not None and self.is_open:
+        # While the broker blocks us (a resource alarm) a check might never be answered: the
+        # request is held instead, and gated when it is published after the unblock.
+        if self._presence is not None and self.is_open and self.blocked is None:
             cid = request.correlation_id
             self._presence.gate(
                 request.queue,

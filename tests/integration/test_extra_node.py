@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import pika
 import pytest
 from click.testing import CliRunner
 
@@ -139,11 +140,20 @@ def test_cli_call_exits_within_its_timeout_plus_one_second(
     node: ExtraNode, node_settings: Settings, alarm: Alarm
 ) -> None:
     """Timed in-process (click's runner), so that a loaded machine's interpreter start-up does
-    not count: from the command's start to its exit status. It took 13 s."""
+    not count: from the command's start to its exit status. It took 13 s.
+
+    The request queue exists, without a worker, and the call is told to wait for one: so the
+    request is published into the blocked connection (not refused at once by the NoWorkers
+    check, which an alarm does not block)."""
+    queue = node_settings.request_queue("demo")
+    with pika.BlockingConnection(pika.URLParameters(node.url)) as connection:
+        connection.channel().queue_declare(queue)
     alarm.on()
     env = {"AMQP_URL": node.url, "REQREP_QUEUE_PREFIX": node_settings.queue_prefix}
     started = time.monotonic()
-    result = CliRunner().invoke(call_command, ["echo", "1", "--timeout", "3"], env=env)
+    result = CliRunner().invoke(
+        call_command, ["echo", "1", "--timeout", "3", "--wait-for-workers"], env=env
+    )
     elapsed = time.monotonic() - started
     assert result.exit_code == 3, result.output  # timeout
     assert elapsed < 4.0, f"took {elapsed:.1f}s"

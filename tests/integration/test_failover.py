@@ -18,7 +18,7 @@ import pika
 import pytest
 
 from bench.faultproxy import FaultProxy
-from reqrep.common import BrokerUnreachable, PublishRejected, Settings
+from reqrep.common import BrokerUnreachable, PublishRejected, Settings, exitcodes
 from reqrep.common.connection import State
 from reqrep.requestor import Requestor
 from reqrep.worker import Worker
@@ -99,7 +99,8 @@ def test_after_a_nack_the_channel_is_replaced_and_retryable_calls_are_resent(
     refusing = {"x-max-length": 0, "x-overflow": "reject-publish"}  # every publish is nacked
     admin.channel.queue_declare(queue, durable=True, arguments=refusing)
     caplog.set_level(logging.WARNING, logger="reqrep.connection")
-    with Requestor(settings=settings, service=service_name) as rq:
+    # The queue has no consumer until the worker below starts: wait for it, not NoWorkers.
+    with Requestor(settings=settings, service=service_name, wait_for_workers=True) as rq:
         with pytest.raises(PublishRejected):
             rq.call("echo", "once", timeout=5)
         wait_until(
@@ -182,7 +183,7 @@ def test_worker_command_exits_only_on_a_signal_or_a_refused_login(
     wrong = _via(settings, urlsplit(settings.url).netloc.split("@")[-1], PASSWORD)
     refused = WorkerProcess([spec], {**env, "AMQP_URL": wrong})
     refused.proc.wait(30)
-    assert refused.stop() == 7  # a retry cannot fix a wrong password
+    assert refused.stop() == exitcodes.REFUSED  # a retry cannot fix a wrong password
     assert PASSWORD not in "".join(refused.log)
 
     proxies[0].refuse(True)

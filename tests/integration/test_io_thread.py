@@ -58,7 +58,8 @@ def test_async_calls_time_out_when_the_first_connection_dropped_before_consume_o
         original(self, frame)
 
     monkeypatch.setattr(RequestorIO, "_on_declared", drop_the_first)
-    with Requestor(settings=settings, service=service_name) as rq:
+    # Nobody consumes the queue, on purpose: the calls must wait, not fail with NoWorkers.
+    with Requestor(settings=settings, service=service_name, wait_for_workers=True) as rq:
         assert dropped.is_set()
         future = rq.call_async("echo", 1, timeout=0.3)
         with pytest.raises(CallTimeout):
