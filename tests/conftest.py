@@ -18,6 +18,8 @@ import pytest
 from reqrep.common import DEFAULT_URL, Settings
 from tests.support import Admin, WorkerProcess
 
+DEFAULT_PREFIX = Settings().queue_prefix
+
 
 def _answers(url: str) -> bool:
     parts = urlsplit(url)
@@ -102,7 +104,10 @@ def settings(amqp_url: str, prefix: str) -> Settings:
 
 @pytest.fixture
 def service_name(admin: Admin, prefix: str) -> Iterator[str]:
-    """A fresh service name; its request queue is deleted after the test."""
+    """A fresh service name; its request queues are deleted after the test, under the test's
+    prefix and under the default one (``reqrep.``), which tests of subprocesses and of the
+    installed wheel use."""
     name = f"svc{uuid.uuid4().hex[:8]}"
     yield name
     admin.delete_service_queues(prefix, name)
+    admin.delete_service_queues(DEFAULT_PREFIX, name)
