@@ -13,12 +13,7 @@ from prometheus_client import CollectorRegistry
 import reqrep.metrics
 from reqrep.common import tracecontext
 from reqrep.common.envelope import ErrorInfo, error_body, success_body
-from reqrep.common.errors import (
-    CallTimeout,
-    MethodNotFound,
-    NoSuchService,
-    RemoteError,
-)
+from reqrep.common.errors import CallTimeout, MethodNotFound, NoSuchService, RemoteError
 from reqrep.common.observe import (
     CallInfo,
     Observer,
