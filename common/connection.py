@@ -6,15 +6,9 @@ one pika ``IOLoop`` for its whole life, creates each ``SelectConnection`` on it 
 adapter: 2.4x ``BlockingConnection``'s throughput under load on our machines), and closes it.
 Other threads hand it work with ``submit(fn)``: work is queued and the loop woken once per batch.
 
-When an open connection drops, the thread reconnects by itself with capped exponential backoff
-and jitter, and the subclass declares its topology again. ``start()`` retries a broker that is
-down for at most ``connect_timeout`` seconds, then raises BrokerUnreachable; a refused login or
-vhost fails at once (retrying cannot fix it). With ``persist=True`` (workers) ``start()`` does not
-give up on what a retry can fix: at the deadline it returns and the thread keeps trying.
-
-Several broker URLs (a cluster): attempts go to them in a shuffled order, and every attempt after
-the first moves to the next address, so a reconnection after a node died goes to another node at
-once. Errors and logs name the address tried, with its password hidden.
+When an open connection drops, the thread reconnects by itself and the subclass declares its
+topology again. How attempts go (backoff, several broker addresses, the ``connect_timeout``
+deadline of ``start()``, ``persist``) is the ``Attempts`` mixin's, in ``common/_attempts.py``.
 
 ``_reopen_channel()`` replaces the channel on the same connection (RabbitMQ 3.10 keeps nacking a
 quorum-queue publisher channel that first published while the queue's leader was down; a new
@@ -35,36 +29,27 @@ dropped.
 
 from __future__ import annotations
 
-import contextlib
-import enum
 import logging
-import random
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import pika
 import pika.exceptions
 from pika.adapters.select_connection import IOLoop
-from pika.adapters.utils.connection_workflow import (
-    AMQPConnectionWorkflowFailed,
-    AMQPConnectorPhaseErrorBase,
-    AMQPConnectorStackTimeout,
-)
 
-from reqrep.common import tls
+from reqrep.common._attempts import Attempts, State
 from reqrep.common._iothread import mark_io_thread
 from reqrep.common._pika_decode import tolerate_undecodable_properties
+from reqrep.common._pika_params import describe, parameters
 from reqrep.common._pika_writes import coalesce_pika_writes
-from reqrep.common.addresses import host_of, redact_url, shuffled
+from reqrep.common.addresses import shuffled
 from reqrep.common.config import Settings
 from reqrep.common.errors import (
     BrokerUnreachable,
     ClosedError,
-    ConfigError,
     ConnectionLost,
     ReqrepError,
 )
@@ -78,19 +63,10 @@ log = logging.getLogger("reqrep.connection")
 CLOSE_GRACE = 1.0
 
 
-class State(enum.Enum):
-    NEW = "new"
-    STARTING = "starting"
-    OPEN = "open"
-    RECOVERING = "recovering"
-    CLOSING = "closing"
-    CLOSED = "closed"
-
-
 _ACCEPTS_WORK = (State.OPEN, State.RECOVERING)
 
 
-class ConnectionThread:
+class ConnectionThread(Attempts):
     """Owns the connection to the broker and the thread that runs it.
 
     Threads: ``start``, ``stop``, ``submit`` and the properties may be used from any thread.
@@ -104,7 +80,7 @@ class ConnectionThread:
         self._name = name
         # On the caller's thread: a ConfigError is raised here. Shuffled: clients spread out.
         self._urls = shuffled(settings.urls)
-        self._params = [_parameters(settings, url, name) for url in self._urls]
+        self._params = [parameters(settings, url, name) for url in self._urls]
         self._next_address = 0  # index of the address the next attempt goes to
         self._address = 0  # index of the address of the current (or last) attempt
         self._persist = False
@@ -145,11 +121,6 @@ class ConnectionThread:
     def blocked(self) -> str | None:
         """Why the broker blocks publishing on this connection (a resource alarm), or None."""
         return self._blocked
-
-    @property
-    def address(self) -> str:
-        """The broker URL of the current (or last) connection attempt, password hidden."""
-        return redact_url(self._urls[self._address])
 
     @property
     def error(self) -> ReqrepError | None:
@@ -282,22 +253,6 @@ class ConnectionThread:
         elif connection is not None and connection.is_open:
             connection.channel(on_open_callback=self._on_channel_open)
 
-    def _on_persist_deadline(self) -> None:
-        """The start deadline of a persistent start passed: stop counting, keep trying."""
-        if self._state is not State.STARTING:
-            return
-        with self._lock:
-            self._state = State.RECOVERING
-        reason = str(self._error) if self._error is not None else f"{self._where()}: set-up"
-        self._error = None
-        log.warning(
-            "%s; not ready after %gs, still trying (%d addresses)",
-            reason,
-            self._settings.connect_timeout,
-            len(self._urls),
-        )
-        self._settled.set()
-
     def _run(self) -> None:
         try:
             mark_io_thread()
@@ -324,21 +279,6 @@ class ConnectionThread:
         finally:
             self._finish()
 
-    def _survive_connect_crash(self, exc: Exception) -> bool:
-        """pika can raise out of its loop while a connection attempt meets a peer that just
-        closed (``getpeername()`` failed). Nothing was open yet: count it as a failed attempt
-        and run the loop again, instead of ending the thread. Say whether that was done."""
-        if self._opened or self._state not in (State.STARTING, State.RECOVERING):
-            return False
-        log.warning("%s: connection attempt crashed (%r); trying again", self._where(), exc)
-        self._abandon_socket()
-        self._connection = None
-        self.channel = None
-        self._retry_or_give_up(
-            BrokerUnreachable(f"{self._where()}: {_describe(exc, self._settings)}"), fatal=False
-        )
-        return True
-
     def _run_tasks(self) -> None:
         with self._lock:
             tasks, self._tasks = self._tasks, deque()
@@ -348,30 +288,6 @@ class ConnectionThread:
                 task()
             except Exception:
                 log.exception("%s: task failed on the I/O thread", self._name)
-
-    def _abandon_socket(self) -> None:
-        """After a crash, close the socket ourselves: the loop that would have is gone."""
-        transport = getattr(self._connection, "_transport", None)  # pika internals, if present
-        sock = getattr(transport, "_sock", None)
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.close()
-
-    def _connect(self) -> None:
-        self._retry_timer = None
-        if self._state in (State.CLOSING, State.CLOSED):
-            self._ioloop.stop()
-            return
-        # Every attempt after the first goes to the next address: a dead node is left at once.
-        self._address = self._next_address % len(self._params)
-        self._next_address += 1
-        self._connection = pika.SelectConnection(
-            self._params[self._address],
-            on_open_callback=self._on_connection_open,
-            on_open_error_callback=self._on_open_error,
-            on_close_callback=self._on_connection_closed,
-            custom_ioloop=self._ioloop,
-        )
 
     def _on_connection_open(self, connection: Any) -> None:
         if connection is not self._connection:  # abandoned after a crash while connecting
@@ -401,21 +317,6 @@ class ConnectionThread:
         channel.add_on_close_callback(self._on_channel_closed)
         self._setup(channel)
 
-    def _on_open_error(self, connection: Any, exc: BaseException) -> None:
-        if connection is not self._connection:
-            return  # abandoned after a crash while connecting: its retry is scheduled already
-        self._connection = None
-        cause = _root_cause(exc)
-        fatal = tls.is_tls_error(cause) or isinstance(
-            cause,
-            pika.exceptions.ProbableAuthenticationError | pika.exceptions.ProbableAccessDeniedError,
-        )
-        text = f"{self._where()}: {_describe(exc, self._settings)}"
-        if len(self._urls) > 1:
-            text += f" (addresses: {', '.join(host_of(url) for url in self._urls)})"
-        error = BrokerUnreachable(text, permanent=fatal)
-        self._retry_or_give_up(error, fatal=fatal)
-
     def _on_channel_closed(self, channel: Any, reason: BaseException) -> None:
         if self.channel is not None and channel is not self.channel:
             return  # a channel already replaced by a new one
@@ -430,7 +331,7 @@ class ConnectionThread:
         # arguments), which retrying cannot fix.
         starting = self._state is State.STARTING
         error = ConnectionLost(
-            f"{self._where()}: channel closed: {_describe(reason)}", permanent=starting
+            f"{self._where()}: channel closed: {describe(reason)}", permanent=starting
         )
         if starting:
             self._error = error
@@ -449,7 +350,7 @@ class ConnectionThread:
         if state is State.CLOSING:
             self._ioloop.stop()
             return
-        error = ConnectionLost(f"{self._where()}: connection lost: {_describe(reason)}")
+        error = ConnectionLost(f"{self._where()}: connection lost: {describe(reason)}")
         if state is State.OPEN or self._opened:  # (also: lost while replacing the channel)
             with self._lock:
                 self._state = State.RECOVERING
@@ -460,37 +361,6 @@ class ConnectionThread:
         else:  # closed during set-up
             setup_refused = state is State.STARTING and self._error is not None
             self._retry_or_give_up(self._error or error, fatal=setup_refused)
-
-    def _retry_or_give_up(self, error: ReqrepError, *, fatal: bool) -> None:
-        if self._state is State.CLOSING:
-            self._ioloop.stop()
-        elif self._state is State.STARTING:
-            # Keep trying until the start deadline, the last pause cut short to meet it.
-            left = self._start_deadline - time.monotonic()
-            delay = min(self._next_delay(), left - 0.05)
-            if delay <= 0 and self._persist and not fatal:
-                self._error = error
-                self._on_persist_deadline()
-                self._schedule_retry()
-            elif fatal or delay <= 0:
-                self._error = error
-                self._ioloop.stop()
-            else:
-                log.info("%s; retrying in %.2fs", error, delay)
-                self._retry_timer = self._ioloop.call_later(delay, self._connect)
-        else:
-            if self._attempts in (1, 10) or self._attempts % 50 == 0:
-                log.warning("%s (attempt %d); still reconnecting", error, self._attempts)
-            self._schedule_retry()
-
-    def _next_delay(self) -> float:
-        """Capped exponential backoff with jitter (half to full of the step)."""
-        self._attempts += 1
-        step = min(self._settings.reconnect_max, 0.1 * float(2 ** min(self._attempts - 1, 16)))
-        return step * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not cryptography
-
-    def _schedule_retry(self) -> None:
-        self._retry_timer = self._ioloop.call_later(self._next_delay(), self._connect)
 
     def _close(self) -> None:
         if self._retry_timer is not None:
@@ -525,88 +395,6 @@ class ConnectionThread:
             if self._ioloop is not None:
                 self._ioloop.close()
 
-    def _where(self) -> str:
-        return f"{self._name} ({self.address})"
-
-
-def _parameters(settings: Settings, url: str, name: str) -> Any:
-    """pika's parameters for one URL. Overridden whatever the URL says: ``connection_attempts``
-    and ``retry_delay`` (reqrep retries itself, across all addresses, with backoff) and
-    ``client_properties``; ``heartbeat``, ``socket_timeout`` and ``stack_timeout`` only where
-    the URL does not set them (REQREP_HEARTBEAT, and connect_timeout)."""
-    try:
-        params = pika.URLParameters(url)
-    except Exception as exc:  # noqa: BLE001 - pika raises assorted types for a bad URL
-        # pika's text may quote the ssl_options argument, which can hold a key password.
-        why = type(exc).__name__ if "ssl_options" in url else str(exc)
-        raise ConfigError(f"invalid AMQP URL {redact_url(url)!r}: {why}") from None
-    if "heartbeat=" not in url:
-        params.heartbeat = settings.heartbeat
-    params.connection_attempts = 1  # we retry ourselves, with backoff and a deadline
-    params.retry_delay = 0
-    if "socket_timeout=" not in url:
-        params.socket_timeout = settings.connect_timeout
-    if "stack_timeout=" not in url:
-        params.stack_timeout = settings.connect_timeout
-    params.client_properties = {"connection_name": name, "product": "reqrep"}
-    if tls.uses_tls_settings(settings):
-        if params.ssl_options is None:
-            raise ConfigError(
-                f"TLS settings (REQREP_TLS_*) need an amqps:// URL, got {settings.redacted_url!r}"
-            )
-        params.ssl_options = pika.SSLOptions(
-            tls.tls_context(settings), server_hostname=settings.tls_server_name or params.host
-        )
-    return params
-
-
-def _describe(exc: BaseException, settings: Settings | None = None) -> str:
-    """A one-line account of a pika error, with any password scrubbed."""
-    exc = _root_cause(exc)
-    if tls.is_tls_error(exc):
-        text = tls.describe_tls_error(exc)
-    elif isinstance(exc, pika.exceptions.ProbableAuthenticationError):
-        text = "login refused (check the user name and password)"
-    elif isinstance(exc, pika.exceptions.ProbableAccessDeniedError):
-        text = "access refused (check the vhost and the user's permissions)"
-    elif isinstance(exc, AMQPConnectorStackTimeout):
-        text = "timed out while connecting"
-    elif isinstance(exc, OSError) and exc.strerror:
-        text = exc.strerror.lower()
-    else:
-        text = f"{type(exc).__name__}: {exc}"
-    if settings is not None:
-        for secret in (*(_password(url) for url in settings.urls), settings.tls_key_password):
-            if secret:
-                text = text.replace(secret, "***")
-    return text
-
 
 def _name(fn: Callable[..., None]) -> str:
     return getattr(fn, "__qualname__", None) or repr(fn)
-
-
-def _root_cause(exc: BaseException) -> BaseException:
-    """Unwrap pika's layers of connection-workflow wrappers."""
-    for _ in range(5):
-        if isinstance(exc, AMQPConnectionWorkflowFailed) and exc.exceptions:
-            exc = exc.exceptions[-1]
-        elif isinstance(exc, AMQPConnectorPhaseErrorBase):
-            exc = exc.exception
-        elif (
-            isinstance(exc, pika.exceptions.AMQPConnectionError)
-            and len(exc.args) == 1
-            and isinstance(exc.args[0], BaseException)
-        ):
-            exc = exc.args[0]
-        else:
-            break
-    return exc
-
-
-def _password(url: str) -> str | None:
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        return None
-    return unquote(password) if password else None

@@ -20,8 +20,8 @@ import pika
 import pika.exceptions
 
 from reqrep.common import control, envelope, topology
+from reqrep.common._pika_params import describe, parameters
 from reqrep.common.config import Settings, check_seconds
-from reqrep.common.connection import _describe, _parameters
 from reqrep.common.control import WorkerInfo
 from reqrep.common.errors import (
     BrokerUnreachable,
@@ -76,7 +76,7 @@ class Admin:
         self.settings = base.replace(url=url)
         name = f"reqrep-admin-{os.getpid()}"
         # pika's BlockingConnection tries each address of a cluster in turn.
-        self._params = [_parameters(self.settings, url, name) for url in self.settings.urls]
+        self._params = [parameters(self.settings, url, name) for url in self.settings.urls]
         self._connection: Any = None
 
     def __repr__(self) -> str:
@@ -88,7 +88,7 @@ class Admin:
                 self._connection = pika.BlockingConnection(self._params)
             except pika.exceptions.AMQPError as exc:
                 where = self.settings.redacted_url
-                raise BrokerUnreachable(f"{where}: {_describe(exc, self.settings)}") from None
+                raise BrokerUnreachable(f"{where}: {describe(exc, self.settings)}") from None
         return self
 
     def close(self) -> None:
@@ -183,7 +183,7 @@ class Admin:
         except pika.exceptions.ChannelClosedByBroker as exc:
             if exc.reply_code == _NOT_FOUND:
                 return None
-            raise ConnectionLost(f"checking {queue!r}: {_describe(exc)}") from None
+            raise ConnectionLost(f"checking {queue!r}: {describe(exc)}") from None
 
     # -- dead letters -------------------------------------------------------------------------
 
@@ -258,11 +258,11 @@ class Admin:
         try:
             channel = self._conn().channel()
         except pika.exceptions.AMQPError as exc:
-            raise ConnectionLost(f"{self.settings.redacted_url}: {_describe(exc)}") from None
+            raise ConnectionLost(f"{self.settings.redacted_url}: {describe(exc)}") from None
         try:
             yield channel
         except pika.exceptions.AMQPConnectionError as exc:
-            raise ConnectionLost(f"{self.settings.redacted_url}: {_describe(exc)}") from None
+            raise ConnectionLost(f"{self.settings.redacted_url}: {describe(exc)}") from None
         finally:
             if channel.is_open:
                 channel.close()

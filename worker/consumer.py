@@ -17,7 +17,6 @@ unacknowledged, so results of requests from an older channel are only cached, ne
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -31,44 +30,17 @@ from reqrep.common.connection import State
 from reqrep.common.errors import ReqrepError
 from reqrep.common.observe import Probe
 from reqrep.worker import admission
+from reqrep.worker._declare import chain, declare_steps
 from reqrep.worker.dedupe import ReplyCache
+from reqrep.worker.job import Job, Waiter
 from reqrep.worker.replies import ConsumerStats, ReplyPublisher
-from reqrep.worker.service import Handler, Service
+from reqrep.worker.service import Service
 
 __all__ = ["Consumer", "ConsumerStats", "Job"]
 
 log = logging.getLogger("reqrep.worker")
 
 CACHE_SWEEP_INTERVAL = 5.0  # seconds between sweeps of the reply cache's expired entries
-
-
-@dataclasses.dataclass(frozen=True)
-class Job:
-    """One request to run: what a handler thread needs, and what the reply needs."""
-
-    tag: int
-    generation: int
-    method: str
-    correlation_id: str
-    reply_to: str
-    message_id: str | None
-    body: bytes
-    handler: Handler
-    deadline_ms: int | None = None
-    redelivered: bool = False
-    delivery_count: int = 0
-    cache_key: Hashable = None  # (service, method, message_id) when it has a message_id
-    trace: dict[str, str] = dataclasses.field(default_factory=dict)  # W3C trace headers
-
-
-@dataclasses.dataclass(frozen=True)
-class _Waiter:
-    """A duplicate delivery waiting for the same key's running job."""
-
-    tag: int
-    generation: int
-    reply_to: str
-    correlation_id: str
 
 
 class Consumer(ReplyPublisher):
@@ -105,7 +77,7 @@ class Consumer(ReplyPublisher):
         self._draining = False
         self._cancelled = False  # the broker confirmed our consumer is cancelled
         self._sweeping = False  # the reply cache's sweep timer runs
-        self._running: dict[Hashable, list[_Waiter]] = {}  # cache key -> duplicates waiting
+        self._running: dict[Hashable, list[Waiter]] = {}  # cache key -> duplicates waiting
         self._probe = probe if probe is not None else Probe("worker", service.name, observers=())
 
     def reply(self, job: Job, body: bytes, *, ran: bool = True) -> None:
@@ -140,37 +112,15 @@ class Consumer(ReplyPublisher):
     def _setup(self, channel: Any) -> None:
         self._reset_replies(channel)
         channel.add_on_cancel_callback(self.guarded(self._on_broker_cancel))
-        prefix, settings = self._settings.queue_prefix, self._settings
-        dlx, dlq = topology.dead_letter_exchange(prefix), topology.dead_letter_queue(self.queue)
-        steps: list[Callable[[Callable[[Any], None]], None]] = [
-            lambda done: channel.basic_qos(prefetch_count=self._prefetch, callback=done),
-            lambda done: self._confirm(channel, done),
-            lambda done: channel.exchange_declare(
-                dlx, exchange_type="direct", durable=True, callback=done
-            ),
-            lambda done: channel.queue_declare(
-                dlq,
-                durable=True,
-                arguments=topology.dead_letter_queue_arguments(
-                    settings.queue_type, settings.dlq_max_length
-                ),
-                callback=done,
-            ),
-            lambda done: channel.queue_bind(dlq, dlx, routing_key=dlq, callback=done),
-            lambda done: channel.queue_declare(
-                self.queue,
-                durable=True,
-                arguments=topology.request_queue_arguments(
-                    prefix=prefix,
-                    queue=self.queue,
-                    queue_type=settings.queue_type,
-                    max_redeliveries=settings.max_redeliveries,
-                ),
-                callback=done,
-            ),
-            self._consume,
-        ]
-        _chain(steps, self._after_setup)
+        steps = declare_steps(
+            channel,
+            self._settings,
+            self.queue,
+            prefetch=self._prefetch,
+            confirm=lambda done: self._confirm(channel, done),
+            consume=self._consume,
+        )
+        chain(steps, self._after_setup)
 
     def _confirm(self, channel: Any, done: Callable[[Any], None]) -> None:
         if self._settings.persistent:
@@ -324,9 +274,7 @@ class Consumer(ReplyPublisher):
         if waiters is not None:
             self.stats.deduplicated += 1
             self._probe.dedupe_hit(delivery.method)
-            waiters.append(
-                _Waiter(tag, self.generation, delivery.reply_to, delivery.correlation_id)
-            )
+            waiters.append(Waiter(tag, self.generation, delivery.reply_to, delivery.correlation_id))
             return True
         return False
 
@@ -348,7 +296,7 @@ class Consumer(ReplyPublisher):
     # -- I/O thread: finished jobs and draining ------------------------------------------------
 
     def _complete_job(self, job: Job, body: bytes, *, ran: bool = True) -> None:
-        waiters: list[_Waiter] = []
+        waiters: list[Waiter] = []
         if job.cache_key is not None:
             if ran:
                 self._cache.put(job.cache_key, body)
@@ -419,17 +367,3 @@ class Consumer(ReplyPublisher):
 
     def _on_closed(self) -> None:
         self._notify_closed()
-
-
-def _chain(steps: list[Callable[[Callable[[Any], None]], None]], then: Callable[[], None]) -> None:
-    """Run asynchronous pika steps one after another; each gets the callback that starts the
-    next (pika calls it with the reply frame, which we ignore)."""
-    if not steps:
-        then()
-        return
-    first, rest = steps[0], steps[1:]
-
-    def next_step(_frame: Any = None) -> None:
-        _chain(rest, then)
-
-    first(next_step)

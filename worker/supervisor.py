@@ -15,7 +15,6 @@ import logging
 import os
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
@@ -50,7 +49,12 @@ class Supervisor:
         self._argv = argv
         self._count = count
         self._env = dict(os.environ if env is None else env)
-        self._stopping = threading.Event()
+        self._stopping = False  # main thread only: the signal handler never touches it
+        # Set by the signal handler, which must take no lock: Event.set() (or logging) there can
+        # deadlock the main thread if the signal lands while that thread holds the same lock.
+        # The main loop acts on them within a tick (see _on_signals), as Worker.run does.
+        self._signals: list[str] = []
+        self._signals_seen = 0
         self._children: dict[int, tuple[int, subprocess.Popen[bytes], float]] = {}  # pid -> slot
         self._failures = [0] * count
         self._codes: list[int] = []
@@ -65,12 +69,14 @@ class Supervisor:
         try:
             for slot in range(self._count):
                 self._spawn(slot)
-            while self._children or (self._restarts and not self._stopping.is_set()):
+            while self._children or (self._restarts and not self._stopping):
+                self._on_signals()
                 self._reap()
                 self._restart_due()
-                # A bounded wait, not a blocking os.wait(): a signal that lands just before a
+                # A bounded sleep, not a blocking os.wait(): a signal that lands just before a
                 # blocking call would only be handled once that call returns, maybe never.
-                self._stopping.wait(_TICK)
+                if len(self._signals) == self._signals_seen:
+                    time.sleep(_TICK)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -90,7 +96,7 @@ class Supervisor:
             if code is None:
                 continue
             del self._children[pid]
-            if self._stopping.is_set():
+            if self._stopping:
                 log.info("worker process %d (pid %d) exited with %d", slot, pid, code)
                 self._codes.append(code)
                 continue
@@ -118,11 +124,11 @@ class Supervisor:
             code,
         )
         self._fatal = code
-        self._stopping.set()
+        self._stopping = True
         self._terminate_children()
 
     def _restart_due(self) -> None:
-        if self._stopping.is_set():
+        if self._stopping:
             self._restarts.clear()
             return
         now = time.monotonic()
@@ -132,17 +138,24 @@ class Supervisor:
                 self._spawn(slot)
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        name = signal.Signals(signum).name
-        again = self._stopping.is_set()
-        self._stopping.set()
-        # A second signal is passed on too: a child that gets a second one exits at once.
-        log.info(
-            "%s: %s %d worker processes",
-            name,
-            "stopping" if not again else "forcing",
-            len(self._children),
-        )
-        self._terminate_children()
+        """The signal handler: it only records the signal (no lock, no logging, no I/O)."""
+        self._signals.append(signal.Signals(signum).name)  # list.append takes no lock
+
+    def _on_signals(self) -> None:
+        """Act on the signals recorded since the last look (main thread)."""
+        while self._signals_seen < len(self._signals):
+            name = self._signals[self._signals_seen]
+            self._signals_seen += 1
+            again = self._stopping
+            self._stopping = True
+            # A second signal is passed on too: a child that gets a second one exits at once.
+            log.info(
+                "%s: %s %d worker processes",
+                name,
+                "stopping" if not again else "forcing",
+                len(self._children),
+            )
+            self._terminate_children()
 
     def _terminate_children(self) -> None:
         for _slot, proc, _started in self._children.values():

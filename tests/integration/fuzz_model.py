@@ -62,6 +62,14 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite_float(text: str) -> float:
+    """README: a number too large for a double (``1e400``) is refused, not read as infinity."""
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text} is too large for a double")
+    return value
+
+
 def _clip(text: str) -> str:
     """README: a message longer than 2,000 characters is cut there and says how much was cut."""
     text = text.encode("utf-8", "replace").decode("utf-8")
@@ -70,10 +78,12 @@ def _clip(text: str) -> str:
     return text[:2000] + f"... [{len(text) - 2000} more chars]"
 
 
-def _handled(method: str, body: bytes) -> Expect:
+def expect_handled(method: str, body: bytes) -> Expect:
     """What running the demo handler on ``body`` should answer."""
     try:
-        payload = json.loads(body.decode("utf-8"), parse_constant=_refuse_constant)
+        payload = json.loads(
+            body.decode("utf-8"), parse_constant=_refuse_constant, parse_float=_finite_float
+        )
     except (UnicodeDecodeError, ValueError, RecursionError):
         return Expect("handled", reply=True, code="bad_request", error_type="BadRequest")
     try:
@@ -120,7 +130,7 @@ def _judge(sent: Sent, answered: Answered) -> Expect:
     refused = _refusal(spec)
     if refused is not None:
         return refused
-    expect = _handled((wire(spec.method) or b"").decode("utf-8"), spec.body)
+    expect = expect_handled((wire(spec.method) or b"").decode("utf-8"), spec.body)
     if key is not None and expect.outcome == "handled" and expect.error_type != "BadRequest":
         answered[key] = (sent, expect)
     return expect

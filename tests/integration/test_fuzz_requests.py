@@ -26,18 +26,49 @@ from typing import Any
 import hypothesis
 import pika
 import pytest
-from hypothesis import HealthCheck, given
+from hypothesis import HealthCheck, example, given
 
 from reqrep.common import Settings
 from reqrep.requestor import Requestor
 from reqrep.worker import Worker
-from tests.integration.fuzz_messages import REQUESTS, Deadline, Spec
-from tests.integration.fuzz_model import MAX_BYTES, Sent, build_model, check
+from tests.integration.fuzz_messages import JSON, REQUESTS, Deadline, Spec
+from tests.integration.fuzz_model import MAX_BYTES, Sent, build_model, check, expect_handled
 from tests.support import Admin, BareReplyQueue
 
 # More for a soak run, e.g. REQREP_FUZZ_EXAMPLES=3000 pytest --timeout 600 ...
 EXAMPLES = int(os.environ.get("REQREP_FUZZ_EXAMPLES", "150"))
 SETTLE = 20.0  # seconds: the longest the final phase waits for replies and dead letters
+
+
+def _spec(body: bytes, method: str) -> Spec:
+    """A well-formed message with this body: an explicit example for the fuzz test."""
+    return Spec(
+        body=body,
+        method=method,
+        content_type=JSON,
+        correlation_id="example",
+        reply_to="mine",
+        headers=None,
+        message_id=None,
+        expiration=None,
+        delivery_mode=None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "body", "code", "error_type"),
+    [
+        ("echo", b"1e400", "bad_request", "BadRequest"),
+        ("echo", b"[-1e400]", "bad_request", "BadRequest"),
+        ("add", b'{"a": 1e308, "b": 1e308}', "handler_error", "SerializationError"),
+    ],
+)
+def test_the_model_expects_what_the_worker_does_with_numbers_beyond_a_double(
+    method: str, body: bytes, code: str, error_type: str
+) -> None:
+    """No broker: the model must agree with common/serialization.py, or the fuzz test fails."""
+    expect = expect_handled(method, body)
+    assert (expect.code, expect.error_type, expect.ok) == (code, error_type, False)
 
 
 @pytest.fixture
@@ -160,6 +191,8 @@ def test_fuzzed_requests_never_break_the_worker(
         suppress_health_check=[HealthCheck.function_scoped_fixture],
     )
     @given(spec=REQUESTS)
+    @example(spec=_spec(b"1e400", "echo"))  # beyond a double: refused, not read as inf
+    @example(spec=_spec(b'{"a": 1e308, "b": 1e308}', "add"))  # a sum no double holds
     def one_message_then_a_real_call(spec: Spec) -> None:
         nonlocal calls
         reconnects = demo_worker.reconnects

@@ -1,5 +1,5 @@
 """Static checks of the image: the Dockerfile and .dockerignore (docker-compose.yml: see
-test_compose.py). No Docker engine is needed: the Dockerfile is read as text."""
+compose/test_structure.py). No Docker engine is needed: the Dockerfile is read as text."""
 
 from __future__ import annotations
 

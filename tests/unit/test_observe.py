@@ -1,14 +1,7 @@
-"""The instrumentation seam, trace context, the HTTP endpoint and optional imports (no broker)."""
+"""The instrumentation seam: call outcomes, the probe and its observers (no broker)."""
 
 from __future__ import annotations
 
-import logging
-import socket
-import subprocess
-import sys
-import textwrap
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Mapping, MutableMapping
 from concurrent.futures import Future
 from contextlib import AbstractContextManager, contextmanager
@@ -20,13 +13,7 @@ from prometheus_client import CollectorRegistry
 import reqrep.metrics
 from reqrep.common import tracecontext
 from reqrep.common.envelope import ErrorInfo, error_body, success_body
-from reqrep.common.errors import (
-    CallTimeout,
-    ConfigError,
-    MethodNotFound,
-    NoSuchService,
-    RemoteError,
-)
+from reqrep.common.errors import CallTimeout, MethodNotFound, NoSuchService, RemoteError
 from reqrep.common.observe import (
     CallInfo,
     Observer,
@@ -37,95 +24,9 @@ from reqrep.common.observe import (
     reply_code,
     uninstall,
 )
-from reqrep.common.tracecontext import CorrelationFilter, TraceParent
-from reqrep.worker.endpoint import Endpoint
+from reqrep.common.tracecontext import TraceParent
 
 TP = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-
-
-# -- trace context ------------------------------------------------------------------------------
-
-
-def test_traceparent_round_trips() -> None:
-    parsed = TraceParent.parse(TP)
-    assert parsed == TraceParent("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", "01")
-    assert str(parsed) == TP
-    child = parsed.child()
-    assert child.trace_id == parsed.trace_id
-    assert child.span_id != parsed.span_id
-    assert TraceParent.parse(str(TraceParent.new())) is not None
-
-
-@pytest.mark.parametrize(
-    "value",
-    [
-        None,
-        42,
-        "",
-        "garbage",
-        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",  # upper case
-        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",  # zero trace id
-        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",  # zero span id
-        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",  # forbidden version
-        TP + "-extra",
-    ],
-)
-def test_malformed_traceparent_is_ignored(value: object) -> None:
-    assert TraceParent.parse(value) is None
-    assert tracecontext.extract({"traceparent": value}) == {}
-
-
-def test_extract_keeps_a_bounded_tracestate() -> None:
-    assert tracecontext.extract(None) == {}
-    assert tracecontext.extract({"traceparent": TP, "tracestate": "k=v", "x": 1}) == {
-        "traceparent": TP,
-        "tracestate": "k=v",
-    }
-    assert tracecontext.extract({"traceparent": TP, "tracestate": "k=" + "v" * 600}) == {
-        "traceparent": TP
-    }
-
-
-def test_outgoing_continues_the_trace_being_served() -> None:
-    assert tracecontext.outgoing() == {}  # outside a traced call: nothing to propagate
-    assert tracecontext.current() is None
-    token = tracecontext.bind("cid-1", {})
-    try:
-        assert tracecontext.outgoing() == {}  # serving a call that carried no trace
-    finally:
-        tracecontext.unbind(token)
-    token = tracecontext.bind("cid-1", {"traceparent": TP})
-    try:
-        assert tracecontext.current() == TraceParent.parse(TP)
-        child = TraceParent.parse(tracecontext.outgoing()["traceparent"])
-        assert child is not None
-        assert child.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736"
-        assert child.span_id != "00f067aa0ba902b7"
-    finally:
-        tracecontext.unbind(token)
-    assert tracecontext.scope() is None
-
-
-def test_correlation_filter() -> None:
-    stamp = CorrelationFilter()
-
-    def record(**extra: str) -> logging.LogRecord:
-        made = logging.LogRecord("x", logging.INFO, __file__, 1, "m", None, None)
-        made.__dict__.update(extra)
-        assert stamp.filter(made)
-        return made
-
-    outside = record()
-    assert (outside.correlation_id, outside.trace_id) == ("-", "-")  # type: ignore[attr-defined]
-    token = tracecontext.bind("cid-7", {"traceparent": TP})
-    try:
-        inside = record()
-        assert inside.correlation_id == "cid-7"  # type: ignore[attr-defined]
-        assert inside.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736"  # type: ignore[attr-defined]
-        explicit = record(correlation_id="other")
-        assert explicit.correlation_id == "other"  # type: ignore[attr-defined]
-    finally:
-        tracecontext.unbind(token)
 
 
 # -- outcomes -----------------------------------------------------------------------------------
@@ -274,131 +175,3 @@ def test_metrics_enable_is_idempotent_per_registry() -> None:
     assert 'reqrep_worker_requests_received_total{method="add",service="svc"} 1.0' in text
     assert 'reqrep_worker_redeliveries_total{service="svc"} 1.0' in text
     assert 'reqrep_worker_poison_requests_total{service="svc"} 1.0' in text
-
-
-# -- the HTTP endpoint --------------------------------------------------------------------------
-
-
-def _get(port: int, path: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return int(response.status), bytes(response.read())
-    except urllib.error.HTTPError as exc:
-        return int(exc.code), bytes(exc.read())
-
-
-def test_endpoint_answers_health_and_metrics() -> None:
-    healthy = [False]
-    endpoint = Endpoint(
-        0,
-        host="127.0.0.1",
-        health=lambda: healthy[0],
-        metrics=lambda: (b"m 1\n", "text/plain"),
-    ).start()
-    try:
-        assert _get(endpoint.port, "/healthz") == (503, b"not consuming\n")
-        healthy[0] = True
-        assert _get(endpoint.port, "/healthz?verbose=1") == (200, b"consuming\n")
-        assert _get(endpoint.port, "/metrics") == (200, b"m 1\n")
-        assert _get(endpoint.port, "/other")[0] == 404
-    finally:
-        endpoint.stop()
-
-
-def test_endpoint_without_metrics_and_a_busy_port() -> None:
-    endpoint = Endpoint(0, host="127.0.0.1", health=lambda: True).start()
-    try:
-        assert _get(endpoint.port, "/metrics")[0] == 404
-        with pytest.raises(ConfigError, match="cannot serve HTTP"):
-            Endpoint(endpoint.port, host="127.0.0.1")
-    finally:
-        endpoint.stop()
-    with socket.socket() as sock:  # the port is free again (past TIME_WAIT, as servers bind)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", endpoint.port))
-
-
-# -- optional packages --------------------------------------------------------------------------
-
-OPTIONAL = ("prometheus_client", "opentelemetry", "rich")
-
-
-def test_a_worker_and_a_requestor_import_nothing_optional() -> None:
-    script = textwrap.dedent(
-        """
-        import sys
-        import reqrep, reqrep.cli, reqrep.metrics, reqrep.tracing
-        from reqrep.worker.demo import service
-        from reqrep.worker.endpoint import Endpoint
-        reqrep.Worker(service)
-        reqrep.Requestor(service="demo").close()
-        print(sorted({m.split(".")[0] for m in sys.modules} & set(sys.argv[1:])))
-        """
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", script, *OPTIONAL],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    assert out.stdout.strip() == "[]", out.stdout + out.stderr
-
-
-def test_enabling_imports_only_what_is_enabled() -> None:
-    script = textwrap.dedent(
-        """
-        import sys
-        import reqrep.metrics
-        reqrep.metrics.enable()
-        print(sorted({m.split(".")[0] for m in sys.modules} & set(sys.argv[1:])))
-        """
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", script, *OPTIONAL],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    assert out.stdout.strip() == "['prometheus_client']", out.stdout + out.stderr
-
-
-def test_worker_command_with_a_busy_health_port_exits_2_before_connecting() -> None:
-    from click.testing import CliRunner  # noqa: PLC0415 - only this test drives the CLI
-
-    from reqrep.cli import cli  # noqa: PLC0415
-
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        port = busy.getsockname()[1]
-        try:
-            result = CliRunner().invoke(
-                cli,
-                ["worker", "reqrep.worker.demo:service", "--health-port", str(port)],
-                env={"AMQP_URL": "amqp://broker.invalid/", "REQREP_HTTP_HOST": "127.0.0.1"},
-                prog_name="reqrep",
-            )
-        finally:
-            root.handlers[:] = handlers
-            root.setLevel(level)
-    assert result.exit_code == 2, result.output
-    assert f"cannot serve HTTP on 127.0.0.1:{port}" in result.output
-
-
-def test_tracing_without_an_sdk_still_propagates() -> None:
-    from opentelemetry.trace import NoOpTracerProvider  # noqa: PLC0415
-
-    from reqrep.common._otel import OtelObserver  # noqa: PLC0415
-
-    observer = OtelObserver(NoOpTracerProvider())
-    probe = Probe("requestor", observers=(observer,))
-    headers = {"traceparent": TP}  # what reqrep carries on from the call being served
-    sent = dict(headers)
-    done: Future[Any] = Future()
-    probe.watch(CallInfo("svc", "m", "reqrep.svc", "c", "k"), headers, done)
-    done.set_result(None)
-    assert headers == sent  # the no-op span had nothing to say: reqrep's own context stays

@@ -1,0 +1,44 @@
+"""A request on its way from the worker's I/O thread to a handler thread, and its twins.
+
+``Consumer`` (``worker/consumer.py``) makes a ``Job`` of each admitted request and hands it to
+the handler pool (``worker/execute.py``); a duplicate delivery of a request still running here
+waits as a ``Waiter`` for the same reply. Both are immutable: any thread may read them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Hashable
+
+from reqrep.worker.service import Handler
+
+__all__ = ["Job", "Waiter"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One request to run: what a handler thread needs, and what the reply needs."""
+
+    tag: int
+    generation: int
+    method: str
+    correlation_id: str
+    reply_to: str
+    message_id: str | None
+    body: bytes
+    handler: Handler
+    deadline_ms: int | None = None
+    redelivered: bool = False
+    delivery_count: int = 0
+    cache_key: Hashable = None  # (service, method, message_id) when it has a message_id
+    trace: dict[str, str] = dataclasses.field(default_factory=dict)  # W3C trace headers
+
+
+@dataclasses.dataclass(frozen=True)
+class Waiter:
+    """A duplicate delivery waiting for the same key's running job."""
+
+    tag: int
+    generation: int
+    reply_to: str
+    correlation_id: str
