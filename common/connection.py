@@ -58,7 +58,7 @@ from pika.adapters.utils.connection_workflow import (
 from reqrep.common import tls
 from reqrep.common._iothread import mark_io_thread
 from reqrep.common._pika_decode import tolerate_undecodable_properties
-from reqrep.common._pika_writes import coalesce_pika_writes
+from reqrep.common._pika_writes import coalesce_pika_writes, flush_pika_writes
 from reqrep.common.addresses import host_of, redact_url, shuffled
 from reqrep.common.config import Settings
 from reqrep.common.errors import (
@@ -348,6 +348,7 @@ class ConnectionThread:
                 task()
             except Exception:
                 log.exception("%s: task failed on the I/O thread", self._name)
+        flush_pika_writes(self._connection)  # the batch's frames go out now, not a turn later
 
     def _abandon_socket(self) -> None:
         """After a crash, close the socket ourselves: the loop that would have is gone."""

@@ -26,6 +26,7 @@ from typing import Any
 import pika
 
 from reqrep.common import envelope
+from reqrep.common._pika_writes import flush_pika_writes
 from reqrep.common.config import Settings
 from reqrep.common.connection import ConnectionThread
 from reqrep.common.logthrottle import LogThrottle
@@ -227,4 +228,5 @@ class ReplyPublisher(ConnectionThread):
             self.channel.basic_ack(run[-1], multiple=len(run) > 1)
         for tag in acks[len(run) :]:
             self.channel.basic_ack(tag)
+        flush_pika_writes(self._connection)  # now, not a turn of the loop later
         self._check_drained()
