@@ -210,6 +210,9 @@ class ConnectionThread:
     def _on_thread_start(self) -> None:
         """The I/O thread has started; no connection exists yet."""
 
+    def _after_tasks(self) -> None:
+        """A batch of submitted tasks has run; its frames are sent right after this."""
+
     def _on_blocked(self, reason: str) -> None:
         """The broker stopped reading what this connection publishes (memory or disk alarm)."""
 
@@ -348,6 +351,7 @@ class ConnectionThread:
                 task()
             except Exception:
                 log.exception("%s: task failed on the I/O thread", self._name)
+        self._after_tasks()
         flush_pika_writes(self._connection)  # the batch's frames go out now, not a turn later
 
     def _abandon_socket(self) -> None:

@@ -209,6 +209,12 @@ class ReplyPublisher(ConnectionThread):
             self.channel.basic_reject(tag, requeue=False)
         self._check_drained()
 
+    def _after_tasks(self) -> None:
+        # Replies settled by this batch of tasks (no confirms): their acks join the replies'
+        # write instead of following in a send of their own.
+        if self._acks:
+            self._flush_acks()
+
     def _queue_ack(self, tag: int) -> None:
         """Ack soon, together with the other acks of this turn of the I/O loop: one
         ``basic_ack(multiple=True)`` can settle a run of requests in one frame."""
