@@ -88,6 +88,7 @@ class State(enum.Enum):
 
 
 _ACCEPTS_WORK = (State.OPEN, State.RECOVERING)
+_TASK_ROUNDS = 4  # rounds of newly submitted tasks one wake-up runs before the loop reads again
 
 
 class ConnectionThread:
@@ -343,16 +344,23 @@ class ConnectionThread:
         return True
 
     def _run_tasks(self) -> None:
-        with self._lock:
-            tasks, self._tasks = self._tasks, deque()
-            self._wake_pending = False
-        for task in tasks:
-            try:
-                task()
-            except Exception:
-                log.exception("%s: task failed on the I/O thread", self._name)
-        self._after_tasks()
-        flush_pika_writes(self._connection)  # the batch's frames go out now, not a turn later
+        # Tasks submitted while a batch runs join the next round here without a wake-up of
+        # their own (submit sees _wake_pending still set). After _TASK_ROUNDS rounds the loop
+        # gets its turn to read the socket, and a wake-up brings it back for the rest.
+        for _round in range(_TASK_ROUNDS):
+            with self._lock:
+                tasks, self._tasks = self._tasks, deque()
+                if not tasks:
+                    self._wake_pending = False
+                    return
+            for task in tasks:
+                try:
+                    task()
+                except Exception:
+                    log.exception("%s: task failed on the I/O thread", self._name)
+            self._after_tasks()
+            flush_pika_writes(self._connection)  # the batch's frames go out now, not a turn later
+        self._ioloop.add_callback_threadsafe(self._run_tasks)  # _wake_pending stays set
 
     def _abandon_socket(self) -> None:
         """After a crash, close the socket ourselves: the loop that would have is gone."""
