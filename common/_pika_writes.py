@@ -17,13 +17,14 @@ import logging
 from collections import deque
 from typing import Any
 
-__all__ = ["coalesce_pika_writes"]
+__all__ = ["coalesce_pika_writes", "flush_pika_writes"]
 
 log = logging.getLogger("reqrep.connection")
 
 _MAX_JOIN = 256 * 1024  # join at most this much at once: beyond it, copying costs more than calls
 
 _applied = False
+_plaintext: Any = None  # pika's plaintext transport class, once the patch is applied
 
 
 def coalesce_pika_writes() -> bool:
@@ -53,5 +54,21 @@ def coalesce_pika_writes() -> bool:
         original(self)
 
     transport._produce = produce
+    global _plaintext  # noqa: PLW0603 - set with the patch, once per process
+    _plaintext = transport
     _applied = True
     return True
+
+
+def flush_pika_writes(connection: Any) -> None:
+    """Send what pika has queued for ``connection`` now (its I/O thread only).
+
+    pika only registers for writability when a frame is queued and sends on the next turn of its
+    loop: one more ``poll()`` and dispatch per batch of work. Called at the end of a batch of
+    tasks, this sends the batch's frames at once, through pika's own handler (which keeps the
+    rest queued if the socket would block, and aborts the connection on a socket error, as it
+    would have on the next turn). TLS transports are left to pika.
+    """
+    transport: Any = getattr(connection, "_transport", None)
+    if transport is not None and type(transport) is _plaintext and transport._tx_buffers:
+        transport._on_socket_writable()

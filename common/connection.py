@@ -44,7 +44,7 @@ from reqrep.common._attempts import Attempts, State
 from reqrep.common._iothread import mark_io_thread
 from reqrep.common._pika_decode import tolerate_undecodable_properties
 from reqrep.common._pika_params import describe, parameters
-from reqrep.common._pika_writes import coalesce_pika_writes
+from reqrep.common._pika_writes import coalesce_pika_writes, flush_pika_writes
 from reqrep.common.addresses import shuffled
 from reqrep.common.config import Settings
 from reqrep.common.errors import (
@@ -64,6 +64,7 @@ CLOSE_GRACE = 1.0
 
 
 _ACCEPTS_WORK = (State.OPEN, State.RECOVERING)
+_TASK_ROUNDS = 4  # rounds of newly submitted tasks one wake-up runs before the loop reads again
 
 
 class ConnectionThread(Attempts):
@@ -181,6 +182,9 @@ class ConnectionThread(Attempts):
     def _on_thread_start(self) -> None:
         """The I/O thread has started; no connection exists yet."""
 
+    def _after_tasks(self) -> None:
+        """A batch of submitted tasks has run; its frames are sent right after this."""
+
     def _on_blocked(self, reason: str) -> None:
         """The broker stopped reading what this connection publishes (memory or disk alarm)."""
 
@@ -280,14 +284,23 @@ class ConnectionThread(Attempts):
             self._finish()
 
     def _run_tasks(self) -> None:
-        with self._lock:
-            tasks, self._tasks = self._tasks, deque()
-            self._wake_pending = False
-        for task in tasks:
-            try:
-                task()
-            except Exception:
-                log.exception("%s: task failed on the I/O thread", self._name)
+        # Tasks submitted while a batch runs join the next round here without a wake-up of
+        # their own (submit sees _wake_pending still set). After _TASK_ROUNDS rounds the loop
+        # gets its turn to read the socket, and a wake-up brings it back for the rest.
+        for _round in range(_TASK_ROUNDS):
+            with self._lock:
+                tasks, self._tasks = self._tasks, deque()
+                if not tasks:
+                    self._wake_pending = False
+                    return
+            for task in tasks:
+                try:
+                    task()
+                except Exception:
+                    log.exception("%s: task failed on the I/O thread", self._name)
+            self._after_tasks()
+            flush_pika_writes(self._connection)  # the batch's frames go out now, not a turn later
+        self._ioloop.add_callback_threadsafe(self._run_tasks)  # _wake_pending stays set
 
     def _on_connection_open(self, connection: Any) -> None:
         if connection is not self._connection:  # abandoned after a crash while connecting

@@ -38,6 +38,7 @@ from typing import Any
 import pika
 
 from reqrep.common._pika_decode import undecodable
+from reqrep.common._pika_props import RequestProperties
 from reqrep.common.config import Settings
 from reqrep.common.connection import ConnectionThread
 from reqrep.common.errors import (
@@ -217,7 +218,7 @@ class RequestorIO(ConnectionThread):
         left_ms = math.ceil((request.deadline - time.monotonic()) * 1000)
         if left_ms <= 0:
             return  # the sweep fails it with CallTimeout
-        properties = pika.BasicProperties(
+        properties = RequestProperties(  # its constant fields' bytes are reused
             content_type=CONTENT_TYPE,
             correlation_id=cid,
             reply_to=self._reply_queue,

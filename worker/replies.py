@@ -26,6 +26,7 @@ from typing import Any
 import pika
 
 from reqrep.common import envelope
+from reqrep.common._pika_writes import flush_pika_writes
 from reqrep.common.config import Settings
 from reqrep.common.connection import ConnectionThread
 from reqrep.common.logthrottle import LogThrottle
@@ -208,6 +209,12 @@ class ReplyPublisher(ConnectionThread):
             self.channel.basic_reject(tag, requeue=False)
         self._check_drained()
 
+    def _after_tasks(self) -> None:
+        # Replies settled by this batch of tasks (no confirms): their acks join the replies'
+        # write instead of following in a send of their own.
+        if self._acks:
+            self._flush_acks()
+
     def _queue_ack(self, tag: int) -> None:
         """Ack soon, together with the other acks of this turn of the I/O loop: one
         ``basic_ack(multiple=True)`` can settle a run of requests in one frame."""
@@ -227,4 +234,5 @@ class ReplyPublisher(ConnectionThread):
             self.channel.basic_ack(run[-1], multiple=len(run) > 1)
         for tag in acks[len(run) :]:
             self.channel.basic_ack(tag)
+        flush_pika_writes(self._connection)  # now, not a turn of the loop later
         self._check_drained()

@@ -15,6 +15,9 @@ def fmt_ms(value: float | None) -> str:
     return f"{value:.2f}" if value < 10 else f"{value:.1f}" if value < 100 else f"{value:.0f}"
 
 
+_CPU_SIDES = ("client", "server", "broker")
+
+
 def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
@@ -39,7 +42,9 @@ def render(report: dict[str, Any]) -> None:
     with_tuned = any(entry.get("vs_tuned") is not None for entry in cases.values())
     columns = ["case", "calls/s", "vs raw-pika", "vs raw-pika-durable"]
     columns += ["vs tuned"] if with_tuned else []
-    columns += ["p50 ms", "p90 ms", "p99 ms", "max ms", "errors", "calls/s per repeat"]
+    columns += ["p50 ms", "p90 ms", "p99 ms", "max ms"]
+    columns += [f"{side} us" for side in _CPU_SIDES]
+    columns += ["errors", "calls/s per repeat"]
     for column in columns:
         if column in ("case", "calls/s per repeat"):
             table.add_column(column, justify="left", no_wrap=True)
@@ -57,10 +62,16 @@ def render(report: dict[str, Any]) -> None:
             fmt_ms(lat["p90"]),
             fmt_ms(lat["p99"]),
             fmt_ms(lat["max"]),
+            *(_rate(entry["cpu_us_per_call"].get(side)) for side in _CPU_SIDES),
             str(entry["errors"]),
             " ".join(f"{v:,.0f}" for v in entry["calls_per_s_runs"]) or "failed",
         )
     console.print(table)
+    console.print(
+        "client/server/broker us: CPU microseconds per call of the client process, the "
+        "server process and the broker (beam.smp, which includes any other load on it) "
+        "over the measuring window, divided by the calls completed in it"
+    )
     ratio = report["summary"]["serial_p50_ratio"]
     if ratio is not None:
         a, b = (cases[name]["latency_ms"]["p50"] for name in SERIAL_PAIR)
@@ -68,13 +79,6 @@ def render(report: dict[str, Any]) -> None:
             f"serial: reqrep-serial p50 / tutorial p50 = {fmt_ms(a)} / {fmt_ms(b)} ms "
             f"= {ratio:.2f}x"
         )
-    cpu = Table(title="CPU us per call (medians)", caption="broker: includes any other load")
-    for column in ("case", "client", "server", "broker"):
-        cpu.add_column(column, justify="left" if column == "case" else "right")
-    for name, entry in cases.items():
-        per = entry["cpu_us_per_call"]
-        cpu.add_row(name, *(_rate(per[side]) for side in ("client", "server", "broker")))
-    console.print(cpu)
     load = report.get("loadavg_start"), report.get("loadavg_end")
     console.print(
         f"broker {report['broker'].get('product')} {report['broker'].get('version')}, "

@@ -1,0 +1,77 @@
+"""common/_pika_props.py: a request's properties encode to exactly the bytes pika writes, and
+decode back to the same fields."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pika
+import pika.exceptions
+import pytest
+
+from reqrep.common._pika_props import RequestProperties
+
+_BASE: dict[str, Any] = {
+    "content_type": "application/json",
+    "delivery_mode": 2,
+    "reply_to": "amq.gen-JzTY20BRgKO-HjmUJj0wLg",
+    "type": "echo",
+    "correlation_id": "0123456789abcdef0123456789abcdef",
+    "message_id": "0123456789abcdef0123456789abcdef",
+    "expiration": "30000",
+    "headers": {"x-deadline": 1_800_000_000_123},
+}
+
+
+def _both(**changes: Any) -> tuple[bytes, bytes]:
+    fields = {**_BASE, **changes}
+    ours = b"".join(RequestProperties(**fields).encode())
+    pikas = b"".join(pika.BasicProperties(**fields).encode())
+    return ours, pikas
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"delivery_mode": 1},
+        {"type": "ümlaut-method", "message_id": "clé-1"},
+        {"expiration": "1"},
+        {"headers": {}},
+        {"headers": {"x-deadline": 5, "traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"}},
+        {"headers": {"small": -(2**31), "edge": 2**31 - 1, "big": 2**31, "neg": -(2**31) - 1}},
+        {"headers": {"flag": True, "raw": b"\x00\x01", "nested": {"a": [1, "x"]}, "none": None}},
+        {"reply_to": "r" * 255},
+    ],
+)
+def test_bytes_are_pikas(changes: dict[str, Any]) -> None:
+    ours, pikas = _both(**changes)
+    assert ours == pikas
+
+
+def test_cached_constants_never_leak_between_combinations() -> None:
+    for changes in (
+        {},
+        {"reply_to": "amq.gen-other"},
+        {"type": "add"},
+        {"delivery_mode": 1},
+        {"content_type": "text/plain"},
+        {},
+    ):
+        ours, pikas = _both(**changes)
+        assert ours == pikas, changes
+
+
+def test_decodes_to_the_same_fields() -> None:
+    encoded = b"".join(RequestProperties(**_BASE).encode())
+    decoded = pika.BasicProperties()
+    decoded.decode(encoded)
+    for name, value in _BASE.items():
+        assert getattr(decoded, name) == value
+
+
+def test_too_long_short_string_raises_like_pika() -> None:
+    with pytest.raises(pika.exceptions.ShortStringTooLong):
+        RequestProperties(**{**_BASE, "correlation_id": "c" * 256}).encode()
+    with pytest.raises(pika.exceptions.ShortStringTooLong):
+        pika.BasicProperties(**{**_BASE, "correlation_id": "c" * 256}).encode()
