@@ -72,6 +72,12 @@ CASES: tuple[Case, ...] = (
     ),
     Case("reqrep-asyncio", "AsyncRequestor, N in flight, classic, transient", mode="asyncio"),
     Case("reqrep-threads", "N threads calling call(), classic, transient", mode="threads"),
+    Case(
+        "reqrep-threads-durable",
+        "N threads calling call(), reqrep defaults (quorum, persistent, confirms)",
+        durable=True,
+        mode="threads",
+    ),
     Case("reqrep-serial", "call(), one at a time, classic, transient", mode="serial"),
 )
 CASE_NAMES = tuple(case.name for case in CASES)
