@@ -1,0 +1,3 @@
+from bench.machine import main
+
+main()
