@@ -27,6 +27,7 @@ from typing import Any
 
 import pika
 
+from reqrep.common._pika_deliver import use_fast_deliveries
 from reqrep.common._pika_params import describe, is_refusal
 from reqrep.common.addresses import host_of, redact_url
 from reqrep.common.config import Settings
@@ -97,6 +98,7 @@ class Attempts:
             on_close_callback=self._on_connection_closed,
             custom_ioloop=self._ioloop,
         )
+        use_fast_deliveries(self._connection)
 
     def _on_open_error(self, connection: Any, exc: BaseException) -> None:
         if connection is not self._connection:

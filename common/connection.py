@@ -43,6 +43,7 @@ from pika.adapters.select_connection import IOLoop
 from reqrep.common._attempts import Attempts, State
 from reqrep.common._iothread import mark_io_thread
 from reqrep.common._pika_decode import tolerate_undecodable_properties
+from reqrep.common._pika_deliver import install_fast_deliveries
 from reqrep.common._pika_params import describe, parameters
 from reqrep.common._pika_writes import coalesce_pika_writes, flush_pika_writes
 from reqrep.common.addresses import shuffled
@@ -77,6 +78,7 @@ class ConnectionThread(Attempts):
     def __init__(self, settings: Settings, *, name: str) -> None:
         coalesce_pika_writes()
         tolerate_undecodable_properties()  # a message pika cannot decode must not drop us
+        install_fast_deliveries()  # a whole delivery straight to its consumer
         self._settings = settings
         self._name = name
         # On the caller's thread: a ConfigError is raised here. Shuffled: clients spread out.
