@@ -26,7 +26,7 @@ import pika
 from pika import data
 from pika.exceptions import ShortStringTooLong
 
-__all__ = ["ReplyProperties", "RequestProperties"]
+__all__ = ["ReplyProperties", "RequestProperties", "short_string"]
 
 _B = pika.BasicProperties
 _FLAGS = struct.pack(
@@ -48,7 +48,8 @@ _CACHE_MAX = 4096  # (content type, delivery mode, reply_to, method) combination
 _constants: dict[tuple[str, int, str, str], tuple[bytes, bytes, bytes, bytes]] = {}
 
 
-def _short(value: str | bytes) -> bytes:
+def short_string(value: str | bytes) -> bytes:
+    """An AMQP short string, as pika writes it (``str`` as UTF-8, ``bytes`` as they are)."""
     # bytes too, as pika: a correlation id that is not UTF-8 arrives (and is echoed) as bytes
     raw = value if isinstance(value, bytes) else value.encode("utf-8")
     if len(raw) > 255:
@@ -60,7 +61,7 @@ def _table(table: dict[str, Any]) -> bytes:
     """An AMQP field table, as pika writes it (``str`` and ``int`` values inline)."""
     parts: list[bytes] = []
     for key, value in table.items():
-        parts.append(_short(key))
+        parts.append(short_string(key))
         kind = type(value)
         if kind is str:
             raw = value.encode("utf-8")
@@ -109,10 +110,10 @@ class RequestProperties(pika.BasicProperties):  # type: ignore[misc]  # pika has
             if len(_constants) >= _CACHE_MAX:
                 _constants.clear()
             constants = (
-                _FLAGS + _short(content_type),
+                _FLAGS + short_string(content_type),
                 bytes((delivery_mode,)),
-                _short(reply_to),
-                _short(type),
+                short_string(reply_to),
+                short_string(type),
             )
             _constants[key] = constants
         self._encoded = constants
@@ -123,10 +124,10 @@ class RequestProperties(pika.BasicProperties):  # type: ignore[misc]  # pika has
             head,
             _table(self.headers),
             mode,
-            _short(self.correlation_id),
+            short_string(self.correlation_id),
             reply_to,
-            _short(self.expiration),
-            _short(self.message_id),
+            short_string(self.expiration),
+            short_string(self.message_id),
             method,
         ]
 
@@ -152,11 +153,11 @@ class ReplyProperties(pika.BasicProperties):  # type: ignore[misc]  # pika has n
             if len(_reply_constants) >= _CACHE_MAX:
                 _reply_constants.clear()
             flags = _REPLY_FLAGS | (_B.FLAG_USER_ID if user_id is not None else 0)
-            tail = _short(type) + (_short(user_id) if user_id is not None else b"")
-            constants = (struct.pack(">H", flags) + _short(content_type), tail)
+            tail = short_string(type) + (short_string(user_id) if user_id is not None else b"")
+            constants = (struct.pack(">H", flags) + short_string(content_type), tail)
             _reply_constants[key] = constants
         self._encoded = constants
 
     def encode(self) -> list[bytes]:
         head, tail = self._encoded
-        return [head, _short(self.correlation_id), tail]
+        return [head, short_string(self.correlation_id), tail]

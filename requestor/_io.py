@@ -39,6 +39,7 @@ import pika
 
 from reqrep.common._pika_decode import undecodable
 from reqrep.common._pika_props import RequestProperties
+from reqrep.common._pika_publish import publish
 from reqrep.common.config import Settings
 from reqrep.common.connection import ConnectionThread
 from reqrep.common.errors import (
@@ -229,7 +230,7 @@ class RequestorIO(ConnectionThread):
             headers={DEADLINE_HEADER: request.deadline_ms, **request.headers},
         )
         try:
-            self.channel.basic_publish("", request.queue, request.body, properties, mandatory=True)
+            publish(self.channel, "", request.queue, request.body, properties, mandatory=True)
         except Exception:  # noqa: BLE001 - pika raises several types once the channel closes
             self._held[cid] = request  # never sent: send it after the reconnection
             return

@@ -28,6 +28,7 @@ import pika
 
 from reqrep.common import envelope
 from reqrep.common._pika_props import ReplyProperties
+from reqrep.common._pika_publish import publish
 from reqrep.common._pika_writes import flush_pika_writes
 from reqrep.common.config import Settings
 from reqrep.common.connection import ConnectionThread
@@ -119,7 +120,7 @@ class ReplyPublisher(ConnectionThread):
             user_id=self._user_id,
         )
         try:
-            self.channel.basic_publish("", reply_to, body, properties, mandatory=True)
+            publish(self.channel, "", reply_to, body, properties, mandatory=True)
         except Exception:
             if self.is_open:  # the channel is fine: this reply cannot be sent at all
                 log.exception("could not publish reply %r; request rejected", correlation_id)
