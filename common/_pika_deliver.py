@@ -17,6 +17,11 @@ unknown (pika rejects or logs those), and properties pika's decoder fails on (so
 ``common/_pika_decode.py`` marks them). pika's counters (bytes and frames received, which its
 heartbeat checker reads) move as they would.
 
+Publisher confirms (``basic.ack``/``basic.nack``, one per reply or per batch of them) take a
+short road too, on channels set up with ``confirm_delivery`` from here: their handler is called
+with the frame pika's callback registry would have passed, as long as the channel is the one
+registered (pika drops a closed channel and its callbacks together).
+
 It replaces one method of pika (``Connection._on_data_available``), once per process, and acts
 only on connections marked with ``use_fast_deliveries``: a user's own pika connections in the
 same process keep pika's behaviour.
@@ -29,12 +34,14 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["install_fast_deliveries", "use_fast_deliveries"]
+__all__ = ["confirm_delivery", "install_fast_deliveries", "use_fast_deliveries"]
 
 log = logging.getLogger("reqrep.connection")
 
 _MARK = "_reqrep_fast_deliveries"
+_CONFIRMS = "_reqrep_confirms"  # channel number -> (channel, handler)
 _DELIVER = struct.pack(">HH", 60, 60)  # class basic, method deliver
+_ACK, _NACK = struct.pack(">HH", 60, 80), struct.pack(">HH", 60, 120)
 _METHOD, _HEADER, _BODY, _END = 1, 2, 3, 0xCE
 _frame_head = struct.Struct(">BHL").unpack_from  # type, channel, size
 _content_head = struct.Struct(">HHQ").unpack_from  # class, weight, body size
@@ -44,6 +51,9 @@ _applied = False
 _short_string: Any = None  # pika's decoders, set by install_fast_deliveries
 _Deliver: Any = None
 _Properties: Any = None
+_Ack: Any = None
+_Nack: Any = None
+_MethodFrame: Any = None
 
 # (bytes taken, consumer, channel, Basic.Deliver, BasicProperties, body)
 Taken = tuple[int, Callable[..., None], Any, Any, Any, bytes]
@@ -54,14 +64,26 @@ def use_fast_deliveries(connection: Any) -> None:
     setattr(connection, _MARK, True)
 
 
+def confirm_delivery(channel: Any, handler: Callable[[Any], None], callback: Any) -> None:
+    """``channel.confirm_delivery(handler, callback=callback)``, with the channel's confirms
+    taking the short road (the channel's I/O thread)."""
+    channel.confirm_delivery(handler, callback=callback)
+    connection = channel.connection
+    confirms = getattr(connection, _CONFIRMS, None)
+    if confirms is None:
+        confirms = {}
+        setattr(connection, _CONFIRMS, confirms)
+    confirms[channel.channel_number] = (channel, handler)
+
+
 def install_fast_deliveries() -> bool:
     """Install the short road once per process; False if pika's internals differ."""
-    global _applied, _short_string, _Deliver, _Properties  # noqa: PLW0603 - once per process
+    global _applied, _short_string, _Deliver, _Properties, _Ack, _Nack, _MethodFrame  # noqa: PLW0603
     if _applied:
         return True
     try:
         from pika import connection as pika_connection  # noqa: PLC0415 - only when applying
-        from pika import data, spec  # noqa: PLC0415
+        from pika import data, frame, spec  # noqa: PLC0415
 
         cls = pika_connection.Connection
         original = cls._on_data_available
@@ -72,6 +94,7 @@ def install_fast_deliveries() -> bool:
             spec.Basic.Deliver,
             spec.BasicProperties,
         )
+        _Ack, _Nack, _MethodFrame = spec.Basic.Ack, spec.Basic.Nack, frame.Method
     except (ImportError, AttributeError):
         log.debug("pika internals differ; deliveries take pika's road")
         return False
@@ -89,6 +112,13 @@ def install_fast_deliveries() -> bool:
                 self._trim_frame_buffer(end)
                 self.frames_received += 3
                 consumer(channel, method, props, body)
+                continue
+            confirm = _take_confirm(self, buf) if buf[0] == _METHOD else None
+            if confirm is not None:
+                end, handler, method_frame = confirm
+                self._trim_frame_buffer(end)
+                self.frames_received += 1
+                handler(method_frame)
                 continue
             consumed, frame_value = self._read_frame()
             if not frame_value:
@@ -158,3 +188,31 @@ def _take(connection: Any, buf: bytes) -> Taken | None:
     routing_key, _offset = _short_string(buf, offset)
     method = _Deliver(consumer_tag, tag, redelivered, exchange, routing_key)
     return end + 1, consumer, channel, method, props, buf[body_at:end]
+
+
+def _take_confirm(connection: Any, buf: bytes) -> tuple[int, Callable[[Any], None], Any] | None:
+    """A whole ``basic.ack``/``basic.nack`` at the front of ``buf`` for a registered channel."""
+    confirms = getattr(connection, _CONFIRMS, None)
+    if not confirms or len(buf) < 21:
+        return None
+    kind = buf[7:11]
+    if kind not in (_ACK, _NACK):
+        return None
+    _kind, channel_number, size = _frame_head(buf, 0)
+    at = 7 + size  # the frame's end byte
+    entry = confirms.get(channel_number)
+    if (
+        entry is None
+        or size != 13
+        or len(buf) <= at
+        or buf[at] != _END
+        or connection._channels.get(channel_number) is not entry[0]
+    ):
+        return None
+    (tag,) = _delivery_tag(buf, 11)
+    bits = buf[19]
+    if kind == _ACK:
+        method = _Ack(tag, bool(bits & 1))
+    else:
+        method = _Nack(tag, bool(bits & 1), bool(bits & 2))
+    return at + 1, entry[1], _MethodFrame(channel_number, method)

@@ -38,6 +38,7 @@ from typing import Any
 import pika
 
 from reqrep.common._pika_decode import undecodable
+from reqrep.common._pika_deliver import confirm_delivery
 from reqrep.common._pika_props import RequestProperties
 from reqrep.common._pika_publish import publish
 from reqrep.common.config import Settings
@@ -140,8 +141,8 @@ class RequestorIO(ConnectionThread):
         self._unconfirmed.clear()
         channel.add_on_return_callback(self.guarded(self._on_return))
         if self._settings.persistent:
-            channel.confirm_delivery(
-                self.guarded(self._on_confirm), callback=lambda _frame: self._declare()
+            confirm_delivery(  # pika's, with confirms on the short road
+                channel, self.guarded(self._on_confirm), lambda _frame: self._declare()
             )
         else:  # mandatory returns need no confirms: NoSuchService still fails at once
             self._declare()

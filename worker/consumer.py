@@ -25,6 +25,7 @@ from typing import Any
 
 from reqrep.common import envelope, topology, tracecontext
 from reqrep.common._pika_decode import undecodable
+from reqrep.common._pika_deliver import confirm_delivery
 from reqrep.common.config import Settings
 from reqrep.common.connection import State
 from reqrep.common.errors import ReqrepError
@@ -124,7 +125,7 @@ class Consumer(ReplyPublisher):
 
     def _confirm(self, channel: Any, done: Callable[[Any], None]) -> None:
         if self._settings.persistent:
-            channel.confirm_delivery(self.guarded(self._on_confirm), callback=done)
+            confirm_delivery(channel, self.guarded(self._on_confirm), done)  # pika's, short road
         else:
             done(None)
 

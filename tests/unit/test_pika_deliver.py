@@ -16,7 +16,11 @@ import pika.spec
 import pytest
 
 from reqrep.common._pika_decode import tolerate_undecodable_properties, undecodable
-from reqrep.common._pika_deliver import install_fast_deliveries, use_fast_deliveries
+from reqrep.common._pika_deliver import (
+    confirm_delivery,
+    install_fast_deliveries,
+    use_fast_deliveries,
+)
 
 HEARTBEAT = b"\x08\x00\x00\x00\x00\x00\x00\xce"
 PROPS = pika.BasicProperties(
@@ -190,3 +194,70 @@ def test_a_connection_not_marked_keeps_pikas_road() -> None:
     connection, seen, _channel = _connection(fast=False)
     connection._on_data_available(_delivery())
     assert [road for road, _ in seen] == ["pika", "pika", "pika"]
+
+
+class _ConfirmChannel:
+    def __init__(self, connection: Any, number: int) -> None:
+        self.connection = connection
+        self.channel_number = number
+        self.selected: list[Any] = []
+
+    def confirm_delivery(self, handler: Any, callback: Any) -> None:
+        self.selected.append((handler, callback))
+
+
+def _confirms(connection: Any, seen: list[tuple[str, Any]]) -> _ConfirmChannel:
+    channel = _ConfirmChannel(connection, 3)
+    connection._channels[3] = channel
+    confirm_delivery(channel, lambda frame: seen.append(("confirm", frame)), "done")
+    assert channel.selected[0][1] == "done"  # pika's confirm_delivery ran, with the callback
+    return channel
+
+
+def _ack(tag: int, multiple: bool, *, nack: bool = False, requeue: bool = False) -> bytes:
+    method: Any = (
+        pika.spec.Basic.Nack(tag, multiple, requeue) if nack else pika.spec.Basic.Ack(tag, multiple)
+    )
+    marshalled: bytes = pika.frame.Method(3, method).marshal()
+    return marshalled
+
+
+def test_confirms_reach_their_handler_as_pika_would_pass_them() -> None:
+    connection, seen, _channel = _connection()
+    _confirms(connection, seen)
+    data = _ack(5, True) + _delivery(tag=1) + _ack(6, False, nack=True, requeue=True)
+
+    connection._on_data_available(data)
+
+    assert [road for road, _ in seen] == ["confirm", "fast", "confirm"]
+    ack, nack = seen[0][1], seen[2][1]
+    assert isinstance(ack, pika.frame.Method)
+    assert ack.channel_number == 3
+    assert isinstance(ack.method, pika.spec.Basic.Ack)
+    assert (ack.method.delivery_tag, ack.method.multiple) == (5, True)
+    assert isinstance(nack.method, pika.spec.Basic.Nack)
+    assert (nack.method.delivery_tag, nack.method.multiple, nack.method.requeue) == (6, False, True)
+    assert (connection.bytes_received, connection.frames_received) == (len(data), 5)
+
+
+@pytest.mark.parametrize("cut", range(1, 21))
+def test_a_confirm_cut_between_reads_is_seen_once(cut: int) -> None:
+    connection, seen, _channel = _connection()
+    _confirms(connection, seen)
+    data = _ack(9, True)
+    connection._on_data_available(data[:cut])
+    connection._on_data_available(data[cut:])
+    assert len(seen) == 1
+    assert seen[0][1].method.delivery_tag == 9
+
+
+def test_confirms_of_a_channel_not_registered_or_replaced_take_pikas_road() -> None:
+    connection, seen, _channel = _connection()
+    registered = _confirms(connection, seen)
+    connection._channels[3] = object()  # the registered channel is gone; another has its number
+    connection._on_data_available(_ack(1, False))
+    connection._channels[3] = registered
+    connection._channels[4] = object()
+    connection._on_data_available(pika.frame.Method(4, pika.spec.Basic.Ack(2, False)).marshal())
+
+    assert [road for road, _ in seen] == ["pika", "pika"]
