@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import time
+from collections.abc import Callable
 
 from reqrep.common.errors import ReqrepError
 
@@ -42,21 +43,43 @@ class CallContext:
         return max(0.0, self.deadline - time.time())
 
 
-_current: contextvars.ContextVar[CallContext] = contextvars.ContextVar("reqrep_call")
+class _Later:
+    """A CallContext made when first asked for: most handlers never call ``current()``."""
+
+    __slots__ = ("_context", "_make")
+
+    def __init__(self, make: Callable[[], CallContext]) -> None:
+        self._make = make
+        self._context: CallContext | None = None
+
+    def get(self) -> CallContext:
+        if self._context is None:
+            self._context = self._make()
+        return self._context
+
+
+_current: contextvars.ContextVar[CallContext | _Later] = contextvars.ContextVar("reqrep_call")
+Token = contextvars.Token["CallContext | _Later"]
 
 
 def current() -> CallContext:
     """The context of the call being handled on this thread; ReqrepError outside a handler."""
     try:
-        return _current.get()
+        value = _current.get()
     except LookupError:
         raise ReqrepError("worker.current() called outside a handler") from None
+    return value.get() if isinstance(value, _Later) else value
 
 
-def bind(context: CallContext) -> contextvars.Token[CallContext]:
+def bind(context: CallContext) -> Token:
     """Make ``context`` current on this thread (the worker does this around each handler)."""
     return _current.set(context)
 
 
-def unbind(token: contextvars.Token[CallContext]) -> None:
+def bind_later(make: Callable[[], CallContext]) -> Token:
+    """Make the context ``make()`` returns current, made when ``current()`` first asks."""
+    return _current.set(_Later(make))
+
+
+def unbind(token: Token) -> None:
     _current.reset(token)

@@ -44,7 +44,7 @@ def execute(
         payload = serialization.loads(job.body)
     except SerializationError as exc:
         return _bad_request(exc)
-    token = context.bind(call_context(job, service))
+    token = context.bind_later(lambda: call_context(job, service))
     try:
         with probe.handling(job.method, job.correlation_id, job.trace):
             result = job.handler(payload)

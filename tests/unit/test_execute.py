@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from reqrep.common.envelope import BAD_REQUEST, HANDLER_ERROR, decode_reply
-from reqrep.common.errors import BadRequest, RemoteError
+from reqrep.common.errors import BadRequest, RemoteError, ReqrepError
 from reqrep.common.serialization import dumps, loads
 from reqrep.worker.consumer import Job
 from reqrep.worker.context import current
@@ -226,3 +226,18 @@ def test_only_replies_from_running_the_handler_are_marked_cacheable() -> None:
     assert not handler_ran(refused)
     assert isinstance(_error(refused), BadRequest)
     assert not handler_ran(asyncio.run(execute_async(_job(lambda p: p, body=b"{not json"))))
+
+
+def test_a_plain_handlers_context_is_one_object_made_when_asked_for() -> None:
+    seen: list[Any] = []
+
+    def handler(_payload: Any) -> str:
+        seen.extend([current(), current()])
+        return current().method
+
+    assert decode_reply(_execute(_job(handler, method="add"), service="svc")) == "add"
+    first, second = seen
+    assert first is second
+    assert (first.service, first.method, first.correlation_id) == ("svc", "add", "cid")
+    with pytest.raises(ReqrepError, match="outside a handler"):
+        current()
