@@ -8,7 +8,7 @@ is about a third of its time with 64 calls in flight (py-spy), more than reqrep'
 the reply.
 
 When the frames of one whole delivery sit together at the front of the buffer (a method frame
-``basic.deliver``, its header frame and a single body frame, the common case), ``take`` reads
+``basic.deliver``, its header frame and a single body frame, the common case), ``_take`` reads
 them in one pass and calls the channel's consumer with what pika would have given it: the same
 ``Basic.Deliver`` method, ``BasicProperties`` decoded by pika's own code, and the body. Anything
 else goes the usual way, frame by frame: other frames, a body split into several frames, a

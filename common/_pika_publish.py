@@ -66,10 +66,11 @@ def publish(
     connection = getattr(channel, "connection", None)
     output = getattr(connection, "_output_marshaled_frames", None)
     body_max = getattr(connection, "_body_max_length", None)
-    if output is None or not isinstance(body_max, int) or body_max <= 0:
+    check_open = getattr(channel, "_raise_if_not_open", None)
+    if output is None or check_open is None or not isinstance(body_max, int) or body_max <= 0:
         channel.basic_publish(exchange, routing_key, body, properties, mandatory=mandatory)
         return
-    channel._raise_if_not_open()
+    check_open()
     number = channel.channel_number
     header = _content_head(60, 0, len(body)) + b"".join(properties.encode())
     parts = [
