@@ -106,20 +106,21 @@ def install_fast_deliveries() -> bool:
         self._frame_buffer += data_in
         while self._frame_buffer:
             buf = self._frame_buffer
-            taken = _take(self, buf) if buf[0] == _METHOD else None
-            if taken is not None:
-                end, consumer, channel, method, props, body = taken
-                self._trim_frame_buffer(end)
-                self.frames_received += 3
-                consumer(channel, method, props, body)
-                continue
-            confirm = _take_confirm(self, buf) if buf[0] == _METHOD else None
-            if confirm is not None:
-                end, handler, method_frame = confirm
-                self._trim_frame_buffer(end)
-                self.frames_received += 1
-                handler(method_frame)
-                continue
+            if buf[0] == _METHOD:
+                taken = _take(self, buf)
+                if taken is not None:
+                    end, consumer, channel, method, props, body = taken
+                    self._trim_frame_buffer(end)
+                    self.frames_received += 3
+                    consumer(channel, method, props, body)
+                    continue
+                confirm = _take_confirm(self, buf)
+                if confirm is not None:
+                    end, handler, method_frame = confirm
+                    self._trim_frame_buffer(end)
+                    self.frames_received += 1
+                    handler(method_frame)
+                    continue
             consumed, frame_value = self._read_frame()
             if not frame_value:
                 return

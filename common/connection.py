@@ -4,7 +4,8 @@ pika's connections are not thread-safe: the only call another thread may make is
 ``ioloop.add_callback_threadsafe``. ``ConnectionThread`` makes that the only door. Its thread owns
 one pika ``IOLoop`` for its whole life, creates each ``SelectConnection`` on it (the callback-loop
 adapter: 2.4x ``BlockingConnection``'s throughput under load on our machines), and closes it.
-Other threads hand it work with ``submit(fn)``: work is queued and the loop woken once per batch.
+Other threads hand it work with ``submit(fn)``: work is queued and the loop woken once per batch
+(the ``TaskQueue`` mixin, ``common/_tasks.py``).
 
 When an open connection drops, the thread reconnects by itself and the subclass declares its
 topology again. How attempts go (backoff, several broker addresses, the ``connect_timeout``
@@ -32,7 +33,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -45,7 +45,8 @@ from reqrep.common._iothread import mark_io_thread
 from reqrep.common._pika_decode import tolerate_undecodable_properties
 from reqrep.common._pika_deliver import install_fast_deliveries
 from reqrep.common._pika_params import describe, parameters
-from reqrep.common._pika_writes import coalesce_pika_writes, flush_pika_writes
+from reqrep.common._pika_writes import coalesce_pika_writes
+from reqrep.common._tasks import ACCEPTS_WORK, TaskQueue
 from reqrep.common.addresses import shuffled
 from reqrep.common.config import Settings
 from reqrep.common.errors import (
@@ -64,11 +65,7 @@ log = logging.getLogger("reqrep.connection")
 CLOSE_GRACE = 1.0
 
 
-_ACCEPTS_WORK = (State.OPEN, State.RECOVERING)
-_TASK_ROUNDS = 4  # rounds of newly submitted tasks one wake-up runs before the loop reads again
-
-
-class ConnectionThread(Attempts):
+class ConnectionThread(Attempts, TaskQueue):
     """Owns the connection to the broker and the thread that runs it.
 
     Threads: ``start``, ``stop``, ``submit`` and the properties may be used from any thread.
@@ -90,9 +87,7 @@ class ConnectionThread(Attempts):
         self._reopening = False  # the channel is being replaced on purpose
         self._opened = False  # the connection was ready since the last _on_lost
         self._lock = threading.Lock()
-        self._tasks: deque[Callable[[], None]] = deque()
-        self._wake_pending = False
-        self._batching = False  # submitted tasks run now; _after_tasks follows them (I/O thread)
+        self._init_tasks()
         self._state = State.NEW
         self._error: ReqrepError | None = None
         self._settled = threading.Event()  # start() is answered: open, or failed for good
@@ -150,20 +145,9 @@ class ConnectionThread(Attempts):
         # The I/O thread gives up by the deadline; the margin covers one attempt in progress.
         if not self._settled.wait(self._settings.connect_timeout * 2 + 5):
             self._error = BrokerUnreachable(f"{self._where()}: timed out while connecting")
-        if self._state not in _ACCEPTS_WORK:
+        if self._state not in ACCEPTS_WORK:
             self.stop()
             raise self._error or BrokerUnreachable(f"{self._where()}: connection failed")
-
-    def submit(self, fn: Callable[[], None]) -> None:
-        """Run ``fn`` on the I/O thread soon (also while reconnecting); raise once closed."""
-        with self._lock:
-            if self._state not in _ACCEPTS_WORK:
-                raise ClosedError(f"{self._name} is {self._state.value}")
-            self._tasks.append(fn)
-            if self._wake_pending:
-                return
-            self._wake_pending = True
-        self._ioloop.add_callback_threadsafe(self._run_tasks)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Close the connection and join the thread (not when called on the I/O thread)."""
@@ -184,9 +168,6 @@ class ConnectionThread(Attempts):
 
     def _on_thread_start(self) -> None:
         """The I/O thread has started; no connection exists yet."""
-
-    def _after_tasks(self) -> None:
-        """A batch of submitted tasks has run; its frames are sent right after this."""
 
     def _on_blocked(self, reason: str) -> None:
         """The broker stopped reading what this connection publishes (memory or disk alarm)."""
@@ -286,29 +267,6 @@ class ConnectionThread(Attempts):
         finally:
             self._finish()
 
-    def _run_tasks(self) -> None:
-        # Tasks submitted while a batch runs join the next round here without a wake-up of
-        # their own (submit sees _wake_pending still set). After _TASK_ROUNDS rounds the loop
-        # gets its turn to read the socket, and a wake-up brings it back for the rest.
-        for _round in range(_TASK_ROUNDS):
-            with self._lock:
-                tasks, self._tasks = self._tasks, deque()
-                if not tasks:
-                    self._wake_pending = False
-                    return
-            self._batching = True
-            try:
-                for task in tasks:
-                    try:
-                        task()
-                    except Exception:
-                        log.exception("%s: task failed on the I/O thread", self._name)
-                self._after_tasks()
-            finally:
-                self._batching = False
-            flush_pika_writes(self._connection)  # the batch's frames go out now, not a turn later
-        self._ioloop.add_callback_threadsafe(self._run_tasks)  # _wake_pending stays set
-
     def _on_connection_open(self, connection: Any) -> None:
         if connection is not self._connection:  # abandoned after a crash while connecting
             connection.close()
@@ -404,8 +362,7 @@ class ConnectionThread(Attempts):
     def _finish(self) -> None:
         with self._lock:
             self._state = State.CLOSED
-            dropped = len(self._tasks)
-            self._tasks.clear()
+            dropped = self._drop_tasks()
         if dropped:
             log.debug("%s: %d queued tasks dropped at close", self._name, dropped)
         try:
