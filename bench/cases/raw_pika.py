@@ -204,22 +204,24 @@ class Server(_Loop):
 
     def _on_request(
         self,
-        channel: pika.channel.Channel,
+        _channel: pika.channel.Channel,
         method: pika.spec.Basic.Deliver,
         properties: pika.spec.BasicProperties,
         body: bytes,
     ) -> None:
-        channel.basic_publish(
-            "",
-            properties.reply_to,
-            body,
-            pika.BasicProperties(correlation_id=properties.correlation_id),
+        self._answer(method.delivery_tag, properties.reply_to, properties.correlation_id, body)
+
+    def _answer(self, tag: int, reply_to: str, correlation_id: str, body: bytes) -> None:
+        """Publish the reply; ack the request now, or (durable) once the reply is confirmed."""
+        assert self.channel is not None
+        self.channel.basic_publish(
+            "", reply_to, body, pika.BasicProperties(correlation_id=correlation_id)
         )
         if self.durable:
             self.published += 1
-            self.awaiting[self.published] = method.delivery_tag
+            self.awaiting[self.published] = tag
         else:
-            self._ack(method.delivery_tag)
+            self._ack(tag)
 
     def _on_confirm(self, frame: pika.frame.Method) -> None:
         """Ack each request whose reply the broker confirmed (nack: requeue the request)."""

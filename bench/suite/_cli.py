@@ -41,6 +41,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="also run raw-pika(-durable)-tuned: coalesced writes and batched acks",
     )
+    parser.add_argument(
+        "--with-floors",
+        action="store_true",
+        help="also run raw-threaded-*: bare pika with reqrep's thread hand-offs and nothing else",
+    )
     parser.add_argument("--max-minutes", type=positive(float), default=15.0)
     parser.add_argument("--url", default=None, help="broker URL [default: $AMQP_URL or local]")
     return parser.parse_args(argv)
@@ -63,7 +68,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.only is not None:
         cases = [case for case in CASES if case.name in args.only]
     else:
-        cases = [case for case in CASES if not case.optional or args.with_tuned]
+        wanted = {
+            "",
+            *(["tuned"] if args.with_tuned else []),
+            *(["floors"] if args.with_floors else []),
+        }
+        cases = [case for case in CASES if case.extra in wanted]
     try:
         report = run_suite(cases, opts, progress=lambda text: print(text, flush=True))
     except KeyboardInterrupt:

@@ -29,7 +29,7 @@ class Case:
     durable: bool = False
     mode: str = ""
     extra_args: tuple[str, ...] = ()
-    optional: bool = False  # run only when named (--only) or with --with-tuned
+    extra: str = ""  # "tuned" or "floors": run only when named (--only) or with --with-<extra>
 
     @property
     def is_reqrep(self) -> bool:
@@ -45,7 +45,7 @@ CASES: tuple[Case, ...] = (
         "raw-pika + coalesced writes + batched acks (reqrep's own tricks)",
         "bench.cases.raw_pika",
         extra_args=("--tuned",),
-        optional=True,
+        extra="tuned",
     ),
     Case(
         "raw-pika-durable",
@@ -59,7 +59,7 @@ CASES: tuple[Case, ...] = (
         "bench.cases.raw_pika",
         durable=True,
         extra_args=("--tuned",),
-        optional=True,
+        extra="tuned",
     ),
     Case("tutorial", "RabbitMQ tutorial RPC, one call at a time", "bench.cases.tutorial"),
     Case("aio-pika-rpc", "aio_pika.patterns.JsonRPC, N in flight", "bench.cases.aiopika_rpc"),
@@ -79,6 +79,21 @@ CASES: tuple[Case, ...] = (
         mode="threads",
     ),
     Case("reqrep-serial", "call(), one at a time, classic, transient", mode="serial"),
+    Case(
+        "raw-threaded-serial",
+        "bare pika with reqrep's thread hand-offs only, one call at a time, classic, transient",
+        "bench.cases.raw_threaded",
+        extra_args=("--mode", "serial"),
+        extra="floors",
+    ),
+    Case(
+        "raw-threaded-durable",
+        "bare pika with reqrep's thread hand-offs only, N threads, quorum, persistent, confirms",
+        "bench.cases.raw_threaded",
+        durable=True,
+        extra_args=("--mode", "threads"),
+        extra="floors",
+    ),
 )
 CASE_NAMES = tuple(case.name for case in CASES)
 
@@ -146,6 +161,8 @@ def plan_case(case: Case, opts: Options, tag: str) -> Plan:
             exchanges=[f"{prefix}dlx", f"{prefix}control"],
         )
     case_args = [*(["--durable"] if case.durable else []), *case.extra_args]
+    if case.extra == "floors":  # as many handler threads as reqrep's worker gets
+        case_args += ["--handlers", str(opts.worker_concurrency)]
     server_limit = client_limit + READY_TIMEOUT + 30.0
     return Plan(
         server_argv=[
