@@ -34,11 +34,11 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["confirm_delivery", "install_fast_deliveries", "use_fast_deliveries"]
+__all__ = ["MARK", "confirm_delivery", "install_fast_deliveries", "use_fast_deliveries"]
 
 log = logging.getLogger("reqrep.connection")
 
-_MARK = "_reqrep_fast_deliveries"
+MARK = "_reqrep_fast_deliveries"
 _CONFIRMS = "_reqrep_confirms"  # channel number -> (channel, handler)
 _DELIVER = struct.pack(">HH", 60, 60)  # class basic, method deliver
 _ACK, _NACK = struct.pack(">HH", 60, 80), struct.pack(">HH", 60, 120)
@@ -61,7 +61,7 @@ Taken = tuple[int, Callable[..., None], Any, Any, Any, bytes]
 
 def use_fast_deliveries(connection: Any) -> None:
     """Mark a pika connection for the short road (its I/O thread, before it reads)."""
-    setattr(connection, _MARK, True)
+    setattr(connection, MARK, True)
 
 
 def confirm_delivery(channel: Any, handler: Callable[[Any], None], callback: Any) -> None:
@@ -100,7 +100,7 @@ def install_fast_deliveries() -> bool:
         return False
 
     def on_data_available(self: Any, data_in: bytes) -> None:
-        if not getattr(self, _MARK, False):
+        if not getattr(self, MARK, False):
             original(self, data_in)
             return
         self._frame_buffer += data_in

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from reqrep.common._attempts import State
-from reqrep.common._pika_writes import flush_pika_writes
+from reqrep.common._pika_writes import flush_pika_writes, hold_pika_writes
 from reqrep.common.errors import ClosedError
 
 __all__ = ["ACCEPTS_WORK", "TaskQueue"]
@@ -79,6 +79,7 @@ class TaskQueue:
                     self._wake_pending = False
                     return
             self._batching = True
+            hold_pika_writes(self._connection)  # the round's frames go out in one piece, below
             try:
                 for task in tasks:
                     try:
@@ -88,5 +89,5 @@ class TaskQueue:
                 self._after_tasks()
             finally:
                 self._batching = False
-            flush_pika_writes(self._connection)  # the batch's frames go out now, not a turn later
+                flush_pika_writes(self._connection)  # now, not a turn of the loop later
         self._ioloop.add_callback_threadsafe(self._run_tasks)  # _wake_pending stays set

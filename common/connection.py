@@ -45,6 +45,7 @@ from reqrep.common._iothread import mark_io_thread
 from reqrep.common._pika_decode import tolerate_undecodable_properties
 from reqrep.common._pika_deliver import install_fast_deliveries
 from reqrep.common._pika_params import describe, parameters
+from reqrep.common._pika_reads import install_single_reads
 from reqrep.common._pika_writes import coalesce_pika_writes
 from reqrep.common._tasks import ACCEPTS_WORK, TaskQueue
 from reqrep.common.addresses import shuffled
@@ -76,6 +77,7 @@ class ConnectionThread(Attempts, TaskQueue):
         coalesce_pika_writes()
         tolerate_undecodable_properties()  # a message pika cannot decode must not drop us
         install_fast_deliveries()  # a whole delivery straight to its consumer
+        install_single_reads()  # one recv() per readable event
         self._settings = settings
         self._name = name
         # On the caller's thread: a ConfigError is raised here. Shuffled: clients spread out.

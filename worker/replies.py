@@ -29,7 +29,7 @@ import pika
 from reqrep.common import envelope
 from reqrep.common._pika_props import ReplyProperties
 from reqrep.common._pika_publish import publish
-from reqrep.common._pika_writes import flush_pika_writes
+from reqrep.common._pika_writes import flush_pika_writes, hold_pika_writes
 from reqrep.common.config import Settings
 from reqrep.common.connection import ConnectionThread
 from reqrep.common.logthrottle import LogThrottle
@@ -233,9 +233,12 @@ class ReplyPublisher(ConnectionThread):
         # is still being worked on.
         lowest_open = min(self._unsettled) if self._unsettled else acks[-1] + 1
         run = [t for t in acks if t < lowest_open]
-        if run:
-            self.channel.basic_ack(run[-1], multiple=len(run) > 1)
-        for tag in acks[len(run) :]:
-            self.channel.basic_ack(tag)
-        flush_pika_writes(self._connection)  # now, not a turn of the loop later
+        hold_pika_writes(self._connection)
+        try:
+            if run:
+                self.channel.basic_ack(run[-1], multiple=len(run) > 1)
+            for tag in acks[len(run) :]:
+                self.channel.basic_ack(tag)
+        finally:
+            flush_pika_writes(self._connection)  # now, not a turn of the loop later
         self._check_drained()
