@@ -28,7 +28,7 @@ import pika
 
 from reqrep.common import envelope
 from reqrep.common._pika_props import ReplyProperties
-from reqrep.common._pika_publish import publish
+from reqrep.common._pika_publish import ack, publish
 from reqrep.common._pika_writes import flush_pika_writes, hold_pika_writes
 from reqrep.common.config import Settings
 from reqrep.common.connection import ConnectionThread
@@ -236,9 +236,9 @@ class ReplyPublisher(ConnectionThread):
         hold_pika_writes(self._connection)
         try:
             if run:
-                self.channel.basic_ack(run[-1], multiple=len(run) > 1)
+                ack(self.channel, run[-1], multiple=len(run) > 1)
             for tag in acks[len(run) :]:
-                self.channel.basic_ack(tag)
+                ack(self.channel, tag, multiple=False)
         finally:
             flush_pika_writes(self._connection)  # now, not a turn of the loop later
         self._check_drained()

@@ -13,7 +13,7 @@ import pika.spec
 import pytest
 
 from reqrep.common._pika_props import ReplyProperties, RequestProperties
-from reqrep.common._pika_publish import publish
+from reqrep.common._pika_publish import ack, publish
 
 
 class _Bare(pika.connection.Connection):  # type: ignore[misc]  # pika has no stubs
@@ -124,3 +124,31 @@ def test_without_pikas_internals_it_is_basic_publish() -> None:
 
     publish(Plain(), "", "q", b"{}", REPLY, mandatory=True)
     assert calls == [("", "q", b"{}", REPLY, {"mandatory": True})]
+
+
+@pytest.mark.parametrize(("tag", "multiple"), [(1, False), (7, True), (2**64 - 1, False)])
+@pytest.mark.parametrize("number", [1, 2, 65535])
+def test_an_ack_is_pikas_bytes(number: int, tag: int, multiple: bool) -> None:
+    connection = _connection()
+    ack(_Channel(connection, number), tag, multiple=multiple)
+    pikas = pika.frame.Method(number, pika.spec.Basic.Ack(tag, multiple)).marshal()
+    assert connection.sent == [pikas]
+    assert (connection.bytes_sent, connection.frames_sent) == (len(pikas), 1)
+
+
+def test_an_ack_on_a_closed_channel_raises_pikas_error_and_sends_nothing() -> None:
+    connection = _connection()
+    with pytest.raises(pika.exceptions.ChannelWrongStateError):
+        ack(_Channel(connection, open_=False), 3, multiple=False)
+    assert connection.sent == []
+
+
+def test_without_pikas_internals_an_ack_is_basic_ack() -> None:
+    acked: list[tuple[int, bool]] = []
+
+    class Plain:
+        def basic_ack(self, tag: int, multiple: bool) -> None:
+            acked.append((tag, multiple))
+
+    ack(Plain(), 5, multiple=True)
+    assert acked == [(5, True)]
