@@ -12,7 +12,7 @@ from pathlib import Path
 from bench.cases import DEFAULT_URL
 from bench.harness import positive, write_outputs
 from bench.suite._output import draw_chart, render
-from bench.suite._plan import CASE_NAMES, CASES, Options
+from bench.suite._plan import CASE_NAMES, CASES, Case, Options
 from bench.suite._run import run_suite
 
 DESCRIPTION = (
@@ -51,6 +51,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def select_cases(args: argparse.Namespace) -> list[Case]:
+    """``--only``'s cases; else every case, the tuned and floor ones only if asked for."""
+    if args.only is not None:
+        return [case for case in CASES if case.name in args.only]
+    wanted = {"", *(["tuned"] * args.with_tuned), *(["floors"] * args.with_floors)}
+    return [case for case in CASES if case.extra in wanted]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -65,15 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_minutes=args.max_minutes,
         url=args.url or os.environ.get("AMQP_URL") or DEFAULT_URL,
     )
-    if args.only is not None:
-        cases = [case for case in CASES if case.name in args.only]
-    else:
-        wanted = {
-            "",
-            *(["tuned"] if args.with_tuned else []),
-            *(["floors"] if args.with_floors else []),
-        }
-        cases = [case for case in CASES if case.extra in wanted]
+    cases = select_cases(args)
     try:
         report = run_suite(cases, opts, progress=lambda text: print(text, flush=True))
     except KeyboardInterrupt:

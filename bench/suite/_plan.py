@@ -36,6 +36,10 @@ class Case:
         return self.module is None
 
 
+# In the order they run: the cases a target compares sit next to each other (classic, durable,
+# one call at a time), so that a change in the machine's speed during a run (the shared 2-vCPU
+# machines drift between fast and slow spells) hits both sides of a ratio alike. Every other
+# repeat runs them backwards (see _run.py).
 CASES: tuple[Case, ...] = (
     Case(
         "raw-pika", "bare pika, SelectConnection, classic queue, transient", "bench.cases.raw_pika"
@@ -47,11 +51,26 @@ CASES: tuple[Case, ...] = (
         extra_args=("--tuned",),
         extra="tuned",
     ),
+    Case("reqrep-async", "call_async, N in flight, classic, transient", mode="async"),
+    Case("reqrep-asyncio", "AsyncRequestor, N in flight, classic, transient", mode="asyncio"),
+    Case("reqrep-threads", "N threads calling call(), classic, transient", mode="threads"),
     Case(
         "raw-pika-durable",
         "bare pika, quorum queue, persistent, confirms both sides",
         "bench.cases.raw_pika",
         durable=True,
+    ),
+    Case(
+        "reqrep-async-durable",
+        "call_async, N in flight, reqrep defaults (quorum, persistent, confirms)",
+        durable=True,
+        mode="async",
+    ),
+    Case(
+        "reqrep-threads-durable",
+        "N threads calling call(), reqrep defaults (quorum, persistent, confirms)",
+        durable=True,
+        mode="threads",
     ),
     Case(
         "raw-pika-durable-tuned",
@@ -61,31 +80,6 @@ CASES: tuple[Case, ...] = (
         extra_args=("--tuned",),
         extra="tuned",
     ),
-    Case("tutorial", "RabbitMQ tutorial RPC, one call at a time", "bench.cases.tutorial"),
-    Case("aio-pika-rpc", "aio_pika.patterns.JsonRPC, N in flight", "bench.cases.aiopika_rpc"),
-    Case("reqrep-async", "call_async, N in flight, classic, transient", mode="async"),
-    Case(
-        "reqrep-async-durable",
-        "call_async, N in flight, reqrep defaults (quorum, persistent, confirms)",
-        durable=True,
-        mode="async",
-    ),
-    Case("reqrep-asyncio", "AsyncRequestor, N in flight, classic, transient", mode="asyncio"),
-    Case("reqrep-threads", "N threads calling call(), classic, transient", mode="threads"),
-    Case(
-        "reqrep-threads-durable",
-        "N threads calling call(), reqrep defaults (quorum, persistent, confirms)",
-        durable=True,
-        mode="threads",
-    ),
-    Case("reqrep-serial", "call(), one at a time, classic, transient", mode="serial"),
-    Case(
-        "raw-threaded-serial",
-        "bare pika with reqrep's thread hand-offs only, one call at a time, classic, transient",
-        "bench.cases.raw_threaded",
-        extra_args=("--mode", "serial"),
-        extra="floors",
-    ),
     Case(
         "raw-threaded-durable",
         "bare pika with reqrep's thread hand-offs only, N threads, quorum, persistent, confirms",
@@ -94,6 +88,16 @@ CASES: tuple[Case, ...] = (
         extra_args=("--mode", "threads"),
         extra="floors",
     ),
+    Case("tutorial", "RabbitMQ tutorial RPC, one call at a time", "bench.cases.tutorial"),
+    Case("reqrep-serial", "call(), one at a time, classic, transient", mode="serial"),
+    Case(
+        "raw-threaded-serial",
+        "bare pika with reqrep's thread hand-offs only, one call at a time, classic, transient",
+        "bench.cases.raw_threaded",
+        extra_args=("--mode", "serial"),
+        extra="floors",
+    ),
+    Case("aio-pika-rpc", "aio_pika.patterns.JsonRPC, N in flight", "bench.cases.aiopika_rpc"),
 )
 CASE_NAMES = tuple(case.name for case in CASES)
 

@@ -96,6 +96,13 @@ def run_case(
             record["leftovers"] = {"queues": plan.queues, "exchanges": plan.exchanges}
 
 
+def run_order(cases: Sequence[Case], repeat: int) -> list[Case]:
+    """The cases of repeat ``repeat`` (from 1) in the order they run: forwards, backwards,
+    forwards... so that neighbours run in both orders and a steady drift in the machine's speed
+    favours neither side of a ratio."""
+    return list(cases) if repeat % 2 else list(reversed(cases))
+
+
 def run_suite(
     cases: Sequence[Case],
     opts: Options,
@@ -118,7 +125,7 @@ def run_suite(
     }
     total = len(cases) * opts.repeats
     for repeat in range(1, opts.repeats + 1):
-        for position, case in enumerate(cases, start=1):
+        for position, case in enumerate(run_order(cases, repeat), start=1):
             index = (repeat - 1) * len(cases) + position
             if time.monotonic() - started + per_run > budget:
                 progress(f"[{index}/{total}] {case.name} #{repeat}: skipped (--max-minutes)")
