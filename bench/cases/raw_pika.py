@@ -247,22 +247,17 @@ class Server(_Loop):
                 self.channel.basic_nack(request_tag, requeue=True)
 
 
-class Client(_Loop):
-    def __init__(
-        self, queue: str, durable: bool, *, window: Window, outstanding: int, payload: int
-    ) -> None:
+class Requester(_Loop):
+    """A client's side of the loop, shared with ``raw_threaded``: its callback queue, publishing
+    a request, counting confirms. Subclasses say what to do once replies are consumed
+    (``_consuming``), with each reply (``_on_reply``) and with a nack (``_nacked``)."""
+
+    def __init__(self, queue: str, durable: bool) -> None:
         super().__init__(queue, durable)
-        self.window = window
-        self.outstanding = outstanding
-        self.body = raw_body(payload)
         self.reply_queue = ""
-        self.pending: dict[str, float] = {}
-        self.next_id = 0
-        self.stopping = False
         self.published = 0
         self.confirmed = 0
         self.nacked = 0
-        self.unknown = 0
 
     def _declared(self) -> None:
         assert self.channel is not None
@@ -272,10 +267,62 @@ class Client(_Loop):
         assert self.channel is not None
         self.reply_queue = frame.method.queue
         self.channel.basic_consume(
-            self.reply_queue, self._on_reply, auto_ack=True, callback=lambda _f: self._start()
+            self.reply_queue, self._on_reply, auto_ack=True, callback=lambda _f: self._consuming()
         )
 
-    def _start(self) -> None:
+    def _consuming(self) -> None:
+        raise NotImplementedError
+
+    def _on_reply(
+        self,
+        channel: pika.channel.Channel,
+        method: pika.spec.Basic.Deliver,
+        properties: pika.spec.BasicProperties,
+        body: bytes,
+    ) -> None:
+        raise NotImplementedError
+
+    def _send(self, correlation_id: str, body: bytes) -> None:
+        assert self.channel is not None
+        self.channel.basic_publish(
+            "",
+            self.queue,
+            body,
+            pika.BasicProperties(
+                reply_to=self.reply_queue,
+                correlation_id=correlation_id,
+                delivery_mode=2 if self.durable else 1,
+            ),
+        )
+        self.published += 1
+
+    def _on_confirm(self, frame: pika.frame.Method) -> None:
+        confirm = frame.method
+        count = (confirm.delivery_tag - self.confirmed - self.nacked) if confirm.multiple else 1
+        if isinstance(confirm, pika.spec.Basic.Ack):
+            self.confirmed += count
+        else:
+            self.nacked += count
+            self._nacked(confirm.delivery_tag)
+
+    def _nacked(self, tag: int) -> None:
+        """Hook: the broker refused the requests up to ``tag``."""
+
+
+class Client(Requester):
+    def __init__(
+        self, queue: str, durable: bool, *, window: Window, outstanding: int, payload: int
+    ) -> None:
+        super().__init__(queue, durable)
+        self.window = window
+        self.outstanding = outstanding
+        self.body = raw_body(payload)
+        self.pending: dict[str, float] = {}
+        self.next_id = 0
+        self.stopping = False
+        self.unknown = 0
+
+    def _consuming(self) -> None:
         ioloop = self.connection.ioloop
         self.window.begin()
         ioloop.call_later(self.window.warmup, self.window.tick)
@@ -284,21 +331,10 @@ class Client(_Loop):
             self._publish()
 
     def _publish(self) -> None:
-        assert self.channel is not None
         self.next_id += 1
         correlation_id = str(self.next_id)
         self.pending[correlation_id] = time.perf_counter()
-        self.channel.basic_publish(
-            "",
-            self.queue,
-            self.body,
-            pika.BasicProperties(
-                reply_to=self.reply_queue,
-                correlation_id=correlation_id,
-                delivery_mode=2 if self.durable else 1,
-            ),
-        )
-        self.published += 1
+        self._send(correlation_id, self.body)
 
     def _on_reply(
         self,
@@ -319,14 +355,8 @@ class Client(_Loop):
         elif self.window.running(now):
             self._publish()
 
-    def _on_confirm(self, frame: pika.frame.Method) -> None:
-        confirm = frame.method
-        count = (confirm.delivery_tag - self.confirmed - self.nacked) if confirm.multiple else 1
-        if isinstance(confirm, pika.spec.Basic.Ack):
-            self.confirmed += count
-        else:
-            self.nacked += count
-            self.window.error(f"request nacked (tag {confirm.delivery_tag})")
+    def _nacked(self, tag: int) -> None:
+        self.window.error(f"request nacked (tag {tag})")
 
     def _finish(self) -> None:
         self.window.tick()

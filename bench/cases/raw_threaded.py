@@ -34,7 +34,6 @@ from typing import Any
 
 import pika
 import pika.channel
-import pika.frame
 import pika.spec
 
 from bench.cases import (
@@ -45,7 +44,7 @@ from bench.cases import (
     raw_body,
     say,
 )
-from bench.cases.raw_pika import Server, _Loop, coalesce_writes
+from bench.cases.raw_pika import Requester, Server, coalesce_writes
 
 __all__ = ["main"]
 
@@ -121,7 +120,7 @@ class ThreadedServer(Server):
             self.jobs.put(None)
 
 
-class ThreadedClient(_Loop):
+class ThreadedClient(Requester):
     """Callers on any thread; pika on the I/O thread (``run``), started by ``start``.
 
     Threads: ``call`` from any number of caller threads; everything else on the I/O thread.
@@ -129,13 +128,10 @@ class ThreadedClient(_Loop):
 
     def __init__(self, queue: str, durable: bool) -> None:
         super().__init__(queue, durable)
-        self.reply_queue = ""
         self.ready = threading.Event()
         self.ids = itertools.count(1)
         self.waiting: dict[str, list[Any]] = {}
         self.outbox = Handoff(self.connection, self._publish)
-        self.confirmed = 0
-        self.nacked = 0
         self.thread = threading.Thread(target=self._run_loop, name="io", daemon=True)
 
     def start(self) -> None:
@@ -158,30 +154,11 @@ class ThreadedClient(_Loop):
         reply: bytes = slot[1]
         return reply
 
-    def _declared(self) -> None:
-        assert self.channel is not None
-        self.channel.queue_declare("", exclusive=True, callback=self._on_reply_queue)
-
-    def _on_reply_queue(self, frame: pika.frame.Method) -> None:
-        assert self.channel is not None
-        self.reply_queue = frame.method.queue
-        self.channel.basic_consume(
-            self.reply_queue, self._on_reply, auto_ack=True, callback=lambda _f: self.ready.set()
-        )
+    def _consuming(self) -> None:
+        self.ready.set()
 
     def _publish(self, request: tuple[str, bytes]) -> None:
-        assert self.channel is not None
-        correlation_id, body = request
-        self.channel.basic_publish(
-            "",
-            self.queue,
-            body,
-            pika.BasicProperties(
-                reply_to=self.reply_queue,
-                correlation_id=correlation_id,
-                delivery_mode=2 if self.durable else 1,
-            ),
-        )
+        self._send(*request)
 
     def _on_reply(
         self,
@@ -194,14 +171,6 @@ class ThreadedClient(_Loop):
         if slot is not None:
             slot[1] = body
             slot[0].set()
-
-    def _on_confirm(self, frame: pika.frame.Method) -> None:
-        confirm = frame.method
-        count = (confirm.delivery_tag - self.confirmed - self.nacked) if confirm.multiple else 1
-        if isinstance(confirm, pika.spec.Basic.Ack):
-            self.confirmed += count
-        else:
-            self.nacked += count
 
 
 def _call_loop(client: ThreadedClient, window: Window, body: bytes) -> None:
