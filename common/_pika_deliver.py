@@ -10,7 +10,8 @@ the reply.
 When the frames of one whole delivery sit together at the front of the buffer (a method frame
 ``basic.deliver``, its header frame and a single body frame, the common case), ``_take`` reads
 them in one pass and calls the channel's consumer with what pika would have given it: the same
-``Basic.Deliver`` method, ``BasicProperties`` decoded by pika's own code, and the body. Anything
+``Basic.Deliver`` method, the ``BasicProperties`` pika would decode (decoded faster, by
+``common/_pika_props_decode.py``), and the body. Anything
 else goes the usual way, frame by frame: other frames, a body split into several frames, a
 delivery not complete yet, an empty body, an unknown channel, a consumer that is cancelled or
 unknown (pika rejects or logs those), and properties pika's decoder fails on (so that
@@ -34,6 +35,8 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+from reqrep.common._pika_props_decode import decode_properties
+
 __all__ = ["MARK", "confirm_delivery", "install_fast_deliveries", "use_fast_deliveries"]
 
 log = logging.getLogger("reqrep.connection")
@@ -50,7 +53,6 @@ _delivery_tag = struct.Struct(">Q").unpack_from
 _applied = False
 _short_string: Any = None  # pika's decoders, set by install_fast_deliveries
 _Deliver: Any = None
-_Properties: Any = None
 _Ack: Any = None
 _Nack: Any = None
 _MethodFrame: Any = None
@@ -78,7 +80,7 @@ def confirm_delivery(channel: Any, handler: Callable[[Any], None], callback: Any
 
 def install_fast_deliveries() -> bool:
     """Install the short road once per process; False if pika's internals differ."""
-    global _applied, _short_string, _Deliver, _Properties, _Ack, _Nack, _MethodFrame  # noqa: PLW0603
+    global _applied, _short_string, _Deliver, _Ack, _Nack, _MethodFrame  # noqa: PLW0603
     if _applied:
         return True
     try:
@@ -89,11 +91,7 @@ def install_fast_deliveries() -> bool:
         original = cls._on_data_available
         for name in ("_trim_frame_buffer", "_read_frame", "_process_frame"):
             getattr(cls, name)  # what the replacement calls: pika 1.x has them
-        _short_string, _Deliver, _Properties = (
-            data.decode_short_string,
-            spec.Basic.Deliver,
-            spec.BasicProperties,
-        )
+        _short_string, _Deliver = data.decode_short_string, spec.Basic.Deliver
         _Ack, _Nack, _MethodFrame = spec.Basic.Ack, spec.Basic.Nack, frame.Method
     except (ImportError, AttributeError):
         log.debug("pika internals differ; deliveries take pika's road")
@@ -178,9 +176,8 @@ def _take(connection: Any, buf: bytes) -> Taken | None:
     )
     if consumer is None:
         return None
-    props = _Properties()
     try:
-        props.decode(buf, header_at + 12)  # after class, weight and body size
+        props = decode_properties(buf, header_at + 12)  # after class, weight and body size
     except Exception:  # noqa: BLE001 - pika's road decodes it again, and marks it
         return None
     (tag,) = _delivery_tag(buf, offset)
