@@ -27,9 +27,9 @@ class ReplyCache:
     ``max_entries`` and ``max_bytes`` of them, each for ``ttl`` seconds.
 
     The oldest entries go first when a bound is reached; expired ones are dropped (and their
-    memory freed) by ``sweep``, which ``get`` and ``put`` also run: every entry lives exactly
-    ``ttl``, so the expired ones are always the oldest. ``max_entries`` or ``max_bytes`` of 0
-    turns caching off.
+    memory freed) by ``sweep``, which ``put`` also runs, and ``get`` when the entry it finds
+    has expired: every entry lives exactly ``ttl``, so the expired ones are always the oldest.
+    ``max_entries`` or ``max_bytes`` of 0 turns caching off.
 
     Threads: the worker's I/O thread only.
     """
@@ -42,7 +42,8 @@ class ReplyCache:
         max_bytes: int = 64 * 1024 * 1024,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._entries: OrderedDict[Hashable, tuple[float, bytes]] = OrderedDict()
+        # key -> (expires, body, cost against max_bytes)
+        self._entries: OrderedDict[Hashable, tuple[float, bytes, int]] = OrderedDict()
         self._max = max_entries
         self._max_bytes = max_bytes
         self._ttl = ttl
@@ -58,38 +59,49 @@ class ReplyCache:
         return self._bytes
 
     def get(self, key: Hashable) -> bytes | None:
-        self.sweep()
         entry = self._entries.get(key)
-        return None if entry is None else entry[1]
+        if entry is None:
+            return None
+        if entry[0] <= self._clock():  # it and everything older
+            self.sweep()
+            return None
+        return entry[1]
 
     def put(self, key: Hashable, body: bytes) -> None:
-        self.sweep()
+        now = self._clock()
+        self._sweep(now)
         cost = _cost(key, body)
         if self._max <= 0 or cost > self._max_bytes:
             return
-        self._drop(key)
-        self._entries[key] = (self._clock() + self._ttl, body)
+        if key in self._entries:
+            self._drop(key)
+        self._entries[key] = (now + self._ttl, body, cost)
         self._bytes += cost
         while len(self._entries) > self._max or self._bytes > self._max_bytes:
             self._drop(next(iter(self._entries)))
 
     def sweep(self) -> int:
         """Drop the expired entries; return how many."""
-        now, dropped = self._clock(), 0
-        while self._entries:
-            key, (expires, _body) = next(iter(self._entries.items()))
-            if expires > now:
+        return self._sweep(self._clock())
+
+    def _sweep(self, now: float) -> int:
+        dropped = 0
+        entries = self._entries
+        while entries:
+            key = next(iter(entries))
+            if entries[key][0] > now:
                 break
             self._drop(key)
             dropped += 1
         return dropped
 
     def _drop(self, key: Hashable) -> None:
-        entry = self._entries.pop(key, None)
-        if entry is not None:
-            self._bytes -= _cost(key, entry[1])
+        self._bytes -= self._entries.pop(key)[2]
 
 
 def _cost(key: Hashable, body: bytes) -> int:
-    parts = key if isinstance(key, tuple) else (key,)
-    return len(body) + sum(len(p) for p in parts if isinstance(p, str | bytes)) + ENTRY_OVERHEAD
+    cost = len(body) + ENTRY_OVERHEAD
+    for part in key if isinstance(key, tuple) else (key,):
+        if isinstance(part, str | bytes):
+            cost += len(part)
+    return cost
