@@ -13,6 +13,12 @@ included, is pika's ``BasicProperties``.
 ``ReplyProperties`` does the same for a worker's replies, whose only field that changes is the
 correlation id: about 5 us less per reply on the worker's I/O thread.
 
+Both objects are built without pika's ``__init__`` (which checks and sets all fourteen
+properties one by one): they get the same attributes, the absent ones ``None``, in one dict.
+A request without an idempotency key carries its correlation id as its message id: those bytes
+are encoded once, and header names (a process sends a handful) are kept encoded. A request's
+properties then cost 7.4 us instead of 9.5 on one of our slower machines (timeit).
+
 Threads: built and encoded on the I/O thread that publishes it; the cache is a dict whose reads
 and writes the GIL keeps whole, so two I/O threads may share it.
 """
@@ -46,22 +52,40 @@ _pack_len = struct.Struct(">I").pack
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 _CACHE_MAX = 4096  # (content type, delivery mode, reply_to, method) combinations kept
 _constants: dict[tuple[str, int, str, str], tuple[bytes, bytes, bytes, bytes]] = {}
+_ABSENT = dict.fromkeys(vars(pika.BasicProperties()))  # every property pika's __init__ sets
+
+
+_LENGTHS = tuple(bytes((n,)) for n in range(256))  # a short string's length byte
+_KEYS_MAX = 256  # header names kept encoded
+_keys: dict[str, bytes] = {}
 
 
 def short_string(value: str | bytes) -> bytes:
     """An AMQP short string, as pika writes it (``str`` as UTF-8, ``bytes`` as they are)."""
     # bytes too, as pika: a correlation id that is not UTF-8 arrives (and is echoed) as bytes
     raw = value if isinstance(value, bytes) else value.encode("utf-8")
-    if len(raw) > 255:
-        raise ShortStringTooLong(raw)
-    return bytes((len(raw),)) + raw
+    try:
+        return _LENGTHS[len(raw)] + raw
+    except IndexError:
+        raise ShortStringTooLong(raw) from None
+
+
+def _key(name: str) -> bytes:
+    """A header's name as a short string; the few names a process sends are kept encoded."""
+    encoded = _keys.get(name)
+    if encoded is None:
+        encoded = short_string(name)
+        if len(_keys) >= _KEYS_MAX:
+            _keys.clear()
+        _keys[name] = encoded
+    return encoded
 
 
 def _table(table: dict[str, Any]) -> bytes:
     """An AMQP field table, as pika writes it (``str`` and ``int`` values inline)."""
     parts: list[bytes] = []
     for key, value in table.items():
-        parts.append(short_string(key))
+        parts.append(_key(key) if type(key) is str else short_string(key))
         kind = type(value)
         if kind is str:
             raw = value.encode("utf-8")
@@ -94,16 +118,18 @@ class RequestProperties(pika.BasicProperties):  # type: ignore[misc]  # pika has
         expiration: str,
         headers: dict[str, Any],
     ) -> None:
-        super().__init__(
-            content_type=content_type,
-            delivery_mode=delivery_mode,
-            reply_to=reply_to,
-            type=type,
-            correlation_id=correlation_id,
-            message_id=message_id,
-            expiration=expiration,
-            headers=headers,
-        )
+        # What pika's __init__ sets (every property, the absent ones None), without its checks.
+        self.__dict__ = {
+            **_ABSENT,
+            "content_type": content_type,
+            "headers": headers,
+            "delivery_mode": delivery_mode,
+            "correlation_id": correlation_id,
+            "reply_to": reply_to,
+            "expiration": expiration,
+            "message_id": message_id,
+            "type": type,
+        }
         key = (content_type, delivery_mode, reply_to, type)
         constants = _constants.get(key)
         if constants is None:
@@ -120,14 +146,17 @@ class RequestProperties(pika.BasicProperties):  # type: ignore[misc]  # pika has
 
     def encode(self) -> list[bytes]:
         head, mode, reply_to, method = self._encoded
+        correlation_id = short_string(self.correlation_id)
+        message_id = self.message_id
         return [
             head,
             _table(self.headers),
             mode,
-            short_string(self.correlation_id),
+            correlation_id,
             reply_to,
             short_string(self.expiration),
-            short_string(self.message_id),
+            # Without an idempotency key, the message id is the correlation id.
+            correlation_id if message_id == self.correlation_id else short_string(message_id),
             method,
         ]
 
@@ -144,9 +173,13 @@ class ReplyProperties(pika.BasicProperties):  # type: ignore[misc]  # pika has n
     def __init__(
         self, *, content_type: str, type: str, correlation_id: str | bytes, user_id: str | None
     ) -> None:
-        super().__init__(
-            content_type=content_type, type=type, correlation_id=correlation_id, user_id=user_id
-        )
+        self.__dict__ = {
+            **_ABSENT,
+            "content_type": content_type,
+            "correlation_id": correlation_id,
+            "type": type,
+            "user_id": user_id,
+        }
         key = (content_type, type, user_id)
         constants = _reply_constants.get(key)
         if constants is None:

@@ -106,3 +106,34 @@ def test_reply_constants_follow_the_user_id() -> None:
     assert b"".join(unsigned.encode()) == b"".join(
         pika.BasicProperties(content_type="a", type="t", correlation_id="c").encode()
     )
+
+
+def test_the_objects_hold_what_pikas_hold() -> None:
+    """Built without pika's __init__, they still carry every property (absent ones None)."""
+    request = RequestProperties(**_BASE)
+    assert {k: v for k, v in vars(request).items() if k != "_encoded"} == vars(
+        pika.BasicProperties(**_BASE)
+    )
+    reply_fields: dict[str, Any] = {
+        "content_type": "a",
+        "type": "t",
+        "correlation_id": "c",
+        "user_id": None,
+    }
+    reply = ReplyProperties(**reply_fields)
+    assert {k: v for k, v in vars(reply).items() if k != "_encoded"} == vars(
+        pika.BasicProperties(**reply_fields)
+    )
+    assert repr(request).startswith("<BasicProperties")
+
+
+@pytest.mark.parametrize("message_id", ["0123456789abcdef0123456789abcdef", "other-key", b"\xff"])
+def test_message_id_equal_to_or_other_than_the_correlation_id(message_id: str | bytes) -> None:
+    ours, pikas = _both(message_id=message_id)
+    assert ours == pikas
+
+
+def test_header_names_beyond_the_kept_ones_still_encode_like_pika() -> None:
+    headers = {f"x-h{i}": i for i in range(300)}  # more names than _KEYS_MAX
+    ours, pikas = _both(headers=headers)
+    assert ours == pikas
