@@ -24,6 +24,12 @@ its reply.
 - batched acks: the acks of one turn of the I/O loop go out as one ``basic_ack(multiple=True)``
   (safe here: requests are answered in order, so every lower tag is settled).
 
+``--reqrep-properties`` (the optional ``raw-pika-durable-tuned-props`` case) sends what reqrep's
+wire contract carries besides the body, so that the cost of the protocol can be told from the
+cost of the library: requests with a deadline header (``x-deadline``), ``expiration``, a
+message id, a type and a content type, published ``mandatory``; replies with a content type
+and a type, published ``mandatory``.
+
 Not done in any variant, because a general-purpose library could not do it for arbitrary handlers
 and callers: answering before the request is fully received, sharing one channel between client
 and server, or precomputing properties.
@@ -167,9 +173,16 @@ class _Loop:
         raise NotImplementedError
 
 
+_CONTENT_TYPE = "application/json"
+_DEADLINE_MS = 30_000  # the deadline of a request sent with --reqrep-properties
+
+
 class Server(_Loop):
-    def __init__(self, queue: str, durable: bool, *, batch_acks: bool = False) -> None:
+    def __init__(
+        self, queue: str, durable: bool, *, batch_acks: bool = False, reqrep_props: bool = False
+    ) -> None:
         super().__init__(queue, durable)
+        self.reqrep_props = reqrep_props
         self.published = 0  # publish sequence numbers on a confirm channel start at 1
         self.awaiting: collections.OrderedDict[int, int] = collections.OrderedDict()
         self.nacked = 0
@@ -214,9 +227,13 @@ class Server(_Loop):
     def _answer(self, tag: int, reply_to: str, correlation_id: str, body: bytes) -> None:
         """Publish the reply; ack the request now, or (durable) once the reply is confirmed."""
         assert self.channel is not None
-        self.channel.basic_publish(
-            "", reply_to, body, pika.BasicProperties(correlation_id=correlation_id)
-        )
+        if self.reqrep_props:
+            properties = pika.BasicProperties(
+                content_type=_CONTENT_TYPE, type="reply", correlation_id=correlation_id
+            )
+        else:
+            properties = pika.BasicProperties(correlation_id=correlation_id)
+        self.channel.basic_publish("", reply_to, body, properties, mandatory=self.reqrep_props)
         if self.durable:
             self.published += 1
             self.awaiting[self.published] = tag
@@ -252,8 +269,9 @@ class Requester(_Loop):
     a request, counting confirms. Subclasses say what to do once replies are consumed
     (``_consuming``), with each reply (``_on_reply``) and with a nack (``_nacked``)."""
 
-    def __init__(self, queue: str, durable: bool) -> None:
+    def __init__(self, queue: str, durable: bool, *, reqrep_props: bool = False) -> None:
         super().__init__(queue, durable)
+        self.reqrep_props = reqrep_props
         self.reply_queue = ""
         self.published = 0
         self.confirmed = 0
@@ -284,16 +302,18 @@ class Requester(_Loop):
 
     def _send(self, correlation_id: str, body: bytes) -> None:
         assert self.channel is not None
-        self.channel.basic_publish(
-            "",
-            self.queue,
-            body,
-            pika.BasicProperties(
-                reply_to=self.reply_queue,
-                correlation_id=correlation_id,
-                delivery_mode=2 if self.durable else 1,
-            ),
+        properties = pika.BasicProperties(
+            reply_to=self.reply_queue,
+            correlation_id=correlation_id,
+            delivery_mode=2 if self.durable else 1,
         )
+        if self.reqrep_props:
+            properties.content_type = _CONTENT_TYPE
+            properties.headers = {"x-deadline": int(time.time() * 1000) + _DEADLINE_MS}
+            properties.expiration = str(_DEADLINE_MS)
+            properties.message_id = correlation_id
+            properties.type = "echo"
+        self.channel.basic_publish("", self.queue, body, properties, mandatory=self.reqrep_props)
         self.published += 1
 
     def _on_confirm(self, frame: pika.frame.Method) -> None:
@@ -311,9 +331,16 @@ class Requester(_Loop):
 
 class Client(Requester):
     def __init__(
-        self, queue: str, durable: bool, *, window: Window, outstanding: int, payload: int
+        self,
+        queue: str,
+        durable: bool,
+        *,
+        window: Window,
+        outstanding: int,
+        payload: int,
+        reqrep_props: bool = False,
     ) -> None:
-        super().__init__(queue, durable)
+        super().__init__(queue, durable, reqrep_props=reqrep_props)
         self.window = window
         self.outstanding = outstanding
         self.body = raw_body(payload)
@@ -370,12 +397,22 @@ class Client(Requester):
 def main() -> None:
     parser = case_parser(__doc__ or "")
     parser.add_argument("--tuned", action="store_true", help="coalesced writes and batched acks")
+    parser.add_argument(
+        "--reqrep-properties",
+        action="store_true",
+        help="the properties reqrep's requests and replies carry, published mandatory",
+    )
     args = parser.parse_args()
     arm_deadline(args.max_seconds)
     if args.tuned:
         coalesce_writes()
     if args.role == "server":
-        server = Server(args.queue, args.durable, batch_acks=args.tuned)
+        server = Server(
+            args.queue,
+            args.durable,
+            batch_acks=args.tuned,
+            reqrep_props=args.reqrep_properties,
+        )
         previous = signal.signal(signal.SIGTERM, lambda _s, _f: server.stop_threadsafe())
         try:
             server.run()
@@ -392,6 +429,7 @@ def main() -> None:
         window=window,
         outstanding=args.outstanding,
         payload=args.payload,
+        reqrep_props=args.reqrep_properties,
     )
     client.run()
     if client.failure:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import source_note
-from bench.suite._plan import DURABLE_BASELINE, SERIAL_PAIR, TUNED_BASELINES
+from bench.suite._plan import DURABLE_BASELINE, PROTOCOL_PAIR, SERIAL_PAIR, TUNED_BASELINES
 
 
 def fmt_ms(value: float | None) -> str:
@@ -79,6 +79,10 @@ def render(report: dict[str, Any]) -> None:
             f"serial: reqrep-serial p50 / tutorial p50 = {fmt_ms(a)} / {fmt_ms(b)} ms "
             f"= {ratio:.2f}x"
         )
+    protocol = report["summary"].get("async_vs_tuned_props")
+    if protocol is not None:
+        a, b = PROTOCOL_PAIR
+        console.print(f"same properties: {a} / {b} = {protocol:.2f}x calls/s")
     load = report.get("loadavg_start"), report.get("loadavg_end")
     console.print(
         f"broker {report['broker'].get('product')} {report['broker'].get('version')}, "

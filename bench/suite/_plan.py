@@ -14,7 +14,10 @@ BASELINE = "raw-pika"
 DURABLE_BASELINE = "raw-pika-durable"
 TUNED_BASELINE = "raw-pika-tuned"
 TUNED_DURABLE_BASELINE = "raw-pika-durable-tuned"
-TUNED_BASELINES = (TUNED_BASELINE, TUNED_DURABLE_BASELINE)
+TUNED_PROPS_BASELINE = "raw-pika-durable-tuned-props"
+TUNED_BASELINES = (TUNED_BASELINE, TUNED_DURABLE_BASELINE, TUNED_PROPS_BASELINE)
+ASYNC_DURABLE = "reqrep-async-durable"
+PROTOCOL_PAIR = (ASYNC_DURABLE, TUNED_PROPS_BASELINE)
 SERIAL_PAIR = ("reqrep-serial", "tutorial")
 
 
@@ -61,7 +64,7 @@ CASES: tuple[Case, ...] = (
         durable=True,
     ),
     Case(
-        "reqrep-async-durable",
+        ASYNC_DURABLE,
         "call_async, N in flight, reqrep defaults (quorum, persistent, confirms)",
         durable=True,
         mode="async",
@@ -78,6 +81,15 @@ CASES: tuple[Case, ...] = (
         "bench.cases.raw_pika",
         durable=True,
         extra_args=("--tuned",),
+        extra="tuned",
+    ),
+    Case(
+        TUNED_PROPS_BASELINE,
+        "raw-pika-durable-tuned + the properties reqrep's messages carry (deadline header, "
+        "expiration, message id, type; mandatory)",
+        "bench.cases.raw_pika",
+        durable=True,
+        extra_args=("--tuned", "--reqrep-properties"),
         extra="tuned",
     ),
     Case(

@@ -30,6 +30,7 @@ from bench.suite._output import fmt_ms
 from bench.suite._plan import (
     BASELINE,
     DURABLE_BASELINE,
+    PROTOCOL_PAIR,
     SERIAL_PAIR,
     TUNED_BASELINE,
     TUNED_DURABLE_BASELINE,
@@ -205,4 +206,7 @@ def summarize(cases: Sequence[Case], runs: Sequence[dict[str, Any]]) -> dict[str
     a, b = (by_case.get(name, {}).get("latency_ms", {}).get("p50") for name in SERIAL_PAIR)
     if a is not None and b:
         serial = a / b
-    return {"cases": by_case, "serial_p50_ratio": serial}
+    # call_async against bare pika carrying the same properties: the library's cost alone.
+    mine, ref = (by_case.get(name, {}).get("calls_per_s") for name in PROTOCOL_PAIR)
+    protocol = mine / ref if mine is not None and ref else None
+    return {"cases": by_case, "serial_p50_ratio": serial, "async_vs_tuned_props": protocol}

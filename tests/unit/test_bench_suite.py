@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from bench.suite._cli import parse_args, select_cases
-from bench.suite._plan import CASES, SERIAL_PAIR
-from bench.suite._run import run_order
+from bench.suite._plan import CASES, PROTOCOL_PAIR, SERIAL_PAIR
+from bench.suite._run import run_order, summarize
 
 
 def _names(argv: list[str]) -> list[str]:
@@ -15,11 +17,12 @@ def test_the_default_run_leaves_out_the_tuned_and_floor_cases() -> None:
     names = _names([])
     assert "raw-pika-durable" in names
     assert "reqrep-serial" in names
-    assert not [n for n in names if n.endswith("-tuned") or n.startswith("raw-threaded")]
+    assert not [n for n in names if "-tuned" in n or n.startswith("raw-threaded")]
 
 
 def test_tuned_and_floor_cases_run_when_asked_for() -> None:
-    assert {"raw-pika-tuned", "raw-pika-durable-tuned"} <= set(_names(["--with-tuned"]))
+    tuned = {"raw-pika-tuned", "raw-pika-durable-tuned", "raw-pika-durable-tuned-props"}
+    assert tuned <= set(_names(["--with-tuned"]))
     floors = set(_names(["--with-floors"]))
     assert {"raw-threaded-serial", "raw-threaded-durable"} <= floors
     assert "raw-pika-tuned" not in floors
@@ -40,3 +43,20 @@ def test_repeats_run_forwards_then_backwards() -> None:
     assert run_order(cases, 1) == cases
     assert run_order(cases, 2) == cases[::-1]
     assert run_order(cases, 3) == cases
+
+
+def _run(case: str, calls_per_s: float) -> dict[str, Any]:
+    latency = {key: 1.0 for key in ("p50", "p90", "p99", "max", "mean")}
+    result = {"calls_per_s": calls_per_s, "latency_ms": latency, "outstanding": 64}
+    return {"case": case, "repeat": 1, "ok": True, "result": result}
+
+
+def test_call_async_is_compared_with_bare_pika_carrying_the_same_properties() -> None:
+    cases = [case for case in CASES if case.name in PROTOCOL_PAIR]
+    mine, theirs = PROTOCOL_PAIR
+    summary = summarize(cases, [_run(mine, 900.0), _run(theirs, 1000.0)])
+    assert summary["async_vs_tuned_props"] == 0.9
+    assert summarize(cases, [_run(mine, 900.0)])["async_vs_tuned_props"] is None
+    props = next(case for case in CASES if case.name == theirs)
+    assert props.durable
+    assert "--reqrep-properties" in props.extra_args
