@@ -41,7 +41,6 @@ import collections
 import contextlib
 import signal
 import time
-from typing import Any
 
 import pika
 import pika.channel
@@ -53,131 +52,23 @@ from bench.cases import (
     DRAIN_SECONDS,
     READY_TEXT,
     Window,
-    amqp_url,
     arm_deadline,
     case_parser,
     raw_body,
     say,
 )
+from bench.cases._raw_loop import Loop, coalesce_writes
 
 __all__ = ["main"]
 
 SERVER_PREFETCH = 256
 
 
-_MAX_JOIN = 256 * 1024
-
-
-def coalesce_writes() -> None:
-    """Make pika's plaintext transport send everything queued in one ``send()`` call."""
-    from pika.adapters.utils import io_services_utils  # noqa: PLC0415 - only with --tuned
-
-    transport = io_services_utils._AsyncPlaintextTransport
-    original = transport._produce
-
-    def produce(self: Any) -> None:
-        buffers: collections.deque[bytes] = self._tx_buffers
-        if len(buffers) > 1:
-            joined: list[bytes] = []
-            size = 0
-            while buffers and size < _MAX_JOIN:
-                chunk = buffers.popleft()
-                joined.append(chunk)
-                size += len(chunk)
-            buffers.appendleft(b"".join(joined))
-        original(self)
-
-    transport._produce = produce
-
-
-def _parameters() -> pika.URLParameters:
-    params = pika.URLParameters(amqp_url())
-    params.connection_attempts = 3
-    params.retry_delay = 1
-    params.socket_timeout = 10
-    params.heartbeat = 30
-    return params
-
-
-def _queue_arguments(durable: bool) -> dict[str, Any]:
-    return {"x-queue-type": "quorum" if durable else "classic"}
-
-
-class _Loop:
-    """A SelectConnection and the steps to open a channel on it; subclasses do the rest."""
-
-    def __init__(self, queue: str, durable: bool) -> None:
-        self.queue = queue
-        self.durable = durable
-        self.channel: pika.channel.Channel | None = None
-        self.failure: str | None = None
-        self.connection = pika.SelectConnection(
-            _parameters(),
-            on_open_callback=self._on_open,
-            on_open_error_callback=self._on_open_error,
-            on_close_callback=self._on_closed,
-        )
-
-    def run(self) -> None:
-        self.connection.ioloop.start()
-
-    def stop(self) -> None:
-        """Close the connection (from the loop's own thread); the loop stops once closed."""
-        if self.connection.is_open:
-            self.connection.close()
-        elif self.connection.is_closed:
-            self.connection.ioloop.stop()
-
-    def stop_threadsafe(self) -> None:
-        self.connection.ioloop.add_callback_threadsafe(self.stop)
-
-    def _on_open_error(self, _connection: Any, error: BaseException | str) -> None:
-        self.failure = f"cannot connect: {error!r}"
-        self.connection.ioloop.stop()
-
-    def _on_closed(self, _connection: Any, reason: BaseException) -> None:
-        if not isinstance(reason, pika.exceptions.ConnectionClosedByClient):
-            self.failure = self.failure or f"connection closed: {reason!r}"
-        self.connection.ioloop.stop()
-
-    def _on_open(self, _connection: Any) -> None:
-        self.connection.channel(on_open_callback=self._on_channel)
-
-    def _on_channel(self, channel: pika.channel.Channel) -> None:
-        self.channel = channel
-        channel.add_on_close_callback(self._on_channel_closed)
-        if self.durable:
-            channel.confirm_delivery(self._on_confirm, callback=lambda _frame: self._declare())
-        else:
-            self._declare()
-
-    def _on_channel_closed(self, _channel: Any, reason: BaseException) -> None:
-        if not isinstance(reason, pika.exceptions.ChannelClosedByClient):
-            self.failure = self.failure or f"channel closed: {reason!r}"
-        if self.connection.is_open:
-            self.connection.close()
-
-    def _declare(self) -> None:
-        assert self.channel is not None
-        self.channel.queue_declare(
-            self.queue,
-            durable=True,
-            arguments=_queue_arguments(self.durable),
-            callback=lambda _frame: self._declared(),
-        )
-
-    def _declared(self) -> None:
-        raise NotImplementedError
-
-    def _on_confirm(self, frame: pika.frame.Method) -> None:
-        raise NotImplementedError
-
-
 _CONTENT_TYPE = "application/json"
 _DEADLINE_MS = 30_000  # the deadline of a request sent with --reqrep-properties
 
 
-class Server(_Loop):
+class Server(Loop):
     def __init__(
         self, queue: str, durable: bool, *, batch_acks: bool = False, reqrep_props: bool = False
     ) -> None:
@@ -264,7 +155,7 @@ class Server(_Loop):
                 self.channel.basic_nack(request_tag, requeue=True)
 
 
-class Requester(_Loop):
+class Requester(Loop):
     """A client's side of the loop, shared with ``raw_threaded``: its callback queue, publishing
     a request, counting confirms. Subclasses say what to do once replies are consumed
     (``_consuming``), with each reply (``_on_reply``) and with a nack (``_nacked``)."""

@@ -44,7 +44,8 @@ from bench.cases import (
     raw_body,
     say,
 )
-from bench.cases.raw_pika import Requester, Server, coalesce_writes
+from bench.cases._raw_loop import coalesce_writes
+from bench.cases.raw_pika import Requester, Server
 
 __all__ = ["main"]
 
