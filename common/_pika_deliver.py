@@ -35,7 +35,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from reqrep.common._pika_props_decode import decode_properties
+from reqrep.common._pika_props_decode import decode_properties, decode_short_string
 
 __all__ = ["MARK", "confirm_delivery", "install_fast_deliveries", "use_fast_deliveries"]
 
@@ -51,8 +51,7 @@ _content_head = struct.Struct(">HHQ").unpack_from  # class, weight, body size
 _delivery_tag = struct.Struct(">Q").unpack_from
 
 _applied = False
-_short_string: Any = None  # pika's decoders, set by install_fast_deliveries
-_Deliver: Any = None
+_Deliver: Any = None  # pika's classes, set by install_fast_deliveries
 _Ack: Any = None
 _Nack: Any = None
 _MethodFrame: Any = None
@@ -80,18 +79,18 @@ def confirm_delivery(channel: Any, handler: Callable[[Any], None], callback: Any
 
 def install_fast_deliveries() -> bool:
     """Install the short road once per process; False if pika's internals differ."""
-    global _applied, _short_string, _Deliver, _Ack, _Nack, _MethodFrame  # noqa: PLW0603
+    global _applied, _Deliver, _Ack, _Nack, _MethodFrame  # noqa: PLW0603
     if _applied:
         return True
     try:
         from pika import connection as pika_connection  # noqa: PLC0415 - only when applying
-        from pika import data, frame, spec  # noqa: PLC0415
+        from pika import frame, spec  # noqa: PLC0415
 
         cls = pika_connection.Connection
         original = cls._on_data_available
         for name in ("_trim_frame_buffer", "_read_frame", "_process_frame"):
             getattr(cls, name)  # what the replacement calls: pika 1.x has them
-        _short_string, _Deliver = data.decode_short_string, spec.Basic.Deliver
+        _Deliver = spec.Basic.Deliver
         _Ack, _Nack, _MethodFrame = spec.Basic.Ack, spec.Basic.Nack, frame.Method
     except (ImportError, AttributeError):
         log.debug("pika internals differ; deliveries take pika's road")
@@ -168,7 +167,7 @@ def _take(connection: Any, buf: bytes) -> Taken | None:
         return None
     channel_number, header_at, body_at, end = bounds
     channel = connection._channels.get(channel_number)
-    consumer_tag, offset = _short_string(buf, 11)
+    consumer_tag, offset = decode_short_string(buf, 11)
     consumer = (
         None
         if channel is None or consumer_tag in channel._cancelled
@@ -182,8 +181,8 @@ def _take(connection: Any, buf: bytes) -> Taken | None:
         return None
     (tag,) = _delivery_tag(buf, offset)
     redelivered = bool(buf[offset + 8] & 1)
-    exchange, offset = _short_string(buf, offset + 9)
-    routing_key, _offset = _short_string(buf, offset)
+    exchange, offset = decode_short_string(buf, offset + 9)
+    routing_key, _offset = decode_short_string(buf, offset)
     method = _Deliver(consumer_tag, tag, redelivered, exchange, routing_key)
     return end + 1, consumer, channel, method, props, buf[body_at:end]
 

@@ -28,7 +28,7 @@ from typing import Any
 import pika.data
 import pika.spec
 
-__all__ = ["decode_properties"]
+__all__ = ["decode_properties", "decode_short_string"]
 
 _Properties = pika.spec.BasicProperties
 _pika_value = pika.data.decode_value
@@ -45,7 +45,8 @@ _CONTINUED = 1  # the flags continue in another word: no such property exists in
 Decoder = Callable[[bytes, int], tuple[Any, int]]
 
 
-def _short_string(buf: bytes, at: int) -> tuple[str | bytes, int]:
+def decode_short_string(buf: bytes, at: int) -> tuple[str | bytes, int]:
+    """pika's ``data.decode_short_string``: ``str`` if UTF-8, else ``bytes``; and the end."""
     end = at + 1 + buf[at]
     raw = buf[at + 1 : end]
     try:
@@ -86,7 +87,7 @@ def _table(buf: bytes, at: int) -> tuple[dict[str | bytes, Any], int]:
     limit = at + size
     table: dict[str | bytes, Any] = {}
     while at < limit:
-        key, at = _short_string(buf, at)
+        key, at = decode_short_string(buf, at)
         table[key], at = _value(buf, at)
     return table, at
 
@@ -94,20 +95,20 @@ def _table(buf: bytes, at: int) -> tuple[dict[str | bytes, Any], int]:
 _B = _Properties
 # Every property, in the order of the flag bits (and of the fields on the wire).
 _FIELDS: tuple[tuple[str, int, Decoder], ...] = (
-    ("content_type", _B.FLAG_CONTENT_TYPE, _short_string),
-    ("content_encoding", _B.FLAG_CONTENT_ENCODING, _short_string),
+    ("content_type", _B.FLAG_CONTENT_TYPE, decode_short_string),
+    ("content_encoding", _B.FLAG_CONTENT_ENCODING, decode_short_string),
     ("headers", _B.FLAG_HEADERS, _table),
     ("delivery_mode", _B.FLAG_DELIVERY_MODE, _octet),
     ("priority", _B.FLAG_PRIORITY, _octet),
-    ("correlation_id", _B.FLAG_CORRELATION_ID, _short_string),
-    ("reply_to", _B.FLAG_REPLY_TO, _short_string),
-    ("expiration", _B.FLAG_EXPIRATION, _short_string),
-    ("message_id", _B.FLAG_MESSAGE_ID, _short_string),
+    ("correlation_id", _B.FLAG_CORRELATION_ID, decode_short_string),
+    ("reply_to", _B.FLAG_REPLY_TO, decode_short_string),
+    ("expiration", _B.FLAG_EXPIRATION, decode_short_string),
+    ("message_id", _B.FLAG_MESSAGE_ID, decode_short_string),
     ("timestamp", _B.FLAG_TIMESTAMP, _timestamp),
-    ("type", _B.FLAG_TYPE, _short_string),
-    ("user_id", _B.FLAG_USER_ID, _short_string),
-    ("app_id", _B.FLAG_APP_ID, _short_string),
-    ("cluster_id", _B.FLAG_CLUSTER_ID, _short_string),
+    ("type", _B.FLAG_TYPE, decode_short_string),
+    ("user_id", _B.FLAG_USER_ID, decode_short_string),
+    ("app_id", _B.FLAG_APP_ID, decode_short_string),
+    ("cluster_id", _B.FLAG_CLUSTER_ID, decode_short_string),
 )
 _ABSENT = dict.fromkeys(name for name, _flag, _decoder in _FIELDS)
 _PLANS_MAX = 1024  # flags words remembered; there are at most 2**14 (with one bit unused)

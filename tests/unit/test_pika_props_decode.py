@@ -9,6 +9,7 @@ from typing import Any
 
 import hypothesis
 import pika
+import pika.data
 import pytest
 from hypothesis import strategies as st
 
@@ -124,3 +125,12 @@ def test_plans_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         encoded = struct.pack(">H", flags << 8) + b"\x00" * 64
         decode_properties(encoded, 0)
         assert len(_pika_props_decode._plans) <= 3
+
+
+@hypothesis.settings(max_examples=200, deadline=None)
+@hypothesis.given(value=_SHORT, before=st.binary(max_size=4))
+def test_short_strings_read_as_pika_reads_them(value: str | bytes, before: bytes) -> None:
+    raw = value.encode() if isinstance(value, str) else value
+    encoded = before + bytes((len(raw),)) + raw + b"\xce"
+    expected = pika.data.decode_short_string(encoded, len(before))
+    assert _pika_props_decode.decode_short_string(encoded, len(before)) == expected
