@@ -10,7 +10,6 @@ import threading
 import time
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from types import TracebackType
 from typing import Any
 
@@ -19,6 +18,7 @@ from reqrep.common.config import Settings, check_seconds
 from reqrep.common.errors import ClosedError, ConfigError, MessageTooLarge
 from reqrep.common.observe import CallInfo, Probe
 from reqrep.requestor._io import OutgoingRequest, RequestorIO
+from reqrep.requestor._waiter import CallWaiter
 from reqrep.requestor.reply_handler import Deliver, ReplyHandler, ReplyStats, timeout_error
 
 __all__ = ["Requestor"]
@@ -40,14 +40,14 @@ class Requestor:
     commas); the connection starts on a random one and moves to the next on every reconnection.
 
     Many calls can be in flight at once over one connection: each caller thread blocks only on
-    its own future. Every call has a finite timeout (``timeout`` here, or per call).
+    its own call. Every call has a finite timeout (``timeout`` here, or per call).
 
     Any connection in the vhost can publish into the callback queue. With ``trusted_repliers``
     (broker user names; workers run with ``sign_replies``), only replies whose broker-verified
     ``user_id`` is one of them are accepted; others are discarded and counted.
 
     Threads: ``call``, ``call_async``, ``open``, ``close`` and ``stats`` may be called from any
-    thread. Callers only register a future and queue a publish; every pika object lives on the
+    thread. Callers only register their call and queue a publish; every pika object lives on the
     one I/O thread this Requestor owns.
 
     A call to a service whose queue exists but has no consumer fails at once with NoWorkers
@@ -180,20 +180,25 @@ class Requestor:
         NoSuchService, NoWorkers, ConnectionLost, BrokerUnreachable, ClosedError, MessageTooLarge,
         SerializationError or ConfigError.
         """
-        future, call = self._send(
+        call, request = prepare_call(
+            self._settings,
             method,
-            payload=payload,
-            service=service,
+            payload,
+            service=service or self._service,
             timeout=timeout,
             retries=retries_for(idempotent, retries),
             idempotency_key=idempotency_key,
         )
-        try:
-            return future.result(call.timeout)
-        except FutureTimeout:
+        # No Future: the caller waits on a plain lock that the completing thread lets go.
+        waiter = CallWaiter()
+        self._send_deliver(waiter.deliver, call, request)
+        if not waiter.wait(min(call.timeout, threading.TIMEOUT_MAX)):
             error = timeout_error(call.what, call.timeout)
+            # An outcome that came in the meantime is dropped: the caller gave up at its
+            # timeout, as with a Future's result().
             self._replies.forget(call.correlation_id, error)
-            raise error from None
+            raise error
+        return waiter.outcome()
 
     def call_async(
         self,
