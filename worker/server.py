@@ -9,8 +9,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
-from queue import SimpleQueue
+from collections.abc import Sequence
 from types import FrameType, TracebackType
 
 from reqrep.common import control
@@ -23,6 +22,7 @@ from reqrep.worker.consumer import Consumer, ConsumerStats, Job
 from reqrep.worker.control import ControlResponder
 from reqrep.worker.dedupe import ReplyCache
 from reqrep.worker.execute import execute, execute_async, handler_ran
+from reqrep.worker.pool import HandlerPool
 from reqrep.worker.service import Service
 
 __all__ = ["Worker"]
@@ -75,7 +75,7 @@ class Worker:
         # Set by the signal handler, which must take no lock: Event.set() there can deadlock
         # the main thread if the signal lands while that thread holds the Event's own lock.
         self._signal: str | None = None
-        self._pool = _Pool(concurrency, self._run_job)
+        self._pool: HandlerPool[Job] = HandlerPool(concurrency, self._run_job)
         self._handler_loop = HandlerLoop(concurrency, name=f"reqrep-aio-{service.name}")
         self._started = time.monotonic()
         self._control = ControlResponder(self.settings, service.name, self._describe)
@@ -328,43 +328,6 @@ class Worker:
 
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-
-class _Pool:
-    """A fixed set of daemon threads running jobs from one queue.
-
-    Daemon threads, unlike ThreadPoolExecutor's, let the process exit even if a handler never
-    returns; the broker then redelivers its request.
-
-    Threads: ``submit`` from the I/O thread; ``start``/``shutdown`` from the controlling thread.
-    """
-
-    def __init__(self, size: int, run: Callable[[Job], None]) -> None:
-        self._size = size
-        self._run = run
-        self._queue: SimpleQueue[Job | None] = SimpleQueue()
-        self._threads: list[threading.Thread] = []
-
-    def start(self) -> None:
-        for i in range(self._size):
-            thread = threading.Thread(target=self._loop, name=f"reqrep-handler-{i}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
-
-    def submit(self, job: Job) -> None:
-        self._queue.put(job)
-
-    def shutdown(self) -> None:
-        for _ in self._threads:
-            self._queue.put(None)
-        self._threads.clear()
-
-    def _loop(self) -> None:
-        while (job := self._queue.get()) is not None:
-            try:
-                self._run(job)
-            except Exception:
-                log.exception("unexpected error running %s", job.method)
 
 
 def default_prefetch(concurrency: int) -> int:
