@@ -9,14 +9,15 @@ costs on the machine it runs on; reqrep's own distance is that plus everything e
 
 - Client: an I/O thread owns a ``SelectConnection`` (a ``raw_pika`` loop). A caller appends its
   request to an outbox and wakes the I/O thread with ``add_callback_threadsafe`` (once per batch,
-  as reqrep does), then waits on an ``Event``; the I/O thread publishes, and sets the caller's
-  ``Event`` when the reply comes. ``--mode serial``: one caller, one call at a time;
-  ``--mode threads``: ``--outstanding`` caller threads, each calling in a loop.
-- Server: the ``raw_pika`` server, but each request goes to a pool of ``--handlers`` threads
-  (a ``SimpleQueue``); a handler echoes the body and hands the reply back to the I/O thread the
-  same way (once per batch), which publishes it and acks the request (``--durable``: once the
-  reply is confirmed, as in ``raw-pika-durable``).
+  as reqrep does), then waits on reqrep's ``CallWaiter``; the I/O thread publishes, and hands
+  the reply to the caller's waiter when it comes. ``--mode serial``: one caller, one call at a
+  time; ``--mode threads``: ``--outstanding`` caller threads, each calling in a loop.
+- Server: the ``raw_pika`` server, but each request goes to reqrep's ``HandlerPool`` of
+  ``--handlers`` threads; a handler echoes the body and hands the reply back to the I/O thread
+  the same way (once per batch), which publishes it and acks the request (``--durable``: once
+  the reply is confirmed, as in ``raw-pika-durable``).
 
+The waiter and the pool are reqrep's own, so that the floor keeps doing the hops reqrep does.
 No JSON, no headers, no deadlines, no admission, no futures: only the hops.
 """
 
@@ -29,7 +30,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from queue import SimpleQueue
 from typing import Any
 
 import pika
@@ -46,6 +46,8 @@ from bench.cases import (
 )
 from bench.cases._raw_loop import coalesce_writes
 from bench.cases.raw_pika import Requester, Server
+from reqrep.requestor._waiter import CallWaiter
+from reqrep.worker.pool import HandlerPool
 
 __all__ = ["main"]
 
@@ -90,14 +92,9 @@ class ThreadedServer(Server):
 
     def __init__(self, queue: str, durable: bool, *, batch_acks: bool, handlers: int) -> None:
         super().__init__(queue, durable, batch_acks=batch_acks)
-        self.jobs: SimpleQueue[Reply | None] = SimpleQueue()
         self.replies = Handoff(self.connection, self._answer_one)
-        self.handlers = [
-            threading.Thread(target=self._handle, name=f"handler-{i}", daemon=True)
-            for i in range(handlers)
-        ]
-        for thread in self.handlers:
-            thread.start()
+        self.jobs: HandlerPool[Reply] = HandlerPool(handlers, self.replies.put)  # an echo
+        self.jobs.start()
 
     def _on_request(
         self,
@@ -106,19 +103,16 @@ class ThreadedServer(Server):
         properties: pika.spec.BasicProperties,
         body: bytes,
     ) -> None:
-        self.jobs.put((method.delivery_tag, properties.reply_to, properties.correlation_id, body))
-
-    def _handle(self) -> None:
-        while (job := self.jobs.get()) is not None:
-            self.replies.put(job)  # the handler: an echo
+        self.jobs.submit(
+            (method.delivery_tag, properties.reply_to, properties.correlation_id, body)
+        )
 
     def _answer_one(self, reply: Reply) -> None:
         if self.channel is not None and self.channel.is_open:
             self._answer(*reply)
 
     def close_handlers(self) -> None:
-        for _ in self.handlers:
-            self.jobs.put(None)
+        self.jobs.shutdown()
 
 
 class ThreadedClient(Requester):
@@ -131,7 +125,7 @@ class ThreadedClient(Requester):
         super().__init__(queue, durable)
         self.ready = threading.Event()
         self.ids = itertools.count(1)
-        self.waiting: dict[str, list[Any]] = {}
+        self.waiting: dict[str, CallWaiter] = {}
         self.outbox = Handoff(self.connection, self._publish)
         self.thread = threading.Thread(target=self._run_loop, name="io", daemon=True)
 
@@ -146,13 +140,13 @@ class ThreadedClient(Requester):
 
     def call(self, body: bytes) -> bytes:
         correlation_id = str(next(self.ids))
-        slot: list[Any] = [threading.Event(), None]
-        self.waiting[correlation_id] = slot
+        waiter = CallWaiter()
+        self.waiting[correlation_id] = waiter
         self.outbox.put((correlation_id, body))
-        if not slot[0].wait(CALL_TIMEOUT):
+        if not waiter.wait(CALL_TIMEOUT):
             self.waiting.pop(correlation_id, None)
             raise TimeoutError(f"no reply within {CALL_TIMEOUT:g}s")
-        reply: bytes = slot[1]
+        reply: bytes = waiter.outcome()
         return reply
 
     def _consuming(self) -> None:
@@ -168,10 +162,9 @@ class ThreadedClient(Requester):
         properties: pika.spec.BasicProperties,
         body: bytes,
     ) -> None:
-        slot = self.waiting.pop(properties.correlation_id, None)
-        if slot is not None:
-            slot[1] = body
-            slot[0].set()
+        waiter = self.waiting.pop(properties.correlation_id, None)
+        if waiter is not None:
+            waiter.deliver(body, None)
 
 
 def _call_loop(client: ThreadedClient, window: Window, body: bytes) -> None:
