@@ -81,7 +81,12 @@ class Observer:
 
     def call_finished(self, call: CallInfo, token: Any, outcome: str, seconds: float) -> None:
         """The call ended: ``outcome`` is ``ok``, a remote error code (``handler_error``...) or
-        a local error (``call_timeout``, ``no_such_service``, ``connection_lost``...)."""
+        a local error (``call_timeout``, ``no_such_service``, ``connection_lost``...).
+
+        Called on the thread that ends the call, so it must not block: the requestor's I/O
+        thread for a reply, return or sweep of a blocking ``call()`` or an ``AsyncRequestor``
+        call; the requestor's callback thread for a ``call_async`` future; a caller's thread on
+        its own timeout or ``close()``."""
 
     def reply_discarded(self, reason: str) -> None:
         """A reply nobody waits for was dropped: ``late``, ``unknown`` or ``untrusted``."""
