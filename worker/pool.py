@@ -4,13 +4,15 @@ Why not one ``queue.SimpleQueue`` that every thread waits on: CPython's SimpleQu
 single lock for "empty". A ``put`` lets it go, which wakes one waiting thread; that thread takes
 the job and lets the lock go again, which wakes a second one, only to find the queue empty and
 sleep again. So with idle threads waiting, every job woke two, and the second one took the GIL
-from the thread about to run the handler. With 64 threads and one job at a time (no broker),
-the pool cost 36 us of CPU and 4.3 context switches per job that way, and 8-11 us and 2.8 this
-way.
+from the thread about to run the handler. With 64 threads and one job at a time (no broker,
+``python -m bench.machine``), the pool cost 34-40 us of CPU and 4.2 context switches per job
+that way, and 8-12 us and 2.8 this way (the switches are steady; the CPU time depends on where
+the kernel places the threads).
 
-Here each idle thread parks on a lock of its own, on a stack. A job goes to the thread that
-parked last (the one most likely still warm in a CPU's cache), or, while every thread is busy,
-waits in a backlog that finishing threads take from, oldest first, before they park again.
+Here each idle thread parks on a lock of its own, on a stack. A job joins a queue and wakes the
+thread that parked last (the one most likely still warm in a CPU's cache), unless a woken
+thread is on its way already; while every thread is busy, jobs wait there until finishing
+threads take them, oldest first, before they park again.
 Threads are daemons, unlike ThreadPoolExecutor's, so the process can exit even if a handler
 never returns; the broker then redelivers its request.
 """
