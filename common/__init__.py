@@ -49,3 +49,10 @@ __all__ = [
     "TooManyPending",
     "redact_url",
 ]
+
+# Last, so that the real package is what the imports above load.
+if __name__ != "reqrep.common":  # a checkout's common/ folder, imported by its bare name
+    raise ImportError(
+        f"this folder is the package reqrep.common: import reqrep.common, not {__name__} "
+        "(importing it under a second name would load a second copy of every module)"
+    )

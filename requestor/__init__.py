@@ -18,3 +18,10 @@ __all__ = [
     "ServiceStatus",
     "WorkerInfo",
 ]
+
+# Last, so that the real package is what the imports above load.
+if __name__ != "reqrep.requestor":  # a checkout's requestor/ folder, imported by its bare name
+    raise ImportError(
+        f"this folder is the package reqrep.requestor: import reqrep.requestor, not {__name__} "
+        "(importing it under a second name would load a second copy of every module)"
+    )

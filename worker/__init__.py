@@ -6,3 +6,10 @@ from reqrep.worker.server import Worker
 from reqrep.worker.service import Handler, Service
 
 __all__ = ["CallContext", "ConsumerStats", "Handler", "Service", "Worker", "current"]
+
+# Last, so that the real package is what the imports above load.
+if __name__ != "reqrep.worker":  # a checkout's worker/ folder, imported by its bare name
+    raise ImportError(
+        f"this folder is the package reqrep.worker: import reqrep.worker, not {__name__} "
+        "(importing it under a second name would load a second copy of every module)"
+    )

@@ -43,9 +43,6 @@ def _under(name: str, prefix: str) -> bool:
 
 def _sources(folder: str) -> list[Path]:
     paths = sorted((ROOT / folder).rglob("*.py"))
-    if folder == "reqrep":
-        # reqrep/ links the three source folders in: they are checked under their own names.
-        paths = [p for p in paths if p.relative_to(ROOT / folder).parts[0] not in BARE]
     assert paths, f"no sources found under {folder}/"
     return paths
 
@@ -78,10 +75,3 @@ def test_the_checker_sees_a_forbidden_import(tmp_path: Path) -> None:
     assert _imports(bad) == ["reqrep.requestor.client", "worker.server"]
     assert _under("reqrep.requestor.client", "reqrep.requestor")
     assert not _under("reqrep.requestors", "reqrep.requestor")
-
-
-def test_the_source_folders_are_linked_into_reqrep() -> None:
-    for name in BARE:
-        link = ROOT / "reqrep" / name
-        assert link.is_symlink(), f"reqrep/{name} should link ../{name}"
-        assert link.resolve() == (ROOT / name).resolve()
