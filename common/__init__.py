@@ -2,6 +2,7 @@
 
 from reqrep.common.config import DEFAULT_URL, Settings, redact_url
 from reqrep.common.errors import (
+    AccessRefused,
     BadRequest,
     BrokerUnreachable,
     CallError,
@@ -26,6 +27,7 @@ from reqrep.common.tracecontext import CorrelationFilter
 
 __all__ = [
     "DEFAULT_URL",
+    "AccessRefused",
     "BadRequest",
     "BrokerUnreachable",
     "CallError",

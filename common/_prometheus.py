@@ -62,6 +62,11 @@ class PrometheusObserver(Observer):
             "Replies returned by the broker: the requestor's queue was gone",
             ("service",),
         )
+        self.restarts = counter(
+            "reqrep_worker_consumer_restarts",
+            "Stalled consumers the watchdog replaced (requests ready, none delivered)",
+            ("service",),
+        )
         self.in_flight = Gauge(
             "reqrep_worker_requests_in_flight",
             "Requests handed to handler threads and not yet answered",
@@ -144,6 +149,9 @@ class PrometheusObserver(Observer):
 
     def reply_returned(self, service: str) -> None:
         self._child(self.returned, service).inc()
+
+    def consumer_restarted(self, service: str) -> None:
+        self._child(self.restarts, service).inc()
 
     def _child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, remembered: prometheus_client's lookup checks and locks

@@ -188,8 +188,8 @@ class Settings:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def request_queue(self, service: str) -> str:
-        """The name of ``service``'s request queue."""
-        return topology.request_queue(self.queue_prefix, service)
+        """The name of ``service``'s request queue; ConfigError if it is too long for one."""
+        return topology.check_queue_name(topology.request_queue(self.queue_prefix, service))
 
 
 def _shown(field: dataclasses.Field[Any], value: object) -> str:

@@ -21,6 +21,7 @@ An asker cannot know how many workers there are: it collects answers until its t
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.metadata
 from typing import Any
 
@@ -37,7 +38,9 @@ def service_key(service: str) -> str:
     return f"service.{service}"
 
 
+@functools.cache
 def reqrep_version() -> str:
+    """The installed package's version (read once: every ping answer carries it)."""
     try:
         return importlib.metadata.version("reqrep")
     except importlib.metadata.PackageNotFoundError:

@@ -7,7 +7,8 @@
     ├── SerializationError           a payload or body is not valid JSON  (also ValueError)
     ├── ReqrepConnectionError        the broker connection               (also ConnectionError)
     │   ├── BrokerUnreachable        could not connect at all
-    │   └── ConnectionLost           an open connection dropped; pending calls fail with it
+    │   ├── ConnectionLost           an open connection dropped; pending calls fail with it
+    │   └── AccessRefused            the user may not use a queue or exchange (403)
     ├── ClosedError                  the Requestor/Worker was closed; no more use
     └── CallError                    one call did not produce a result
         ├── CallTimeout              no reply before the deadline       (also TimeoutError)
@@ -31,6 +32,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AccessRefused",
     "BadRequest",
     "BrokerUnreachable",
     "CallError",
@@ -82,6 +84,14 @@ class BrokerUnreachable(ReqrepConnectionError):
 
 class ConnectionLost(ReqrepConnectionError):
     """An open connection closed under us; calls that were pending fail with this."""
+
+
+class AccessRefused(ReqrepConnectionError):
+    """The broker refused the user access to a queue or exchange (403 ACCESS_REFUSED): the
+    user's permissions do not cover it. Trying again cannot help (``permanent``)."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args, permanent=True)
 
 
 class ClosedError(ReqrepError):

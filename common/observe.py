@@ -16,7 +16,8 @@ Which thread calls what (see docs/architecture.md):
 - the requestor's I/O thread: ``call_finished`` (a reply, an error, an expiry), ``reply_discarded``,
   ``reconnected``;
 - the worker's I/O thread: ``request_received``, ``request_skipped``, ``request_answered``,
-  ``request_dispatched``, ``dedupe_hit``, ``poisoned``, ``reply_returned``, ``reconnected``;
+  ``request_dispatched``, ``dedupe_hit``, ``poisoned``, ``reply_returned``,
+  ``consumer_restarted``, ``reconnected``;
 - handler threads: ``handling`` (around the handler) and ``handler_done``.
 """
 
@@ -29,7 +30,6 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
-from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -135,6 +135,9 @@ class Observer:
     def reply_returned(self, service: str) -> None:
         """A reply came back from the broker: the requestor's callback queue was gone."""
 
+    def consumer_restarted(self, service: str) -> None:
+        """The worker's watchdog found its consumer stalled and consumed again."""
+
 
 _installed: list[Observer] = []
 _lock = threading.Lock()
@@ -228,12 +231,6 @@ class Probe:
 
         return finish
 
-    def watch(self, call: CallInfo, headers: MutableMapping[str, str], future: Future[Any]) -> None:
-        """``call_started``, then report the outcome once ``future`` completes."""
-        finish = self.call_started(call, headers)
-        if finish is not None:
-            future.add_done_callback(lambda done: finish(done.exception()))
-
     def reply_discarded(self, reason: str) -> None:
         self._emit("reply_discarded", reason)
 
@@ -272,6 +269,9 @@ class Probe:
 
     def reply_returned(self) -> None:
         self._emit("reply_returned", self.service)
+
+    def consumer_restarted(self) -> None:
+        self._emit("consumer_restarted", self.service)
 
     def handling(
         self, method: str, correlation_id: str, headers: Mapping[str, str]

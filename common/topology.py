@@ -2,6 +2,11 @@
 
 For a service ``S`` with prefix ``P`` (default ``reqrep.``):
 
+- ``Prequests``: a durable direct exchange through which requestors publish requests; each
+  worker binds its request queue to it with the queue's own name as the routing key. Requestors
+  need write permission on it alone, not on the default exchange, through which they could
+  publish into any queue (a dead-letter queue, another requestor's callback queue). A request
+  published to the queue through the default exchange is served the same way.
 - ``PS``: the request queue, durable; quorum by default. Dead-letters to ``Pdlx`` with routing key
   ``PS.dead``. On quorum queues ``x-delivery-limit`` is a backstop above the workers' own limit:
   workers refuse a poison request first (so its caller gets an error), the broker only if a
@@ -10,7 +15,8 @@ For a service ``S`` with prefix ``P`` (default ``reqrep.``):
 - ``PS.dead``: the dead-letter queue, durable, bounded to ``dlq_max_length`` messages (default
   ``DEAD_LETTER_MAX_LENGTH``; the oldest are dropped), for inspection (``reqrep dlq``).
 - ``Pcontrol``: a durable direct exchange for control requests (``reqrep ping``); each worker
-  binds one exclusive queue to it (see ``common/control.py``).
+  connection binds one exclusive, auto-delete queue ``Pcontrol.S.<id>`` to it (see
+  ``common/control.py``).
 
 Every argument here is accepted by RabbitMQ 3.10 and 4.x. Queue arguments cannot change once a
 queue exists: changing them means deleting the queue (or setting them by policy instead).
@@ -18,14 +24,21 @@ queue exists: changing them means deleting the queue (or setting them by policy 
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+from reqrep.common.errors import ConfigError
 
 __all__ = [
     "DEAD_LETTER_MAX_LENGTH",
+    "check_name",
+    "check_queue_name",
     "control_exchange",
+    "control_queue",
     "dead_letter_exchange",
     "dead_letter_queue",
     "dead_letter_queue_arguments",
+    "request_exchange",
     "request_queue",
     "request_queue_arguments",
 ]
@@ -34,8 +47,40 @@ DEAD_LETTER_MAX_LENGTH = 10_000
 _BACKSTOP_MARGIN = 2  # the broker's delivery limit sits this far above the workers'
 
 
+_MAX_NAME = 255  # bytes: AMQP short strings, which queue and exchange names are
+# Service and method names become parts of queue names, routing keys and short strings.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}")
+
+
+def check_name(kind: str, name: object) -> str:
+    """``name`` if it is a valid service or method name (``kind`` says which); else a
+    ConfigError: 1-200 letters, digits, '_', '.', ':' or '-', starting with a letter or digit."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        shown = repr(name) if len(repr(name)) <= 60 else repr(name)[:57] + "..."
+        raise ConfigError(
+            f"invalid {kind} name {shown}: use 1-200 letters, digits, '_', '.', ':' or '-'"
+        )
+    return name
+
+
+def check_queue_name(name: str) -> str:
+    """``name`` if the broker can take it as a queue name; else a ConfigError that says why."""
+    size = len(name.encode("utf-8", "surrogatepass"))
+    # The longest is the dead-letter queue's: the request queue's name and ".dead".
+    if size + len(".dead") > _MAX_NAME:
+        raise ConfigError(
+            f"queue name {name[:40]!r}... is {size} bytes: with its dead-letter queue's suffix "
+            f"it must fit in {_MAX_NAME} (use a shorter service name or prefix)"
+        )
+    return name
+
+
 def request_queue(prefix: str, service: str) -> str:
     return f"{prefix}{service}"
+
+
+def request_exchange(prefix: str) -> str:
+    return f"{prefix}requests"
 
 
 def dead_letter_exchange(prefix: str) -> str:
@@ -44,6 +89,11 @@ def dead_letter_exchange(prefix: str) -> str:
 
 def control_exchange(prefix: str) -> str:
     return f"{prefix}control"
+
+
+def control_queue(prefix: str, service: str, instance: str) -> str:
+    """One worker connection's control queue: under the prefix, so worker permissions cover it."""
+    return f"{prefix}control.{service}.{instance}"
 
 
 def dead_letter_queue(queue: str) -> str:

@@ -11,6 +11,7 @@ neither side; ``reqrep.requestor`` and ``reqrep.worker`` import ``common`` and n
 
 from reqrep.common import (
     DEFAULT_URL,
+    AccessRefused,
     BadRequest,
     BrokerUnreachable,
     CallError,
@@ -39,7 +40,6 @@ from reqrep.requestor import (
     AsyncRequestor,
     DeadLetter,
     Replayed,
-    ReplyHandler,
     ReplyStats,
     Requestor,
     ServiceStatus,
@@ -51,6 +51,7 @@ __version__ = "0.2.0"
 
 __all__ = [
     "DEFAULT_URL",
+    "AccessRefused",
     "Admin",
     "AsyncRequestor",
     "BadRequest",
@@ -74,7 +75,6 @@ __all__ = [
     "PublishRejected",
     "RemoteError",
     "Replayed",
-    "ReplyHandler",
     "ReplyStats",
     "ReqrepConnectionError",
     "ReqrepError",

@@ -1,18 +1,22 @@
 """The requesting side: ``Requestor`` sends calls and waits for their replies;
 ``AsyncRequestor`` is its asyncio face; ``Admin`` is the operator's session (ping, status,
-dead letters)."""
+dead letters).
 
+Modules: ``client`` (Requestor), ``aio`` (AsyncRequestor) and ``admin`` (Admin) are the public
+ones; the modules whose names start with ``_`` are internal (the call table ``_calls``, the
+shared send path ``_core``, the I/O side ``_io``, the worker check ``_presence``...).
+"""
+
+from reqrep.requestor._calls import ReplyStats
 from reqrep.requestor.admin import Admin, DeadLetter, Replayed, ServiceStatus, WorkerInfo
 from reqrep.requestor.aio import AsyncRequestor
 from reqrep.requestor.client import Requestor
-from reqrep.requestor.reply_handler import ReplyHandler, ReplyStats
 
 __all__ = [
     "Admin",
     "AsyncRequestor",
     "DeadLetter",
     "Replayed",
-    "ReplyHandler",
     "ReplyStats",
     "Requestor",
     "ServiceStatus",

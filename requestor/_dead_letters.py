@@ -1,18 +1,23 @@
-"""Reading, replaying and purging a service's dead-letter queue (``PS.dead``), for ``Admin``.
+"""A service's dead letters (``PS.dead``) as data: reading one, replaying one, for ``Admin``.
 
-AMQP 0-9-1 cannot read a queue without taking messages from it: ``peek`` takes up to ``limit``
-messages without acknowledging them and hands them all back (``basic.nack``, requeue). A
-classic queue puts them back where they were; a quorum queue counts this as a delivery and, on
-RabbitMQ 3.10, puts them at its tail. Every function is bounded by its ``limit``.
+AMQP 0-9-1 cannot read a queue without taking messages from it: ``Admin.dead_letters`` takes up
+to ``limit`` messages without acknowledging them and hands them all back (``basic.nack``,
+requeue). A classic queue puts them back where they were; a quorum queue counts this as a
+delivery and, on RabbitMQ 3.10, puts them at its tail. Every operation is bounded by its
+``limit``.
 
-``replay`` moves a dead letter back to the request queue as a new request: same body, method,
-content type, correlation id and idempotency key (``message_id``); a fresh deadline
+``Admin.replay`` moves a dead letter back to the request queue as a new request: same body,
+method, content type, correlation id and idempotency key (``message_id``); a fresh deadline
 (``x-deadline`` and ``expiration``); the broker's death headers removed; and ``reply_to`` set to
-the replaying session's own exclusive queue, so the operator sees each outcome. The original
-caller gave up long ago and is not told. A reply that comes after the session ended is
-returned to its worker (its queue is gone) and dropped there: nothing loops. The dead letter is
-acknowledged (removed) only once the broker has confirmed the new request; if the request
-queue refuses it, it goes back to the dead-letter queue.
+the replaying session's own exclusive queue, so the operator sees each outcome (two dead letters
+with the same correlation id each get theirs). The original caller gave up long ago and is not
+told. A reply that comes after the session ended is returned to its worker (its queue is gone)
+and dropped there: nothing loops. The dead letter is acknowledged (removed) only once the
+broker has confirmed the new request; if the request queue refuses it, it goes back to the
+dead-letter queue.
+
+Anything may sit in a dead-letter queue (whoever can publish to the default exchange can put a
+message there), so reading one never fails: headers of the wrong shape read as absent.
 """
 
 from __future__ import annotations
@@ -21,28 +26,28 @@ import dataclasses
 import datetime
 import decimal
 import math
-import os
-import time
 from typing import Any
 
-import pika
-import pika.exceptions
-
 from reqrep.common import envelope
-from reqrep.common.errors import (
-    ConfigError,
-    NoSuchService,
-    PublishRejected,
-    RemoteError,
-    ReqrepError,
-)
+from reqrep.common._transport import Properties
+from reqrep.common.errors import ConfigError, RemoteError, ReqrepError
 
-__all__ = ["DEADLINE_HEADER", "MAX_LIMIT", "DeadLetter", "Replayed", "Target"]
+__all__ = [
+    "DEADLINE_HEADER",
+    "MAX_LIMIT",
+    "DeadLetter",
+    "Replayed",
+    "Target",
+    "check_limit",
+    "fresh_properties",
+    "outcome",
+]
 
 DEADLINE_HEADER = "x-deadline"
 MAX_LIMIT = 10_000  # no command reads more messages than this in one go
 _DEATH_HEADERS = ("x-death", "x-delivery-count")
 _DEATH_PREFIXES = ("x-first-death-", "x-last-death-")
+_MAX_DEATHS = 1_000_000_000  # a count beyond this is not the broker's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,27 +70,30 @@ class DeadLetter:
     size: int
     body: str  # UTF-8 text (undecodable bytes replaced)
     headers: dict[str, Any]  # JSON-safe
+    undecodable: str | None = None  # why its properties could not be read (then all None)
 
     @classmethod
     def read(cls, props: Any, body: bytes) -> DeadLetter:
-        headers = props.headers or {}
-        deaths = headers.get("x-death") or []
-        first = deaths[-1] if deaths and isinstance(deaths[-1], dict) else {}
+        headers = props.headers if isinstance(props.headers, dict) else {}
+        deaths = headers.get("x-death")
+        deaths = [d for d in deaths if isinstance(d, dict)] if isinstance(deaths, list) else []
+        first = deaths[-1] if deaths else {}
         reason = headers.get("x-first-death-reason") or first.get("reason")
         queue = headers.get("x-first-death-queue") or first.get("queue")
         when = first.get("time")
         return cls(
-            correlation_id=props.correlation_id,
-            message_id=props.message_id,
-            method=props.type,
-            reply_to=props.reply_to,
+            correlation_id=_text(props.correlation_id),
+            message_id=_text(props.message_id),
+            method=_text(props.type),
+            reply_to=_text(props.reply_to),
             reason=_text(reason),
             queue=_text(queue),
             died_at=when.isoformat() if isinstance(when, datetime.datetime) else None,
-            deaths=sum(int(d.get("count", 1)) for d in deaths if isinstance(d, dict)),
+            deaths=sum(_count(d.get("count", 1)) for d in deaths),
             size=len(body),
             body=body.decode("utf-8", errors="replace"),
             headers=_json_safe(headers),
+            undecodable=getattr(props, "undecodable", None),
         )
 
     def to_wire(self, *, full: bool = False) -> dict[str, Any]:
@@ -113,6 +121,7 @@ class Replayed:
 @dataclasses.dataclass(frozen=True)
 class Target:
     service: str
+    exchange: str  # the requests exchange
     queue: str
     dead_queue: str
     timeout: float
@@ -125,84 +134,17 @@ def check_limit(limit: object) -> int:
     return limit
 
 
-def peek(channel: Any, queue: str, limit: int) -> list[DeadLetter]:
-    """The first ``limit`` messages of ``queue``, handed back to it afterwards."""
-    letters: list[DeadLetter] = []
-    last_tag = None
-    try:
-        for _ in range(check_limit(limit)):
-            method, props, body = channel.basic_get(queue, auto_ack=False)
-            if method is None:
-                break
-            letters.append(DeadLetter.read(props, body))
-            last_tag = method.delivery_tag
-    finally:
-        if last_tag is not None and channel.is_open:
-            channel.basic_nack(last_tag, multiple=True, requeue=True)
-    return letters
-
-
-def purge(channel: Any, queue: str, limit: int | None) -> int:
-    """Remove the first ``limit`` messages of ``queue`` (all of them if None)."""
-    if limit is None:
-        return int(channel.queue_purge(queue).method.message_count)
-    removed = 0
-    for _ in range(check_limit(limit)):
-        method, _props, _body = channel.basic_get(queue, auto_ack=True)
-        if method is None:
-            break
-        removed += 1
-    return removed
-
-
-def replay(connection: Any, channel: Any, target: Target, limit: int) -> list[Replayed]:
-    """Move up to ``limit`` dead letters to the request queue and wait for their replies until
-    their fresh deadline. See the module docstring for what is kept and what is changed."""
-    check_limit(limit)
-    channel.confirm_delivery()
-    reply_queue = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
-    sent: dict[str, str | None] = {}  # correlation id -> method, in the order sent
-    outcomes: dict[str, Replayed] = {}
-
-    def on_reply(_channel: Any, _deliver: Any, props: Any, body: bytes) -> None:
-        cid = props.correlation_id
-        if cid in sent and cid not in outcomes:
-            outcomes[cid] = _outcome(cid, sent[cid], body)
-
-    channel.basic_consume(reply_queue, on_reply, auto_ack=True)
-    deadline = time.monotonic() + target.timeout
-    deadline_ms = int((time.time() + target.timeout) * 1000)
-    for _ in range(limit):
-        method, props, body = channel.basic_get(target.dead_queue, auto_ack=False)
-        if method is None:
-            break
-        cid = props.correlation_id or f"replay-{os.urandom(8).hex()}"
-        fresh = _fresh_properties(props, cid, reply_queue, target, deadline_ms)
-        try:
-            channel.basic_publish("", target.queue, body, fresh, mandatory=True)
-        except pika.exceptions.UnroutableError:
-            channel.basic_nack(method.delivery_tag, requeue=True)
-            raise NoSuchService(target.service) from None
-        except pika.exceptions.NackError:
-            channel.basic_nack(method.delivery_tag, requeue=True)
-            raise PublishRejected("the broker refused a replayed request (nack)") from None
-        channel.basic_ack(method.delivery_tag)
-        sent[cid] = props.type
-    while len(outcomes) < len(sent) and (left := deadline - time.monotonic()) > 0:
-        connection.process_data_events(time_limit=min(left, 0.5))
-    return [outcomes.get(cid) or Replayed(cid, m, "no reply") for cid, m in sent.items()]
-
-
-def _fresh_properties(
-    props: Any, cid: str, reply_queue: str, target: Target, deadline_ms: int
-) -> Any:
+def fresh_properties(
+    props: Properties, cid: str, reply_queue: str, target: Target, deadline_ms: int
+) -> Properties:
+    """A dead letter's properties as a new request (see the module docstring)."""
     headers = {
         k: v
-        for k, v in (props.headers or {}).items()
-        if k not in _DEATH_HEADERS and not k.startswith(_DEATH_PREFIXES)
+        for k, v in (props.headers if isinstance(props.headers, dict) else {}).items()
+        if k not in _DEATH_HEADERS and not (isinstance(k, str) and k.startswith(_DEATH_PREFIXES))
     }
     headers[DEADLINE_HEADER] = deadline_ms
-    return pika.BasicProperties(
+    return Properties(
         content_type=props.content_type,
         correlation_id=cid,
         reply_to=reply_queue,
@@ -214,7 +156,8 @@ def _fresh_properties(
     )
 
 
-def _outcome(cid: str, method: str | None, body: bytes) -> Replayed:
+def outcome(cid: str, method: str | None, body: bytes) -> Replayed:
+    """The outcome a reply body tells."""
     try:
         return Replayed(cid, method, "ok", result=envelope.decode_reply(body))
     except RemoteError as exc:
@@ -224,21 +167,30 @@ def _outcome(cid: str, method: str | None, body: bytes) -> Replayed:
         return Replayed(cid, method, "malformed_reply", error={"message": str(exc)})
 
 
+def _count(value: object) -> int:
+    """An ``x-death`` count: a whole number the broker could have written, else 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_DEATHS:
+        return 1
+    return value
+
+
 def _text(value: object) -> str | None:
     if value is None:
         return None
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def _json_safe(value: Any) -> Any:
+def _json_safe(value: Any, depth: int = 0) -> Any:
     """AMQP table values as JSON can carry them (timestamps as ISO 8601, bytes as text)."""
+    if depth > 32:
+        return "..."
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {_text(k): _json_safe(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [_json_safe(v, depth + 1) for v in value]
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
-    if value is None or isinstance(value, (str, int, float, bool)):
+    if value is None or isinstance(value, (str, int, bool)):
         return value
     convert = _CONVERT.get(type(value), str)
     return convert(value)
@@ -246,5 +198,6 @@ def _json_safe(value: Any) -> Any:
 
 _CONVERT: dict[type, Any] = {
     datetime.datetime: datetime.datetime.isoformat,
-    decimal.Decimal: float,
+    decimal.Decimal: str,
+    float: lambda v: v if math.isfinite(v) else str(v),  # JSON has no NaN or infinity
 }

@@ -14,9 +14,15 @@ waits for a check only when its service was not seen with consumers in the last 
 same check. Only positive answers are cached: a service found without consumers is asked again
 by the next call, so a worker that starts is used at once.
 
-After the requestor's own connection comes back (``recovered``), the workers are probably
-reconnecting too: for a grace period (``reconnect_max`` + 1 s) a queue found without consumers
-is asked again every 0.2 s instead of failing its calls at once.
+A queue found without consumers is not always a queue nobody consumes. After the requestor's
+own connection comes back (``recovered``), the workers are probably reconnecting too; and while
+a quorum queue has no leader (an election after its leader's node stopped, a lost quorum, a
+partition), the node asked reports 0 consumers although the workers are there. So a queue that
+was seen with consumers within the last ``memory`` seconds, or any queue during the grace
+period after a reconnection (``reconnect_max`` + 1 s), is asked again every 0.2 s instead of
+failing its calls at once: the calls go as soon as consumers are seen, and otherwise end at
+their own deadline (CallTimeout) or, once the memory of the consumers has passed, with
+NoWorkers. NoWorkers therefore means that nothing consumed the queue for ``memory`` seconds.
 
 A request is sent only after its service was seen with consumers, so NoWorkers means the
 request was never queued (a worker that dies within the ``ttl`` leaves the calls sent meanwhile
@@ -30,10 +36,8 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
-import pika.exceptions
-
+from reqrep.common._transport import Channel, Failure, QueueInfo
 from reqrep.common.errors import NoSuchService, NoWorkers, ReqrepError
 
 __all__ = ["WorkerPresence"]
@@ -41,7 +45,8 @@ __all__ = ["WorkerPresence"]
 log = logging.getLogger("reqrep.requestor")
 
 DEFAULT_TTL = 1.0  # seconds a "this queue has consumers" answer is trusted
-RECHECK = 0.2  # seconds between checks of a queue without consumers during the grace period
+DEFAULT_MEMORY = 30.0  # seconds a queue once seen with consumers is asked again, not failed
+RECHECK = 0.2  # seconds between checks of a queue that has no consumers for now
 _NOT_FOUND = 404
 
 
@@ -61,19 +66,21 @@ class WorkerPresence:
 
     def __init__(
         self,
-        open_channel: Callable[[Callable[[Any], None]], None],
+        open_channel: Callable[[Callable[[Channel], None]], None],
         call_later: Callable[[float, Callable[[], None]], object],
         *,
         ttl: float = DEFAULT_TTL,
+        memory: float = DEFAULT_MEMORY,
     ) -> None:
         self._open_channel = open_channel
         self._call_later = call_later
         self._ttl = ttl
+        self._memory = memory
         self._grace_until = 0.0  # monotonic time until which "no consumers" is asked again
         self._seen: dict[str, float] = {}  # queue -> monotonic time consumers were last seen
         self._checks: dict[str, _Check] = {}  # queue -> the check out for it
         self._asked: deque[str] = deque()  # queues asked on the channel, in order
-        self._channel: Any = None
+        self._channel: Channel | None = None
         self._opening = False
         self.checks = 0  # passive declares sent (for tests and stats)
 
@@ -126,32 +133,41 @@ class WorkerPresence:
             self._opening = False
             self._call_later(0, self._release_all)
 
-    def _on_open(self, channel: Any) -> None:
+    def _on_open(self, channel: Channel) -> None:
         self._opening = False
         self._channel = channel
-        channel.add_on_close_callback(self._on_close)
+        channel.on_close(self._on_close)
         for queue in self._checks:
             self._ask(queue)
 
     def _ask(self, queue: str) -> None:
+        channel = self._channel
+        assert channel is not None  # noqa: S101 - asked only on an open check channel
         self.checks += 1
         self._asked.append(queue)
-        self._channel.queue_declare(queue, passive=True, callback=self._on_answer)
+        channel.declare_queue(queue, passive=True, on_ok=self._on_answer)
 
-    def _on_answer(self, frame: Any) -> None:
-        queue = self._asked.popleft()  # pika answers a channel's requests in order
+    def _on_answer(self, info: QueueInfo) -> None:
+        queue = self._asked.popleft()  # a channel's requests are answered in order
         check = self._checks.pop(queue, None)
-        if frame.method.consumer_count > 0:
-            self._seen[queue] = time.monotonic()
+        now = time.monotonic()
+        if info.consumers > 0:
+            self._seen[queue] = now
             for send, _fail in check.waiters if check else ():
                 send()
-        elif check is not None and check.waiters and time.monotonic() < self._grace_until:
+        elif check is not None and check.waiters and now < self._ask_again_until(queue):
             self._checks[queue] = check  # still out: ask again soon
             self._call_later(RECHECK, lambda: self._ask_again(queue))
         else:
             self._seen.pop(queue, None)
             for _send, fail in check.waiters if check else ():
                 fail(NoWorkers(check.service if check else queue))
+
+    def _ask_again_until(self, queue: str) -> float:
+        """Until when a queue without consumers is asked again rather than failed."""
+        seen = self._seen.get(queue)
+        remembered = -1e9 if seen is None else seen + self._memory
+        return max(self._grace_until, remembered)
 
     def _ask_again(self, queue: str) -> None:
         if queue not in self._checks:
@@ -161,11 +177,11 @@ class WorkerPresence:
         elif not self._opening:
             self._open()
 
-    def _on_close(self, channel: Any, reason: BaseException) -> None:
+    def _on_close(self, channel: Channel, failure: Failure) -> None:
         if channel is not self._channel:
             return
         self._channel = None
-        code = reason.reply_code if isinstance(reason, pika.exceptions.ChannelClosed) else None
+        code = failure.code if failure.by_broker else None
         if code == _NOT_FOUND and self._asked:
             # The first unanswered check was refused: that queue does not exist.
             queue = self._asked.popleft()
@@ -177,7 +193,7 @@ class WorkerPresence:
         if code == _NOT_FOUND and self._checks:
             self._open()  # ask the others again on a new channel
         elif code != _NOT_FOUND:
-            log.debug("worker check channel closed: %s", reason)
+            log.debug("worker check channel closed: %s", failure)
             self._call_later(0, self._release_all)
 
     def _release_all(self) -> None:

@@ -1,10 +1,11 @@
-"""AsyncRequestor: the asyncio face of the Requestor, over the same connection machinery.
+"""AsyncRequestor: the asyncio face of the requestor, over the same send path.
 
-Calls are sent exactly as ``Requestor`` sends them (same options, errors and wire protocol); only
-the waiting differs. A call's outcome is handed from the I/O thread to the caller's event loop
-through a ``LoopInbox`` (one ``call_soon_threadsafe`` per batch of replies) and completes an
-``asyncio.Future`` there, so no user code, not even a done-callback, runs on reqrep's I/O thread,
-and the event loop never blocks: connecting runs on a helper thread the loop only awaits.
+Calls are prepared and sent exactly as ``Requestor`` sends them (``RequestorCore``: same options,
+errors and wire protocol); only the waiting differs. A call's outcome is handed from the I/O
+thread to the caller's event loop through a ``LoopInbox`` (one ``call_soon_threadsafe`` per
+batch of replies) and completes an ``asyncio.Future`` there, so no user code, not even a
+done-callback, runs on reqrep's I/O thread, and the event loop never blocks: connecting runs on
+a helper thread the loop only awaits.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from concurrent.futures import Future
 from types import TracebackType
 from typing import Any
 
+from reqrep.common._transport import Transport
 from reqrep.common.aio import LoopInbox
 from reqrep.common.config import Settings
 from reqrep.common.errors import CallTimeout
-from reqrep.requestor.client import Requestor, _Call, prepare_call, retries_for
-from reqrep.requestor.reply_handler import ReplyStats, timeout_error
+from reqrep.requestor._calls import Call, ReplyStats
+from reqrep.requestor._core import RequestorCore, retries_for
 
 __all__ = ["AsyncRequestor"]
 
@@ -43,8 +45,12 @@ class AsyncRequestor:
     One AsyncRequestor may serve several event loops, in several threads: each call's outcome
     goes to the loop it was made on.
 
+    Readiness for a web app's probe: ``connected`` (calls go out now), ``address`` and
+    ``reconnects``, as on ``Requestor``.
+
     Threads: ``open``, ``close`` and ``call`` are coroutines, awaited on any event loop;
-    ``stats`` may be called anywhere. The connection lives on the Requestor's I/O thread.
+    ``stats`` and the properties may be read anywhere. The connection lives on the I/O thread
+    this AsyncRequestor owns.
     """
 
     def __init__(
@@ -56,39 +62,61 @@ class AsyncRequestor:
         settings: Settings | None = None,
         trusted_repliers: Collection[str] | None = None,
         wait_for_workers: bool | None = None,
+        transport: Transport | None = None,
     ) -> None:
-        self._requestor = Requestor(
+        self._core = RequestorCore(
             url,
             service=service,
             timeout=timeout,
             settings=settings,
             trusted_repliers=trusted_repliers,
             wait_for_workers=wait_for_workers,
+            transport=transport,
         )
-        self._service = service
         self._lock = threading.Lock()
         self._opening: Future[None] | None = None  # done and not failed: open
         self._inboxes: dict[asyncio.AbstractEventLoop, LoopInbox] = {}
 
     def __repr__(self) -> str:
-        return repr(self._requestor).replace("<Requestor", "<AsyncRequestor", 1)
+        return self._core.describe("AsyncRequestor")
 
     @property
     def settings(self) -> Settings:
-        return self._requestor.settings
+        return self._core.settings
 
     @property
     def name(self) -> str:
         """The connection name the broker shows (``connection_name``)."""
-        return self._requestor.name
+        return self._core.name
 
     @property
     def reply_queue(self) -> str:
-        return self._requestor.reply_queue
+        return self._core.reply_queue
+
+    @property
+    def blocked(self) -> str | None:
+        """Why the broker blocks publishing on this connection (a memory or disk alarm), or
+        None: calls made meanwhile are held until it unblocks, within their deadline."""
+        return self._core.blocked
+
+    @property
+    def connected(self) -> bool:
+        """Whether calls go out now: connected, not reconnecting, not blocked by the broker."""
+        return self._core.connected
+
+    @property
+    def address(self) -> str:
+        """The broker URL of the current (or last) connection attempt, password hidden."""
+        return self._core.address
+
+    @property
+    def reconnects(self) -> int:
+        """How many times the connection was re-established."""
+        return self._core.reconnects
 
     def stats(self) -> ReplyStats:
         """Counters: pending calls, replies resolved, late and unknown replies discarded."""
-        return self._requestor.stats()
+        return self._core.stats()
 
     async def open(self) -> AsyncRequestor:
         """Connect (BrokerUnreachable if it cannot) without blocking the event loop.
@@ -113,7 +141,7 @@ class AsyncRequestor:
     def _open_now(self, opening: Future[None]) -> None:
         """On the helper thread: connect, and tell every waiting loop."""
         try:
-            self._requestor.open()
+            self._core.open()
         except BaseException as exc:  # noqa: BLE001 - every failure goes to the waiters
             with self._lock:
                 if self._opening is opening:
@@ -125,7 +153,12 @@ class AsyncRequestor:
     async def close(self, timeout: float = 10.0) -> None:
         """Close the connection; pending calls fail with ClosedError. Idempotent."""
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, self._requestor.close, timeout)
+        await loop.run_in_executor(None, self._core.close, timeout)
+
+    def close_sync(self, timeout: float = 10.0) -> None:
+        """``close``, from synchronous code: a thread that is not running an event loop (a
+        shutdown hook, a test's tear-down)."""
+        self._core.close(timeout)
 
     async def __aenter__(self) -> AsyncRequestor:
         return await self.open()
@@ -150,11 +183,10 @@ class AsyncRequestor:
         idempotency_key: str | None = None,
     ) -> Any:
         """Call ``method`` of ``service`` and return its result; see ``Requestor.call``."""
-        call, request = prepare_call(
-            self._requestor.settings,
+        call = self._core.prepare(
             method,
             payload,
-            service=service or self._service,
+            service=service,
             timeout=timeout,
             retries=retries_for(idempotent, retries),
             idempotency_key=idempotency_key,
@@ -169,20 +201,23 @@ class AsyncRequestor:
         def deliver(result: Any, error: BaseException | None) -> None:  # any thread
             inbox.put(lambda: _settle(future, result, error))
 
-        self._requestor._send_deliver(deliver, call, request)
+        self._core.send(call, deliver)
         # Exactly at the timeout, like Requestor.call (the I/O thread's sweep may be 0.1 s late).
-        timer = loop.call_later(call.timeout, _expire, future, call)
+        timer = loop.call_later(call.timeout, self._expire, future, call)
         try:
             return await future
         except asyncio.CancelledError as exc:
             # The caller stopped waiting: forget the call now, not at its deadline.
-            self._requestor._replies.forget(call.correlation_id, exc)
+            self._core.forget(call.correlation_id, exc)
             raise
         except CallTimeout as exc:
-            self._requestor._replies.forget(call.correlation_id, exc)
+            self._core.forget(call.correlation_id, exc)
             raise
         finally:
             timer.cancel()
+
+    def _expire(self, future: asyncio.Future[Any], call: Call) -> None:
+        _settle(future, None, self._core.timed_out(call))
 
     def _inbox(self, loop: asyncio.AbstractEventLoop) -> LoopInbox:
         inbox = self._inboxes.get(loop)
@@ -192,10 +227,6 @@ class AsyncRequestor:
                     del self._inboxes[old]
                 inbox = self._inboxes.setdefault(loop, LoopInbox(loop))
         return inbox
-
-
-def _expire(future: asyncio.Future[Any], call: _Call) -> None:
-    _settle(future, None, timeout_error(call.what, call.timeout))
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:

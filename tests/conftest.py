@@ -94,6 +94,7 @@ def prefix(admin: Admin) -> Iterator[str]:
     admin.delete_service_queues(value, "demo")
     admin.delete_exchange(f"{value}dlx")
     admin.delete_exchange(f"{value}control")
+    admin.delete_exchange(f"{value}requests")
 
 
 @pytest.fixture

@@ -15,6 +15,8 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+ALARM = "0.0000001"  # a memory watermark every node is above: the alarm goes off at once
+NORMAL = "0.4"
 SCRIPT = ROOT / "scripts" / "rmq-node.sh"
 
 
@@ -146,3 +148,16 @@ class TlsFiles:
 
 def _openssl(*args: object) -> None:
     subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, timeout=60)
+
+
+class Alarm:
+    """The node's memory alarm: on makes the broker block every connection that publishes."""
+
+    def __init__(self, node: ExtraNode) -> None:
+        self._node = node
+
+    def on(self) -> None:
+        self._node.ctl("set_vm_memory_high_watermark", ALARM)
+
+    def off(self) -> None:
+        self._node.ctl("set_vm_memory_high_watermark", NORMAL)

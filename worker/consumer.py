@@ -1,11 +1,19 @@
-"""The worker's I/O thread: declares the topology, consumes and admits requests, drains.
+"""The worker's I/O side: declares the topology, consumes and admits requests, drains.
 
-Publishing replies and settling requests (ack after the reply's confirm) is the other half of
-this thread's work; it lives in ``worker/replies.py``, which ``Consumer`` extends.
+``Consumer`` owns the worker's Link (its connection and I/O thread) and holds the reply side,
+``Replies`` (``worker/replies.py``): publishing replies and settling requests (ack after the
+reply's confirm).
 
 Before a request reaches a handler thread it is judged here, cheaply, by the rules of
 ``worker/admission.py`` and this worker's reply cache (a duplicate of a request answered or
 running here gets the same reply).
+
+A consumer can stall without a word: on RabbitMQ 3.10, after a quorum queue lost its quorum,
+the broker kept a prefetch's worth of requests as delivered to a consumer that never received
+them, and sent nothing more. So a watchdog looks every ``watchdog`` seconds: if the queue has
+requests ready while nothing has reached this worker for that long and it holds none, it
+replaces its channel (the broker then requeues what it thought delivered) and consumes again,
+and counts it (``ConsumerStats.consumer_restarts``).
 
 The broker cancels the consumer (``basic.cancel``) when the queue is deleted or its node goes
 away. The worker logs it and replaces its channel, which declares the queue again and consumes
@@ -21,20 +29,18 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Hashable
-from typing import Any
 
 from reqrep.common import envelope, topology, tracecontext
-from reqrep.common._pika_decode import undecodable
-from reqrep.common._pika_deliver import confirm_delivery
+from reqrep.common._link import Link, LinkOwner, State
+from reqrep.common._transport import Channel, Connection, Delivery, Failure, QueueInfo, Transport
 from reqrep.common.config import Settings
-from reqrep.common.connection import State
 from reqrep.common.errors import ReqrepError
 from reqrep.common.observe import Probe
 from reqrep.worker import admission
 from reqrep.worker._declare import chain, declare_steps
 from reqrep.worker.dedupe import ReplyCache
 from reqrep.worker.job import Job, Waiter
-from reqrep.worker.replies import ConsumerStats, ReplyPublisher
+from reqrep.worker.replies import ConsumerStats, Replies
 from reqrep.worker.service import Service
 
 __all__ = ["Consumer", "ConsumerStats", "Job"]
@@ -42,14 +48,16 @@ __all__ = ["Consumer", "ConsumerStats", "Job"]
 log = logging.getLogger("reqrep.worker")
 
 CACHE_SWEEP_INTERVAL = 5.0  # seconds between sweeps of the reply cache's expired entries
+WATCHDOG = 15.0  # seconds without a delivery, with requests ready, before consuming again
 
 
-class Consumer(ReplyPublisher):
+class Consumer(LinkOwner):
     """Consumes one service's request queue.
 
-    Threads: ``reply``, ``skip`` and ``drain`` may be called from any thread and only queue
-    work; ``dispatch``, ``on_closed`` and ``on_setup`` (given by the Worker) are called on the
-    I/O thread and must not block. Everything else runs on the I/O thread.
+    Threads: ``start``, ``stop``, ``reply``, ``skip`` and ``drain`` may be called from any
+    thread (the last three only queue work); ``dispatch``, ``on_closed`` and ``on_setup`` (given
+    by the Worker) are called on the I/O thread and must not block. Everything else runs on the
+    I/O thread of the Link this Consumer holds.
     """
 
     def __init__(
@@ -61,11 +69,15 @@ class Consumer(ReplyPublisher):
         dispatch: Callable[[Job], None],
         on_closed: Callable[[], None],
         name: str,
+        transport: Transport,
         cache: ReplyCache | None = None,
-        on_setup: Callable[[Any], None] | None = None,
+        on_setup: Callable[[Connection], None] | None = None,
         probe: Probe | None = None,
+        watchdog: float = WATCHDOG,
     ) -> None:
-        super().__init__(settings, name=name)
+        self._settings = settings
+        self._watchdog = watchdog
+        self._last_delivery = time.monotonic()  # or the start of the current consumer
         self._on_setup = on_setup  # given each new connection once consuming (control channel)
         self.queue = settings.request_queue(service.name)
         self.drained = threading.Event()
@@ -80,16 +92,55 @@ class Consumer(ReplyPublisher):
         self._sweeping = False  # the reply cache's sweep timer runs
         self._running: dict[Hashable, list[Waiter]] = {}  # cache key -> duplicates waiting
         self._probe = probe if probe is not None else Probe("worker", service.name, observers=())
+        self.stats = ConsumerStats()
+        self.link = Link(settings, self, name=name, transport=transport)
+        self._replies = Replies(
+            self.link,
+            settings,
+            self.queue,
+            stats=self.stats,
+            probe=self._probe,
+            on_settled=self._check_drained,
+        )
+        self._throttled = self._replies.throttled
+
+    # -- any thread -------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.link.name
+
+    @property
+    def state(self) -> State:
+        return self.link.state
+
+    @property
+    def address(self) -> str:
+        return self.link.address
+
+    @property
+    def reconnects(self) -> int:
+        return self.link.reconnects
+
+    @property
+    def blocked(self) -> str | None:
+        return self.link.blocked
+
+    def start(self, *, persist: bool = False) -> None:
+        self.link.start(persist=persist)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.link.stop(timeout)
 
     def reply(self, job: Job, body: bytes, *, ran: bool = True) -> None:
         """Publish ``body`` as the reply to ``job`` (and its twins), then ack once confirmed.
         Only a reply that came from running the handler (``ran``) is cached. Any thread."""
-        self.submit(lambda: self._complete_job(job, body, ran=ran))
+        self.link.submit(lambda: self._complete_job(job, body, ran=ran))
 
     def skip(self, job: Job) -> None:
         """Acknowledge ``job`` (and its waiting twins) without a reply: it expired before a
         handler thread picked it up. Any thread."""
-        self.submit(lambda: self._skip_expired(job))
+        self.link.submit(lambda: self._skip_expired(job))
 
     def drain(self) -> None:
         """Stop taking requests; ``drained`` is set once every received one is answered.
@@ -97,59 +148,75 @@ class Consumer(ReplyPublisher):
         What was delivered before the broker confirmed the cancel is run, not requeued: it is
         here already, and requeueing it could leave it waiting for a worker that is not there.
         """
-        self.submit(self._begin_drain)
+        self.link.submit(self._begin_drain)
 
     @property
     def consuming(self) -> bool:
         """True while the broker is delivering this queue to us (any thread may ask)."""
         return (
-            self.state is State.OPEN
+            self.link.state is State.OPEN
             and self._consumer_tag is not None
             and not (self._draining or self._cancelled)
         )
 
-    # -- I/O thread: set-up -------------------------------------------------------------------
+    # -- LinkOwner (I/O thread) ---------------------------------------------------------------
 
-    def _setup(self, channel: Any) -> None:
-        self._reset_replies(channel)
-        channel.add_on_cancel_callback(self.guarded(self._on_broker_cancel))
+    def setup(self, channel: Channel) -> None:
+        self._replies.reset(channel)
+        self._consumer_tag = None
+        channel.on_cancel(self.link.guarded(self._on_broker_cancel))
         steps = declare_steps(
             channel,
             self._settings,
             self.queue,
             prefetch=self._prefetch,
             confirm=lambda done: self._confirm(channel, done),
-            consume=self._consume,
+            consume=lambda done: self._consume(channel, done),
         )
         chain(steps, self._after_setup)
 
-    def _confirm(self, channel: Any, done: Callable[[Any], None]) -> None:
+    def _confirm(self, channel: Channel, done: Callable[[], None]) -> None:
         if self._settings.persistent:
-            confirm_delivery(channel, self.guarded(self._on_confirm), done)  # pika's, short road
+            channel.confirm(self.link.guarded(self._replies.on_confirm), done)
         else:
-            done(None)
+            done()
 
-    def _consume(self, done: Callable[[Any], None]) -> None:
+    def _consume(self, channel: Channel, done: Callable[[], None]) -> None:
         if self._draining:  # reconnected while draining: take nothing new
-            done(None)
+            done()
             return
-        self._consumer_tag = self.channel.basic_consume(self.queue, self._on_request, callback=done)
+        self._last_delivery = time.monotonic()
+        self._consumer_tag = channel.consume(
+            self.queue, self._on_request, on_ok=lambda _tag: done()
+        )
 
-    def _on_recovered(self) -> None:
+    def on_recovered(self) -> None:
         self._probe.reconnected()
+
+    def on_channel_closed(self, failure: Failure) -> None:
+        self._replies.learn_limit(failure)
+        self._lose_channel()
+
+    def after_tasks(self) -> None:
+        # Replies settled by this batch of tasks (no confirms): their acks join the replies'
+        # write instead of following in a send of their own.
+        if self._replies.acks:
+            self._replies.flush_acks()
 
     def _after_setup(self) -> None:
         if not self._sweeping:  # once: the I/O loop, and its timers, outlive connections
             self._sweeping = True
-            self.call_later(CACHE_SWEEP_INTERVAL, self._sweep_cache)
-        self._ready()
-        if self._on_setup is not None:
-            self._on_setup(self._connection)
+            self.link.call_later(CACHE_SWEEP_INTERVAL, self._sweep_cache)
+            self.link.call_later(self._watchdog, self._watch)
+        self.link.ready()
+        connection = self.link.connection
+        if self._on_setup is not None and connection is not None:
+            self._on_setup(connection)
 
     @property
     def in_flight(self) -> int:
         """Requests delivered on this channel and not yet settled (I/O thread)."""
-        return len(self._unsettled)
+        return len(self._replies.unsettled)
 
     @property
     def draining(self) -> bool:
@@ -162,36 +229,69 @@ class Consumer(ReplyPublisher):
         except Exception:
             log.exception("sweeping the reply cache failed")
         finally:
-            if self.state not in (State.CLOSING, State.CLOSED):
-                self.call_later(CACHE_SWEEP_INTERVAL, self._sweep_cache)
+            if self.link.state not in (State.CLOSING, State.CLOSED):
+                self.link.call_later(CACHE_SWEEP_INTERVAL, self._sweep_cache)
+
+    def _watch(self) -> None:
+        """The watchdog's look (see the module docstring); again every ``watchdog`` seconds."""
+        try:
+            idle = time.monotonic() - self._last_delivery
+            if self.consuming and idle >= self._watchdog and not self._replies.unsettled:
+                self.link.open_extra_channel(self._ask_ready)
+        except Exception:
+            log.debug("watchdog: no look this time", exc_info=True)
+        finally:
+            if self.link.state not in (State.CLOSING, State.CLOSED):
+                self.link.call_later(self._watchdog, self._watch)
+
+    def _ask_ready(self, channel: Channel) -> None:
+        def answered(info: QueueInfo) -> None:
+            channel.close()
+            stalled = time.monotonic() - self._last_delivery >= self._watchdog
+            if info.messages > 0 and stalled and self.consuming and not self._replies.unsettled:
+                self.stats.consumer_restarts += 1
+                self._probe.consumer_restarted()
+                log.warning(
+                    "%s has %d requests ready, but none has reached this worker for %.0fs: "
+                    "consuming again on a new channel",
+                    self.queue,
+                    info.messages,
+                    time.monotonic() - self._last_delivery,
+                )
+                self.link.reopen_channel()
+
+        channel.declare_queue(self.queue, passive=True, on_ok=answered)
 
     # -- I/O thread: requests -----------------------------------------------------------------
 
-    def _on_request(self, _channel: Any, deliver: Any, props: Any, body: bytes) -> None:
-        tag, generation = deliver.delivery_tag, self.generation
+    def _on_request(self, message: Delivery) -> None:
+        self._last_delivery = time.monotonic()
+        tag, generation = message.tag, self.link.generation
         self.stats.received += 1
-        self._unsettled.add(tag)
-        if (reason := undecodable(props)) is not None:  # see common/_pika_decode.py
+        self._replies.unsettled.add(tag)
+        reason = message.properties.undecodable
+        if reason is not None:  # see common/_transport/_pika_fast.py, the guard
             self.stats.undecodable += 1
             self._throttled.warning(
                 "rejected request (tag %s) whose properties cannot be decoded (%s): dead-lettered",
                 tag,
                 reason,
             )
-            self._settle(tag, generation, requeue=False)
+            self._replies.settle(tag, generation, requeue=False)
             return
         try:
-            self._judge(tag, generation, deliver, props, body)
+            self._judge(tag, generation, message)
         except Exception:
-            # Whatever a message holds, it must not take the connection down (pika would drop
-            # it, and the broker redeliver the message to do the same again).
+            # Whatever a message holds, it must not take the connection down (the broker would
+            # redeliver the message to do the same again).
             log.exception("rejected request (tag %s) that could not be judged", tag)
             self.stats.rejected += 1
-            self._settle(tag, generation, requeue=False)
+            self._replies.settle(tag, generation, requeue=False)
 
-    def _judge(self, tag: int, generation: int, deliver: Any, props: Any, body: bytes) -> None:
+    def _judge(self, tag: int, generation: int, message: Delivery) -> None:
+        props, body = message.properties, message.body
         log.debug("request %s: %r (tag %s)", props.correlation_id, props.type, tag)
-        self._probe.received(props.type, bool(deliver.redelivered))
+        self._probe.received(props.type, message.redelivered)
         delivery = admission.Delivery(
             method=props.type,
             correlation_id=props.correlation_id,
@@ -199,7 +299,7 @@ class Consumer(ReplyPublisher):
             content_type=props.content_type,
             message_id=props.message_id,
             headers=props.headers,
-            redelivered=bool(deliver.redelivered),
+            redelivered=message.redelivered,
             size=len(body),
         )
         verdict = admission.screen(delivery, self._settings, time.time() * 1000)
@@ -212,15 +312,15 @@ class Consumer(ReplyPublisher):
             )
             self.stats.rejected += 1
             self._probe.skipped(props.type, "unanswerable")
-            self._settle(tag, generation, requeue=False)
+            self._replies.settle(tag, generation, requeue=False)
         elif isinstance(verdict, admission.Expired):
             self.stats.expired += 1
             self._probe.skipped(props.type, "expired")
-            self._settle(tag, generation, ack=True)
+            self._replies.settle(tag, generation, ack=True)
         elif isinstance(verdict, admission.Poison):
-            self._refuse_poison(tag, props, verdict)
+            self._refuse_poison(tag, message, verdict)
         else:
-            self._admit(tag, generation, delivery, verdict, body)
+            self._admit(tag, generation, delivery, verdict, message)
 
     def _admit(
         self,
@@ -228,7 +328,7 @@ class Consumer(ReplyPublisher):
         generation: int,
         delivery: admission.Delivery,
         verdict: admission.Passed,
-        body: bytes,
+        message: Delivery,
     ) -> None:
         # Scoped by service and method: the same key sent to another method is another request.
         key = (
@@ -236,13 +336,15 @@ class Consumer(ReplyPublisher):
             if delivery.message_id
             else None
         )
-        if key is not None and self._answer_duplicate(key, tag, delivery):
+        if key is not None and self._answer_duplicate(key, tag, delivery, message):
             return
         found = admission.classify(delivery, self._service, self._settings)
         if isinstance(found, envelope.ErrorInfo):
             error = envelope.error_body(found)
             self._probe.answered(delivery.method, found.code)
-            self._publish_reply(tag, delivery.reply_to, delivery.correlation_id, error)
+            self._replies.publish(
+                tag, delivery.reply_to, delivery.correlation_id, error, request=message
+            )
             return
         if key is not None:
             self._running[key] = []
@@ -254,32 +356,42 @@ class Consumer(ReplyPublisher):
                 delivery.correlation_id,
                 delivery.reply_to,
                 delivery.message_id or None,
-                body,
+                message.body,
                 found,
                 verdict.deadline_ms,
                 delivery.redelivered,
                 verdict.delivery_count,
                 key,
                 tracecontext.extract(delivery.headers),
+                message,
             )
         )
 
-    def _answer_duplicate(self, key: Hashable, tag: int, delivery: admission.Delivery) -> bool:
+    def _answer_duplicate(
+        self, key: Hashable, tag: int, delivery: admission.Delivery, message: Delivery
+    ) -> bool:
         cached = self._cache.get(key)
         if cached is not None:
             self.stats.deduplicated += 1
             self._probe.dedupe_hit(delivery.method)
-            self._publish_reply(tag, delivery.reply_to, delivery.correlation_id, cached)
+            self._replies.publish(
+                tag, delivery.reply_to, delivery.correlation_id, cached, request=message
+            )
             return True
         waiters = self._running.get(key)
         if waiters is not None:
             self.stats.deduplicated += 1
             self._probe.dedupe_hit(delivery.method)
-            waiters.append(Waiter(tag, self.generation, delivery.reply_to, delivery.correlation_id))
+            waiters.append(
+                Waiter(
+                    tag, self.link.generation, delivery.reply_to, delivery.correlation_id, message
+                )
+            )
             return True
         return False
 
-    def _refuse_poison(self, tag: int, props: Any, verdict: admission.Poison) -> None:
+    def _refuse_poison(self, tag: int, message: Delivery, verdict: admission.Poison) -> None:
+        props = message.properties
         self.stats.poisoned += 1
         self._probe.poisoned(props.type)
         log.error(
@@ -292,7 +404,7 @@ class Consumer(ReplyPublisher):
             topology.dead_letter_queue(self.queue),
         )
         body = envelope.error_body(verdict.error)
-        self._publish_reply(tag, props.reply_to, props.correlation_id, body, reject=True)
+        self._replies.publish(tag, props.reply_to, props.correlation_id, body, reject=True)
 
     # -- I/O thread: finished jobs and draining ------------------------------------------------
 
@@ -302,36 +414,46 @@ class Consumer(ReplyPublisher):
             if ran:
                 self._cache.put(job.cache_key, body)
             waiters = self._running.pop(job.cache_key, [])
-        if job.generation == self.generation and self.is_open:
-            self._publish_reply(job.tag, job.reply_to, job.correlation_id, body)
+        generation = self.link.generation
+        if job.generation == generation and self.link.is_open:
+            self._replies.publish(
+                job.tag, job.reply_to, job.correlation_id, body, request=job.delivery
+            )
         else:
             self.stats.stale += 1
             self._probe.skipped(job.method, "stale")
         for waiter in waiters:
-            if waiter.generation == self.generation:
-                self._publish_reply(waiter.tag, waiter.reply_to, waiter.correlation_id, body)
+            if waiter.generation == generation:
+                self._replies.publish(
+                    waiter.tag,
+                    waiter.reply_to,
+                    waiter.correlation_id,
+                    body,
+                    request=waiter.delivery,
+                )
 
     def _skip_expired(self, job: Job) -> None:
         self.stats.expired += 1
         self._probe.skipped(job.method, "expired")
-        self._settle(job.tag, job.generation, ack=True)
+        self._replies.settle(job.tag, job.generation, ack=True)
         waiters = self._running.pop(job.cache_key, []) if job.cache_key is not None else []
         for waiter in waiters:  # twins of the same call share its deadline
             self.stats.expired += 1
-            self._settle(waiter.tag, waiter.generation, ack=True)
+            self._replies.settle(waiter.tag, waiter.generation, ack=True)
 
     def _begin_drain(self) -> None:
         if self._draining:
             return
         self._draining = True
-        log.info("draining: %d requests in flight", len(self._unsettled))
-        if self.is_open and self._consumer_tag is not None:
+        log.info("draining: %d requests in flight", len(self._replies.unsettled))
+        channel = self.link.channel
+        if self.link.is_open and channel is not None and self._consumer_tag is not None:
             # Deliveries sent before the broker saw the cancel arrive before its CancelOk.
-            self.channel.basic_cancel(self._consumer_tag, callback=self._on_cancelled)
+            channel.cancel(self._consumer_tag, self._on_cancelled)
         else:
             self._on_cancelled()
 
-    def _on_broker_cancel(self, _frame: Any) -> None:
+    def _on_broker_cancel(self, _consumer_tag: str) -> None:
         """The broker cancelled our consumer: the queue was deleted, or its node went away."""
         self._consumer_tag = None  # pika forgot it too: cancelling it would never be answered
         if self._draining:
@@ -343,28 +465,33 @@ class Consumer(ReplyPublisher):
             "declaring and consuming again on a new channel; %d requests in flight will be "
             "redelivered",
             self.queue,
-            len(self._unsettled),
+            len(self._replies.unsettled),
         )
-        self._reopen_channel()
+        self.link.reopen_channel()
 
-    def _on_cancelled(self, _frame: Any = None) -> None:
+    def _on_cancelled(self) -> None:
         self._cancelled = True
         self._check_drained()
 
     def _check_drained(self) -> None:
-        if self._draining and self._cancelled and not self._unsettled and not self._acks:
+        replies = self._replies
+        if self._draining and self._cancelled and not replies.unsettled and not replies.acks:
             self.drained.set()
 
-    def _on_lost(self, error: ReqrepError) -> None:
-        if self._unsettled:
+    def on_lost(self, error: ReqrepError) -> None:
+        self._lose_channel()
+
+    def _lose_channel(self) -> None:
+        unsettled = self._replies.unsettled
+        if unsettled:
             log.warning(
-                "%d requests in flight on the lost channel will be redelivered",
-                len(self._unsettled),
+                "%d requests in flight on the lost channel will be redelivered", len(unsettled)
             )
-        self._forget_replies()
+        self._replies.forget()
+        self._consumer_tag = None
         if self._draining:
             self._cancelled = True  # the consumer died with the channel
         self._check_drained()
 
-    def _on_closed(self) -> None:
+    def on_closed(self) -> None:
         self._notify_closed()

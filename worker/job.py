@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Hashable
 
+from reqrep.common._transport import Delivery
 from reqrep.worker.service import Handler
 
 __all__ = ["Job", "Waiter"]
@@ -32,6 +33,7 @@ class Job:
     delivery_count: int = 0
     cache_key: Hashable = None  # (service, method, message_id) when it has a message_id
     trace: dict[str, str] = dataclasses.field(default_factory=dict)  # W3C trace headers
+    delivery: Delivery | None = None  # the request as delivered (to send it round again)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,3 +44,4 @@ class Waiter:
     generation: int
     reply_to: str
     correlation_id: str
+    delivery: Delivery | None = None

@@ -13,12 +13,13 @@ from collections.abc import Sequence
 from types import FrameType, TracebackType
 
 from reqrep.common import control
+from reqrep.common._link import State
+from reqrep.common._transport import Transport, pika_transport
 from reqrep.common.config import Settings
-from reqrep.common.connection import State
 from reqrep.common.errors import ConfigError, ReqrepError
 from reqrep.common.observe import Probe
 from reqrep.worker.aio import HandlerLoop
-from reqrep.worker.consumer import Consumer, ConsumerStats, Job
+from reqrep.worker.consumer import WATCHDOG, Consumer, ConsumerStats, Job
 from reqrep.worker.control import ControlResponder
 from reqrep.worker.dedupe import ReplyCache
 from reqrep.worker.execute import execute, execute_async, handler_ran
@@ -41,11 +42,15 @@ class Worker:
     If the connection drops, the worker reconnects by itself; the broker redelivers what was in
     flight. Replies are cached by service, method and idempotency key (at most
     ``dedupe_entries`` and ``settings.dedupe_bytes``, for ``dedupe_ttl`` seconds), so a
-    redelivered or retried request that already ran here is answered, not run again.
+    redelivered or retried request that already ran here is answered, not run again. A consumer
+    that stalls (requests ready, none delivered for ``watchdog`` seconds, none held) is replaced.
+
+    ``transport`` is for tests (``reqrep.testing.MemoryBroker``): by default the worker talks to
+    RabbitMQ through pika.
 
     Threads: ``start``, ``stop`` and ``wait`` run on a controlling thread; ``run`` on the main
     thread (it installs signal handlers). Handlers run on pool threads ``reqrep-handler-N``,
-    async ones on the loop thread ``reqrep-aio-<service>``; every pika call happens on the
+    async ones on the loop thread ``reqrep-aio-<service>``; every broker call happens on the
     Consumer's I/O thread.
     """
 
@@ -60,6 +65,8 @@ class Worker:
         drain_timeout: float = 30.0,
         dedupe_entries: int = 10_000,
         dedupe_ttl: float = 300.0,
+        watchdog: float = WATCHDOG,
+        transport: Transport | None = None,
     ) -> None:
         if concurrency < 1:
             raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
@@ -93,8 +100,10 @@ class Worker:
             on_closed=self._wake.set,
             cache=ReplyCache(dedupe_entries, dedupe_ttl, max_bytes=self.settings.dedupe_bytes),
             name=f"reqrep-worker-{service.name}-{os.getpid()}",
+            transport=transport if transport is not None else pika_transport(),
             on_setup=self._control.open,
             probe=self._probe,
+            watchdog=watchdog,
         )
 
     def __repr__(self) -> str:

@@ -6,19 +6,16 @@ A Service is plain data: it knows nothing of connections. A ``Worker`` serves it
 from __future__ import annotations
 
 import inspect
-import re
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
+from reqrep.common import topology
 from reqrep.common.errors import ConfigError
 
 __all__ = ["Handler", "Service"]
 
 Handler = Callable[[Any], Any]
 H = TypeVar("H", bound=Handler)
-
-# Names become part of AMQP queue names and short strings: keep them plain.
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}")
 
 
 class Service:
@@ -98,7 +95,4 @@ def _is_async(fn: Handler) -> bool:
 
 
 def _check(kind: str, name: object) -> None:
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise ConfigError(
-            f"invalid {kind} name {name!r}: use 1-200 letters, digits, '_', '.', ':' or '-'"
-        )
+    topology.check_name(kind, name)

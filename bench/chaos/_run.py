@@ -81,6 +81,7 @@ def _delete_topology(url: str, prefix: str) -> None:
         channel.queue_delete(topology.dead_letter_queue(queue))
         channel.exchange_delete(topology.dead_letter_exchange(prefix))
         channel.exchange_delete(topology.control_exchange(prefix))
+        channel.exchange_delete(topology.request_exchange(prefix))
     finally:
         with contextlib.suppress(Exception):
             connection.close()

@@ -159,7 +159,7 @@ def run_one(
             child.stop()
         queues, exchanges = (
             [f"{prefix}{SERVICE}", f"{prefix}{SERVICE}.dead"],
-            [f"{prefix}dlx", f"{prefix}control"],
+            [f"{prefix}dlx", f"{prefix}control", f"{prefix}requests"],
         )
         problems = delete_broker_objects(opts.url, queues, exchanges)
         if problems:

@@ -174,7 +174,7 @@ def plan_case(case: Case, opts: Options, tag: str) -> Plan:
             client_env=env,
             client_limit=client_limit,
             queues=[f"{prefix}{REQREP_SERVICE}", f"{prefix}{REQREP_SERVICE}.dead"],
-            exchanges=[f"{prefix}dlx", f"{prefix}control"],
+            exchanges=[f"{prefix}dlx", f"{prefix}control", f"{prefix}requests"],
         )
     case_args = [*(["--durable"] if case.durable else []), *case.extra_args]
     if case.extra == "floors":  # as many handler threads as reqrep's worker gets

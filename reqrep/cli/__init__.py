@@ -15,7 +15,10 @@ from reqrep.cli._bench import bench_command
 from reqrep.cli._call import call_command
 from reqrep.cli._dlq import dlq_group
 from reqrep.cli._ops import ping_command, status_command
+from reqrep.cli._output import exit_for, safe
 from reqrep.cli._worker import load_service, worker_command
+from reqrep.common import exitcodes
+from reqrep.common.errors import ReqrepError
 from reqrep.common.tracecontext import CorrelationFilter
 
 __all__ = ["cli", "load_service", "main"]
@@ -55,5 +58,18 @@ cli.add_command(dlq_group)
 
 
 def main() -> None:
-    """Entry point of the ``reqrep`` script."""
-    cli(prog_name="reqrep")
+    """Entry point of the ``reqrep`` script. Whatever goes wrong ends in one line and an exit
+    code: a reqrep error with its own (README: exit codes), anything else (a bug) with 8 and its
+    traceback only in the debug log."""
+    try:
+        cli(prog_name="reqrep")
+    except ReqrepError as exc:
+        exit_for(exc)
+    except Exception as exc:
+        logging.getLogger("reqrep").debug("internal error", exc_info=True)
+        click.echo(
+            f"reqrep: internal error: {type(exc).__name__}: {safe(exc)} "
+            "(--log-level DEBUG shows where)",
+            err=True,
+        )
+        sys.exit(exitcodes.OTHER_ERROR)

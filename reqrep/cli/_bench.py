@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from reqrep.cli._call import error_kind
+from reqrep.cli._output import error_kind
 from reqrep.common import exitcodes
 from reqrep.common.config import Settings
 from reqrep.common.errors import ReqrepError

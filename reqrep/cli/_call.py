@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 import click
 
-from reqrep.common import exitcodes
+from reqrep.cli._output import emit_json, exit_for
 from reqrep.common.config import Settings
 from reqrep.common.errors import ReqrepError
 from reqrep.requestor.client import Requestor
 
-__all__ = ["call_command", "error_kind", "error_line"]
+__all__ = ["call_command"]
 
 
 def _parse_payload(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
@@ -82,27 +81,5 @@ def call_command(
         with Requestor(settings=settings, service=service) as requestor:
             result = requestor.call(method, payload, idempotent=idempotent)
     except ReqrepError as exc:
-        click.echo(f"reqrep: {error_line(exc)}", err=True)
-        sys.exit(exitcodes.for_error(exc))
-    click.echo(json.dumps(result, ensure_ascii=False))
-
-
-def error_kind(error: ReqrepError) -> str:
-    """A short human name for the kind of error, as the CLI prints it."""
-    names = {
-        exitcodes.BAD_ARGUMENTS: "bad arguments",
-        exitcodes.TIMEOUT: "timeout",
-        exitcodes.REMOTE_ERROR: "remote error",
-        exitcodes.METHOD_NOT_FOUND: "method not found",
-        exitcodes.NO_SUCH_SERVICE: "no such service",
-        exitcodes.NO_WORKERS: "no workers",
-        exitcodes.BROKER_UNREACHABLE: "broker unreachable",
-        exitcodes.REFUSED: "refused",
-    }
-    return names.get(exitcodes.for_error(error), "error")
-
-
-def error_line(error: ReqrepError) -> str:
-    """The kind of error, then its message; the kind only once if the message starts with it."""
-    kind, text = error_kind(error), str(error)
-    return text if text.lower().startswith(kind) else f"{kind}: {text}"
+        exit_for(exc)
+    emit_json(result, indent=None)

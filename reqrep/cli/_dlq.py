@@ -8,7 +8,8 @@ from typing import Any
 
 import click
 
-from reqrep.cli._ops import admin_session, emit_json, table
+from reqrep.cli._ops import admin_session
+from reqrep.cli._output import emit_json, safe, table
 from reqrep.requestor._dead_letters import MAX_LIMIT
 
 __all__ = ["dlq_group"]
@@ -66,7 +67,7 @@ def show_command(*, service: str, limit: int, as_json: bool, url: str | None) ->
         return
     for i, letter in enumerate(letters, 1):
         click.echo(f"--- dead letter {i}")
-        click.echo(json.dumps(letter.to_wire(full=True), ensure_ascii=False, indent=2))
+        emit_json(letter.to_wire(full=True))
 
 
 @dlq_group.command("replay")
@@ -139,4 +140,4 @@ def purge_command(
     if as_json:
         emit_json({"service": service, "purged": removed})
     else:
-        click.echo(f"purged {removed} dead letters of {service}")
+        click.echo(f"purged {removed} dead letters of {safe(service)}")

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 
+from reqrep.cli._output import emit_json, exit_for, safe, table
 from reqrep.common import exitcodes
 from reqrep.common.config import Settings
 from reqrep.common.errors import ReqrepError
 from reqrep.requestor.admin import Admin
 
-__all__ = ["admin_session", "emit_json", "ping_command", "status_command", "table"]
+__all__ = ["admin_session", "ping_command", "status_command"]
 
 T = TypeVar("T")
 
@@ -25,22 +25,7 @@ def admin_session(url: str | None, work: Callable[[Admin], T], **settings: Any) 
         with Admin(settings=Settings.from_env(url=url, **settings)) as admin:
             return work(admin)
     except ReqrepError as exc:
-        from reqrep.cli._call import error_kind  # noqa: PLC0415 - shares the names of kinds
-
-        click.echo(f"reqrep: {error_kind(exc)}: {exc}", err=True)
-        sys.exit(exitcodes.for_error(exc))
-
-
-def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, ensure_ascii=False, indent=2))
-
-
-def table(header: list[str], rows: list[list[object]]) -> None:
-    """Columns padded to their widest cell."""
-    cells = [header, *[["-" if c is None else str(c) for c in row] for row in rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    for row in cells:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        exit_for(exc)
 
 
 _url = click.option("--url", envvar="AMQP_URL", show_envvar=True, help="Broker URL.")
@@ -67,7 +52,7 @@ def ping_command(
 ) -> None:
     """List every live worker process (one line per worker connection).
 
-    Collects answers for TIMEOUT seconds. Exit 9 if no worker answered.
+    Collects answers for TIMEOUT seconds. Exit 10 if no worker answered.
     """
     workers = admin_session(url, lambda admin: admin.ping(services, timeout=timeout))
     if as_json:
@@ -136,7 +121,7 @@ def status_command(
     for s in found:
         if s.dead_letters is not None and s.dead_letters >= cap:
             click.echo(
-                f"reqrep: {s.service}: the dead-letter queue is at its cap "
+                f"reqrep: {safe(s.service)}: the dead-letter queue is at its cap "
                 f"({cap}); the oldest are being dropped",
                 err=True,
             )

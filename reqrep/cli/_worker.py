@@ -8,8 +8,8 @@ import sys
 
 import click
 
+from reqrep.cli._output import exit_for
 from reqrep.cli._worker_ops import Ops
-from reqrep.common import exitcodes
 from reqrep.common.config import QUEUE_TYPES, Settings
 from reqrep.common.errors import ReqrepError
 from reqrep.worker.server import Worker
@@ -96,10 +96,11 @@ def load_service(spec: str) -> Service:
 )
 @click.option(
     "--http-host",
-    default="0.0.0.0",  # noqa: S104 - probed and scraped from outside the container
+    default="127.0.0.1",
     show_default=True,
     envvar="REQREP_HTTP_HOST",
-    help="Address the metrics and health ports listen on.",
+    help="Address the metrics and health ports listen on (0.0.0.0 in a container, where the "
+    "probe and the scraper come from outside).",
 )
 @click.option(
     "--tracing/--no-tracing",
@@ -157,8 +158,7 @@ def worker_command(
         ops.serve(worker)  # before connecting: /healthz says 503 until consuming
         sys.exit(worker.run(parent_pid=parent_pid))
     except ReqrepError as exc:
-        click.echo(f"reqrep: {exc}", err=True)
-        sys.exit(exitcodes.for_error(exc))
+        exit_for(exc)
     finally:
         ops.close()
 

@@ -2,7 +2,8 @@
 
 Override ``reqrep_service`` to return your ``Service``; then
 
-- ``reqrep_local``: a ``LocalRequestor`` for it (no broker);
+- ``reqrep_local``: a ``LocalRequestor`` for it (no RabbitMQ: the real Worker and Requestor
+  over an in-memory broker, ``reqrep_memory_broker``);
 - ``reqrep_worker``: a real ``Worker`` serving it from a broker, on its own threads, with a
   queue prefix private to the test (its queues are deleted afterwards);
 - ``reqrep_requestor``: a ``Requestor`` connected to that worker's service.
@@ -20,20 +21,21 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import pika
-import pika.exceptions
 import pytest
 
-from reqrep.common import DEFAULT_URL, topology
+from reqrep.common import DEFAULT_URL
 from reqrep.common.config import Settings
+from reqrep.common.errors import ReqrepError
+from reqrep.requestor.admin import Admin
 from reqrep.requestor.client import Requestor
-from reqrep.testing._local import LocalRequestor
+from reqrep.testing._local import LocalRequestor, MemoryBroker
 from reqrep.worker.server import Worker
 from reqrep.worker.service import Service
 
 __all__ = [
     "pytest_addoption",
     "reqrep_local",
+    "reqrep_memory_broker",
     "reqrep_requestor",
     "reqrep_service",
     "reqrep_settings",
@@ -102,23 +104,26 @@ def reqrep_requestor(reqrep_worker: Worker) -> Iterator[Requestor]:
 
 
 @pytest.fixture
-def reqrep_local(reqrep_service: Service) -> Iterator[LocalRequestor]:
-    """A LocalRequestor for ``reqrep_service``: its handlers, no broker."""
-    with LocalRequestor(reqrep_service) as local:
+def reqrep_memory_broker() -> MemoryBroker:
+    """An in-memory broker for this test: pass ``reqrep_memory_broker.transport`` to a
+    Requestor, AsyncRequestor, Worker or Admin (``transport=``)."""
+    return MemoryBroker()
+
+
+@pytest.fixture
+def reqrep_local(
+    reqrep_service: Service, reqrep_memory_broker: MemoryBroker
+) -> Iterator[LocalRequestor]:
+    """A LocalRequestor for ``reqrep_service``: its handlers in a real Worker, no RabbitMQ."""
+    with LocalRequestor(reqrep_service, broker=reqrep_memory_broker) as local:
         yield local
 
 
 def _delete_queues(settings: Settings, service: str) -> None:
     """The request queue, dead-letter queue and exchanges the worker declared under the test's
-    private prefix (a short connection of its own; a broker that is gone is not an error)."""
-    queue = settings.request_queue(service)
-    with contextlib.suppress(pika.exceptions.AMQPError, OSError):
-        connection = pika.BlockingConnection(pika.URLParameters(settings.url))
-        try:
-            channel = connection.channel()
-            channel.queue_delete(queue)
-            channel.queue_delete(topology.dead_letter_queue(queue))
-            channel.exchange_delete(topology.dead_letter_exchange(settings.queue_prefix))
-            channel.exchange_delete(topology.control_exchange(settings.queue_prefix))
-        finally:
-            connection.close()
+    private prefix (a short session of its own; a broker that is gone is not an error)."""
+    with (
+        contextlib.suppress(ReqrepError),
+        Admin(settings=settings.replace(connect_timeout=5.0)) as admin,
+    ):
+        admin.delete_service(service)

@@ -190,3 +190,21 @@ def test_an_unanswerable_dead_letter_is_answered_when_replayed(
         assert (outcome.outcome, outcome.result) == ("ok", "orphan")
         assert outcome.correlation_id.startswith("replay-")
     assert admin.message_count(dlq) == 0
+
+
+def test_two_dead_letters_with_one_correlation_id_each_get_their_outcome(
+    settings: Settings, service_name: str, admin: BareAdmin
+) -> None:
+    """Both ran; the replay used to report one of them."""
+    with Worker(build(service_name), settings=settings, concurrency=2) as worker:
+        dlq = f"{worker.queue}.dead"
+        props = pika.BasicProperties(
+            type="echo", content_type="application/json", correlation_id="same-id"
+        )
+        for body in (b'"first"', b'"second"'):  # no reply_to: rejected into the dead letters
+            admin.publish(worker.queue, body, props)
+        wait_until(lambda: admin.message_count(dlq) == 2, 10, "two dead letters")
+        with Admin(settings=settings) as ops:
+            outcomes = ops.replay(service_name, timeout=10)
+    assert [(o.correlation_id, o.outcome) for o in outcomes] == [("same-id", "ok")] * 2
+    assert sorted(o.result for o in outcomes) == ["first", "second"]

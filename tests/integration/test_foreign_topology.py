@@ -48,6 +48,11 @@ def _declare_as_documented(url: str, prefix: str, service: str, queue_type: str)
         channel.queue_declare(
             queue, durable=True, exclusive=False, auto_delete=False, arguments=arguments
         )
+        requests = f"{prefix}requests"
+        channel.exchange_declare(
+            requests, exchange_type="direct", durable=True, auto_delete=False, internal=False
+        )
+        channel.queue_bind(queue, requests, routing_key=queue)
     finally:
         connection.close()
 

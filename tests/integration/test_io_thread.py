@@ -46,16 +46,20 @@ def test_async_calls_time_out_when_the_first_connection_dropped_before_consume_o
 ) -> None:
     """The sweep used to start on the first consume-ok of channel 1 only: a first connection
     that dropped before it left every call_async future waiting for ever."""
-    admin.channel.queue_declare(f"{settings.queue_prefix}{service_name}")  # nobody consumes
+    queue, requests = f"{settings.queue_prefix}{service_name}", f"{settings.queue_prefix}requests"
+    admin.channel.queue_declare(queue)  # nobody consumes it; bound as a worker binds it
+    admin.channel.exchange_declare(requests, exchange_type="direct", durable=True)
+    admin.channel.queue_bind(queue, requests, routing_key=queue)
     original = RequestorIO._on_declared
     dropped = threading.Event()
 
-    def drop_the_first(self: RequestorIO, frame: Any) -> None:
+    def drop_the_first(self: RequestorIO, info: Any) -> None:
         if not dropped.is_set():
             dropped.set()
-            self._connection._transport._sock.shutdown(socket.SHUT_RDWR)  # cut the TCP stream
+            connection: Any = self.link.connection  # white box: pika's, under the seam
+            connection.pika._transport._sock.shutdown(socket.SHUT_RDWR)  # cut the TCP stream
             return
-        original(self, frame)
+        original(self, info)
 
     monkeypatch.setattr(RequestorIO, "_on_declared", drop_the_first)
     # Nobody consumes the queue, on purpose: the calls must wait, not fail with NoWorkers.

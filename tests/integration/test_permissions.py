@@ -1,21 +1,27 @@
-"""The permission model that closes the reflection attack on signed replies (README: Security).
+"""The permission model (README: Security), as a tested matrix: each role can do what it is
+documented for, and nothing the attacks below need.
 
-Signing (``REQREP_SIGN_REPLIES``) proves which broker user sent a reply, not which request it
-answers. A user who can *read* a request queue can take a victim's request off it and send its
-own request with the victim's ``reply_to`` and ``correlation_id``: the real worker answers it and
-signs the answer, and the victim accepts the attacker's value. So requestors get write access to
-the default exchange (to send requests) and read access only to their own server-named callback
-queues; only workers may read request queues. Under those permissions the attacker cannot see a
-victim's request, and the attack fails.
+- Signing (``REQREP_SIGN_REPLIES``) proves which broker user sent a reply, not which request it
+  answers. A user who can *read* a request queue can take a victim's request off it and send its
+  own request with the victim's ``reply_to`` and ``correlation_id``: the real worker answers it
+  and signs the answer. So only workers may read request queues.
+- A user who may publish through the default exchange may publish into any queue: junk into a
+  dead-letter queue (evicting real dead letters from its head), or forged replies into another
+  requestor's callback queue. So requestors publish requests through the ``reqrep.requests``
+  exchange, and may write to nothing else.
+- Operators ping the workers and read, replay and purge dead letters; workers must be visible to
+  them under the worker permissions (their control queues are named under the prefix).
 
-The test creates its own users (unique names, deleted at the end) with the README's patterns,
+The tests create their own users (unique names, deleted at the end) with the README's patterns,
 with this test's queue prefix in place of ``reqrep.``.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,7 +32,8 @@ import pika
 import pika.exceptions
 import pytest
 
-from reqrep.common import Settings
+from reqrep.common import AccessRefused, Settings, exitcodes
+from reqrep.requestor import Admin as ReqrepAdmin
 from reqrep.requestor import Requestor
 from reqrep.worker import Worker
 from reqrep.worker.demo import build
@@ -34,12 +41,18 @@ from tests.support import Admin, wait_until
 
 # The README's patterns, with "reqrep\." standing for the queue prefix.
 WORKER = (r"^reqrep\.", r"^(amq\.default|reqrep\..*)$", r"^reqrep\.")
-REQUESTOR = (r"^amq\.gen-", r"^amq\.default$", r"^amq\.gen-")
+REQUESTOR = (r"^amq\.gen-", r"^reqrep\.requests$", r"^amq\.gen-")
+OPERATOR = (
+    r"^(amq\.gen-.*|reqrep\.control)$",
+    r"^reqrep\.(control|requests)$",
+    r"^(amq\.gen-.*|reqrep\..*\.dead)$",
+)
 
 
 def test_the_readme_gives_these_patterns() -> None:
     text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    for role, patterns in (("reqrep-worker", WORKER), ("reqrep-client", REQUESTOR)):
+    roles = (("reqrep-worker", WORKER), ("reqrep-client", REQUESTOR), ("reqrep-operator", OPERATOR))
+    for role, patterns in roles:
         quoted = " ".join(f"'{p}'" for p in patterns)
         assert f"rabbitmqctl set_permissions -p / {role} {quoted}" in text
 
@@ -75,7 +88,9 @@ def _refused(action: Callable[[Any], Any], url: str) -> bool:
     """Whether the broker refuses ``action(channel)`` with 403 ACCESS_REFUSED."""
     connection = pika.BlockingConnection(pika.URLParameters(url))
     try:
-        action(connection.channel())
+        channel = connection.channel()
+        action(channel)
+        channel.basic_qos(prefetch_count=1)  # a round trip: a refused publish closed the channel
     except pika.exceptions.ChannelClosedByBroker as exc:
         return bool(exc.reply_code == 403)
     finally:
@@ -86,16 +101,19 @@ def _refused(action: Callable[[Any], Any], url: str) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)  # each rabbitmqctl call takes seconds
-def test_requestors_cannot_read_request_queues_so_reflection_fails(
+def test_each_role_does_its_work_and_no_attack_gets_through(
     settings: Settings, service_name: str, make_user: User, admin: Admin
 ) -> None:
     worker_url = make_user("worker", WORKER)
     victim_url = make_user("victim", REQUESTOR)
     attacker_url = make_user("attacker", REQUESTOR)
+    operator_url = make_user("operator", OPERATOR)
     worker_user = urlsplit(worker_url).username or ""
     signing = settings.replace(sign_replies=True)
+    prefix = settings.queue_prefix
     with (
         Worker(build(service_name), settings=signing.replace(url=worker_url)) as worker,
+        Worker(build(service_name), settings=signing.replace(url=worker_url)),
         Requestor(
             settings=settings.replace(url=victim_url),
             service=service_name,
@@ -103,30 +121,71 @@ def test_requestors_cannot_read_request_queues_so_reflection_fails(
         ) as victim,
         Requestor(settings=settings.replace(url=attacker_url), service=service_name) as attacker,
     ):
-        queue = worker.queue
-        # The attack's first step: take a victim's request off the request queue. Refused.
+        queue, dead = worker.queue, f"{worker.queue}.dead"
+        # A real dead letter: a request no worker can answer (no reply_to), rejected.
+        orphan = pika.BasicProperties(type="echo", content_type="application/json")
+        admin.publish(queue, b'"orphan"', orphan)
+        wait_until(lambda: admin.message_count(dead) == 1, 10, "a real dead letter")
+
+        # The reflection attack's first step: take a victim's request off the request queue.
         assert _refused(lambda ch: ch.basic_get(queue, auto_ack=True), attacker_url)
         assert _refused(lambda ch: ch.basic_consume(queue, lambda *_: None), attacker_url)
-        assert _refused(lambda ch: ch.basic_get(f"{queue}.dead", auto_ack=True), attacker_url)
+        assert _refused(lambda ch: ch.basic_get(dead, auto_ack=True), attacker_url)
         # Nor can it get between the worker and the victim by re-routing the queue.
         assert _refused(lambda ch: ch.queue_delete(queue), attacker_url)
         assert _refused(lambda ch: ch.queue_purge(queue), attacker_url)
-
-        # What it may do, it can: call the service, and publish blind into the victim's queue.
-        assert attacker.call("echo", "attacker's own call") == "attacker's own call"
+        # Nor publish into a dead-letter queue (to evict the real ones), nor forge a reply.
+        junk = pika.BasicProperties(type="echo")
+        assert _refused(lambda ch: ch.basic_publish("", dead, b"junk", junk), attacker_url)
+        assert _refused(lambda ch: ch.basic_publish(f"{prefix}dlx", dead, b"junk"), attacker_url)
         forged = pika.BasicProperties(correlation_id="guessed", content_type="application/json")
-        connection = pika.BlockingConnection(pika.URLParameters(attacker_url))
-        try:
-            connection.channel().basic_publish(
-                "", victim.reply_queue, b'{"ok": true, "result": "forged"}', forged
-            )
-        finally:
-            connection.close()
+        forge = b'{"ok": true, "result": "forged"}'
+        assert _refused(
+            lambda ch: ch.basic_publish("", victim.reply_queue, forge, forged), attacker_url
+        )
 
-        # The victim's calls all come back with their own values, signed by the worker.
+        # What a requestor may do, it can: call the service.
+        assert attacker.call("echo", "attacker's own call") == "attacker's own call"
         results = [victim.call("echo", f"victim-{i}", timeout=10) for i in range(10)]
         assert results == [f"victim-{i}" for i in range(10)]
-        # Counted when the broker confirms the reply, which may come after the caller has it.
-        wait_until(lambda: worker.stats.replied >= 11, 10, "the replies confirmed")
-        wait_until(lambda: victim.stats().untrusted == 1, 10, "the blind forgery discarded")
+
+        # The operator sees both workers (under worker permissions), the queues and the dead
+        # letter, and can replay and purge it.
+        with ReqrepAdmin(settings=settings.replace(url=operator_url)) as ops:
+            assert len(ops.ping([service_name], timeout=1.0)) == 2
+            [status] = ops.status([service_name], timeout=0.5)
+            assert (status.exists, status.consumers, status.dead_letters) == (True, 2, 1)
+            [letter] = ops.dead_letters(service_name)
+            assert letter.body == '"orphan"'
+            [outcome] = ops.replay(service_name, timeout=10)
+            assert (outcome.outcome, outcome.result) == ("ok", "orphan")
+            assert ops.purge(service_name, limit=5) == 0
     assert admin.message_count(queue) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_what_each_role_may_not_do_is_a_typed_error_not_a_traceback(
+    settings: Settings, service_name: str, make_user: User
+) -> None:
+    requestor_url = make_user("requestor", REQUESTOR)
+    reqrep = str(Path(sys.executable).with_name("reqrep"))
+    env = {**os.environ, "AMQP_URL": requestor_url, "REQREP_QUEUE_PREFIX": settings.queue_prefix}
+    with Worker(build(service_name), settings=settings):
+        # A requestor is no operator: reading dead letters is refused, and says so.
+        with (
+            ReqrepAdmin(settings=settings.replace(url=requestor_url)) as ops,
+            pytest.raises(AccessRefused, match="403"),
+        ):
+            ops.dead_letters(service_name)
+        result = subprocess.run(
+            [reqrep, "dlq", "list", "--service", service_name],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == exitcodes.REFUSED, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("reqrep: refused: ")

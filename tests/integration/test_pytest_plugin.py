@@ -34,11 +34,6 @@ def test_local(reqrep_local):
     assert reqrep_local.call("echo", "x") == "x"
 """
 
-MISSING_SERVICE = """
-def test_needs_a_service(reqrep_worker):
-    pass
-"""
-
 
 def _pytest(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -64,10 +59,3 @@ def test_fixtures_run_a_worker_and_delete_its_queues(
     assert queue.endswith(".plugged")
     assert not admin.queue_exists(queue)
     assert not admin.queue_exists(f"{queue}.dead")
-
-
-def test_a_missing_service_fixture_says_what_to_do(tmp_path: Path) -> None:
-    (tmp_path / "test_user.py").write_text(MISSING_SERVICE)
-    done = _pytest(tmp_path)
-    assert done.returncode == 1
-    assert "override the reqrep_service fixture" in done.stdout

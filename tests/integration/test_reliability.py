@@ -20,7 +20,8 @@ from reqrep.common import (
     ReqrepError,
     Settings,
 )
-from reqrep.requestor import ReplyHandler, Requestor
+from reqrep.requestor import Requestor
+from reqrep.requestor._calls import ReplyHandler
 from reqrep.worker import Service, Worker, current
 from tests.integration.gates import Counted
 from tests.support import Admin, close_connections
@@ -167,14 +168,14 @@ def test_idempotent_call_made_as_the_connection_drops_succeeds(
     publish or the news of the loss, the call must succeed."""
     assert requestor.call("echo", 0) == 0
     busy, release = threading.Event(), threading.Event()
-    io = requestor._io  # white box: hold the I/O thread so the loss and the call coincide
+    io = requestor._core._io  # white box: hold the I/O thread so the loss and the call coincide
     assert io is not None
 
     def hold() -> None:
         busy.set()
         release.wait(10)
 
-    io.submit(hold)
+    io.link.submit(hold)
     assert busy.wait(5)
     assert close_connections(requestor.name) == 1  # seen only once the I/O thread is free
     future = requestor.call_async("echo", "queued", timeout=30, idempotent=True)
@@ -209,14 +210,19 @@ def test_io_thread_crash_fails_pending_and_later_calls(
     waiting for its timeout."""
     with Requestor(settings=settings, service=service_name, timeout=60) as rq:
         pending = rq.call_async("work", "x")  # held by the gate: still pending at the crash
-        io = rq._io
-        assert io is not None
+        link = rq._core._io.link if rq._core._io is not None else None
+        assert link is not None
+        loop = link._loop
+        assert loop is not None
 
         def crash() -> None:
             raise RuntimeError("bug in pika's loop")
 
-        # White box: a raw pika timer, outside reqrep's guards, ends the I/O loop.
-        io.submit(lambda: io._ioloop.call_later(0, crash))
+        # White box: a raw timer of the transport's loop, outside reqrep's guards, ends it.
+        def plant() -> None:
+            loop.call_later(0, crash)
+
+        link.submit(plant)
         with pytest.raises(ReqrepError, match="crashed"):
             pending.result(10)
         with pytest.raises(ReqrepError):
@@ -260,10 +266,10 @@ def test_a_broken_reply_path_fails_that_call_not_the_connection(
 
     original = _io.RequestorIO._on_reply
 
-    def broken(self: Any, channel: Any, deliver: Any, properties: Any, body: bytes) -> None:
-        if b"boom" in body:
+    def broken(self: Any, delivery: Any) -> None:
+        if b"boom" in delivery.body:
             raise RuntimeError("bug in the reply path")
-        original(self, channel, deliver, properties, body)
+        original(self, delivery)
 
     monkeypatch.setattr(_io.RequestorIO, "_on_reply", broken)
     with Requestor(settings=settings, service=service_name, timeout=60) as rq:

@@ -2,9 +2,9 @@
 
 The broker accepts and forwards headers nested 1,000 tables deep and a header timestamp past year
 9999, but pika raises while decoding them (RecursionError, ValueError), which used to drop the
-connection, again and again as the broker redelivered the message. Now
-(``common/_pika_decode.py``) the worker dead-letters such a request and the requestor drops such
-a reply; both count it, and nothing else is disturbed.
+connection, again and again as the broker redelivered the message. Now (the guard of
+``common/_transport/_pika_fast.py``) the worker dead-letters such a request and the requestor
+drops such a reply; both count it, and nothing else is disturbed.
 
 pika refuses to *encode* these headers too, so the test writes the headers table itself and
 hands pika properties that encode to those bytes.
@@ -20,7 +20,7 @@ import pika
 import pytest
 
 from reqrep.common import Settings
-from reqrep.common._pika_decode import undecodable
+from reqrep.requestor import Admin as ReqrepAdmin
 from reqrep.requestor import Requestor
 from reqrep.worker import Worker
 from reqrep.worker.demo import build
@@ -91,9 +91,12 @@ def test_worker_dead_letters_a_request_it_cannot_decode(
     assert requestor.reconnects == 0
     assert worker.stats.poisoned == 0
     assert requestor.stats().unknown == 0  # the worker did not answer it
-    dead = admin.get_one(f"{worker.queue}.dead", timeout=10)
-    assert dead is not None, "the undecodable request was not dead-lettered"
-    assert undecodable(dead[1]) is not None  # our own admin connection survives it too
+    wait_until(
+        lambda: admin.message_count(f"{worker.queue}.dead") == 1, 10, "the dead-lettered request"
+    )
+    with ReqrepAdmin(settings=worker.settings) as ops:  # reqrep's operator session reads it too
+        [letter] = ops.dead_letters(worker.service.name)
+    assert letter.undecodable is not None
     assert requestor.call("echo", "still fine", timeout=10) == "still fine"
 
 

@@ -8,13 +8,14 @@ import pytest
 
 from reqrep.common.envelope import success_body
 from reqrep.common.errors import CallTimeout, ClosedError, NoSuchService
+from reqrep.requestor._calls import ReplyHandler
 from reqrep.requestor._waiter import CallWaiter
-from reqrep.requestor.reply_handler import ReplyHandler
+from tests.unit.calls import expect_deliver
 
 
 def _waiting(handler: ReplyHandler, cid: str, deadline: float = 100.0) -> CallWaiter:
     waiter = CallWaiter()
-    handler.expect_deliver(cid, waiter.deliver, deadline=deadline, timeout=2.0, what="svc.m")
+    expect_deliver(handler, cid, waiter.deliver, deadline=deadline, timeout=2.0, what="svc.m")
     return waiter
 
 

@@ -5,7 +5,9 @@
 - only ``reqrep.cli`` (and the package face) may import both;
 - nothing in the product imports the tools (``bench``) or the tests, and the tools never import
   the tests;
-- the product imports its own code only as ``reqrep.*``, never as a bare ``common``/``worker``.
+- the product imports its own code only as ``reqrep.*``, never as a bare ``common``/``worker``;
+- pika is imported only inside the transport seam (``reqrep.common._transport``), and never by
+  its in-memory transport.
 """
 
 from __future__ import annotations
@@ -75,3 +77,27 @@ def test_the_checker_sees_a_forbidden_import(tmp_path: Path) -> None:
     assert _imports(bad) == ["reqrep.requestor.client", "worker.server"]
     assert _under("reqrep.requestor.client", "reqrep.requestor")
     assert not _under("reqrep.requestors", "reqrep.requestor")
+
+
+def test_pika_is_imported_only_inside_the_transport_package() -> None:
+    transport = ROOT / "common" / "_transport"
+    wrong = [
+        f"{path.relative_to(ROOT)} imports {name}"
+        for folder in ("common", "requestor", "worker", "reqrep")
+        for path in _sources(folder)
+        if transport not in path.parents
+        for name in _imports(path)
+        if _under(name, "pika")
+    ]
+    assert wrong == []
+
+
+def test_the_memory_transport_does_not_import_pika() -> None:
+    transport = ROOT / "common" / "_transport"
+    wrong = [
+        f"{path.name} imports {name}"
+        for path in sorted(transport.glob("_memory*.py"))
+        for name in _imports(path)
+        if _under(name, "pika")
+    ]
+    assert wrong == []

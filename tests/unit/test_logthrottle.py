@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from reqrep.common.logthrottle import LogThrottle
-from reqrep.requestor.reply_handler import ReplyHandler
+from reqrep.requestor._calls import ReplyHandler
 
 
 class Clock:

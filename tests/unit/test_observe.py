@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, MutableMapping
-from concurrent.futures import Future
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
@@ -114,16 +113,16 @@ def test_probe_reports_how_each_call_ended() -> None:
     recorder = Recorder()
     probe = Probe("requestor", observers=(recorder,))
     headers = {"traceparent": "00-old"}
-    ok: Future[Any] = Future()
-    probe.watch(CallInfo("svc", "m1", "reqrep.svc", "c1", "k1"), headers, ok)
+    ok = probe.call_started(CallInfo("svc", "m1", "reqrep.svc", "c1", "k1"), headers)
     assert headers == {"traceparent": TP}  # an observer may replace the trace context
-    failed: Future[Any] = Future()
-    probe.watch(CallInfo("svc", "m2", "reqrep.svc", "c2", "k2"), {}, failed)
+    failed = probe.call_started(CallInfo("svc", "m2", "reqrep.svc", "c2", "k2"), {})
     finish = probe.call_started(CallInfo("svc", "m3", "reqrep.svc", "c3", "k3"), {})
     assert recorder.events == []
-    ok.set_result(3)
-    failed.set_exception(CallTimeout("late"))
+    assert ok is not None
+    assert failed is not None
     assert finish is not None
+    ok(None)
+    failed(CallTimeout("late"))
     finish(NoSuchService("svc"))
     assert recorder.events == [
         ("finished", "m1", "token", "ok", True),

@@ -12,13 +12,14 @@ from click.testing import CliRunner
 from reqrep.cli import cli
 from reqrep.cli._ops import _duration
 from reqrep.common import ConfigError, SerializationError
+from reqrep.common._transport import Properties
 from reqrep.common.control import ALL, WorkerInfo, service_key
 from reqrep.requestor._dead_letters import (
     DeadLetter,
     Target,
-    _fresh_properties,
     _json_safe,
     check_limit,
+    fresh_properties,
 )
 
 INFO = WorkerInfo(
@@ -103,9 +104,15 @@ def test_a_replayed_request_gets_a_fresh_deadline_and_loses_the_death_headers() 
         "traceparent": "00-abc",
     }
     target = Target(
-        service="s", queue="reqrep.s", dead_queue="reqrep.s.dead", timeout=2.5, persistent=True
+        service="s",
+        exchange="reqrep.requests",
+        queue="reqrep.s",
+        dead_queue="reqrep.s.dead",
+        timeout=2.5,
+        persistent=True,
     )
-    fresh = _fresh_properties(_props(headers=headers), "c1", "amq.gen-mine", target, 999)
+    props = Properties(**vars(_props(headers=headers)))
+    fresh = fresh_properties(props, "c1", "amq.gen-mine", target, 999)
     assert fresh.headers == {"x-deadline": 999, "traceparent": "00-abc"}
     assert (fresh.reply_to, fresh.expiration, fresh.delivery_mode) == ("amq.gen-mine", "2500", 2)
     assert (fresh.correlation_id, fresh.message_id, fresh.type) == ("c1", "k1", "echo")
@@ -144,3 +151,43 @@ def test_the_commands_are_there(args: list[str]) -> None:
 def test_dlq_needs_a_service_and_a_sane_limit() -> None:
     assert CliRunner().invoke(cli, ["dlq", "purge"]).exit_code == 2
     assert CliRunner().invoke(cli, ["dlq", "list", "--service", "s", "--limit", "0"]).exit_code == 2
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"x-death": 5},
+        {"x-death": [{"count": "many", "reason": "expired"}]},
+        {"x-death": [{"count": -3}, "not a table", None]},
+        {"x-death": [{"time": "yesterday", "count": 2**70}]},
+        {"x-first-death-reason": b"\xff\xfe", "x-death": {"a": 1}},
+        "not a table",
+    ],
+)
+def test_a_hostile_dead_letter_reads_without_raising(headers: object) -> None:
+    letter = DeadLetter.read(_props(headers=headers), b"{}")
+    assert letter.deaths >= 0
+    json.dumps(letter.to_wire(full=True))
+
+
+def test_untrusted_strings_cannot_steer_the_terminal() -> None:
+    from reqrep.cli._output import safe  # noqa: PLC0415 - the function under test
+
+    evil = "echo\x1b[2J\x1b]0;owned\x07\r\x9b31m\u202edlrow"
+    shown = safe(evil)
+    assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in shown)
+    assert "\u202e" not in shown
+    assert shown.startswith("echo\\u001b[2J")
+    assert safe("plain ümlaut-method") == "plain ümlaut-method"
+
+
+def test_a_table_of_hostile_names_prints_them_escaped(capsys: pytest.CaptureFixture[str]) -> None:
+    from reqrep.cli._output import emit_json, table  # noqa: PLC0415 - the functions under test
+
+    letter = DeadLetter.read(_props(correlation_id="c\x1b[31m", type="m\x1b]0;x\x07"), b"{}")
+    table(["CORRELATION-ID", "METHOD"], [[letter.correlation_id, letter.method]])
+    emit_json(letter.to_wire())
+    out = capsys.readouterr().out
+    assert not any(ord(c) < 0x20 and c != "\n" for c in out)
+    assert "c\\u001b[31m" in out
+    assert json.loads(out[out.index("{") :])["method"] == "m\x1b]0;x\x07"  # the JSON is still true

@@ -7,8 +7,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-from concurrent.futures import Future
-from typing import Any
 
 from reqrep.common.observe import CallInfo, Probe
 
@@ -93,7 +91,7 @@ def test_tracing_without_an_sdk_still_propagates() -> None:
     probe = Probe("requestor", observers=(observer,))
     headers = {"traceparent": TP}  # what reqrep carries on from the call being served
     sent = dict(headers)
-    done: Future[Any] = Future()
-    probe.watch(CallInfo("svc", "m", "reqrep.svc", "c", "k"), headers, done)
-    done.set_result(None)
+    finish = probe.call_started(CallInfo("svc", "m", "reqrep.svc", "c", "k"), headers)
+    assert finish is not None
+    finish(None)
     assert headers == sent  # the no-op span had nothing to say: reqrep's own context stays

@@ -4,35 +4,36 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from types import SimpleNamespace
 from typing import Any
 
-import pika.exceptions
 import pytest
 
+from reqrep.common._transport import Failure, QueueInfo
 from reqrep.common.errors import NoSuchService, NoWorkers, ReqrepError
-from reqrep.requestor._presence import WorkerPresence
+from reqrep.requestor._presence import DEFAULT_MEMORY, WorkerPresence
 
 
 class FakeChannel:
     def __init__(self) -> None:
-        self.asked: list[tuple[str, Callable[[Any], None]]] = []
-        self.on_close: Callable[[Any, BaseException], None] | None = None
+        self.asked: list[tuple[str, Callable[[QueueInfo], None]]] = []
+        self.closed: Callable[[Any, Failure], None] | None = None
 
-    def add_on_close_callback(self, fn: Callable[[Any, BaseException], None]) -> None:
-        self.on_close = fn
+    def on_close(self, fn: Callable[[Any, Failure], None]) -> None:
+        self.closed = fn
 
-    def queue_declare(self, queue: str, *, passive: bool, callback: Callable[[Any], None]) -> None:
+    def declare_queue(
+        self, queue: str, *, passive: bool, on_ok: Callable[[QueueInfo], None]
+    ) -> None:
         assert passive
-        self.asked.append((queue, callback))
+        self.asked.append((queue, on_ok))
 
     def answer(self, consumers: int) -> None:
-        queue, callback = self.asked.pop(0)
-        callback(SimpleNamespace(method=SimpleNamespace(queue=queue, consumer_count=consumers)))
+        queue, on_ok = self.asked.pop(0)
+        on_ok(QueueInfo(queue, 0, consumers))
 
     def close(self, code: int) -> None:
-        assert self.on_close is not None
-        self.on_close(self, pika.exceptions.ChannelClosedByBroker(code, "closed"))
+        assert self.closed is not None
+        self.closed(self, Failure(f"{code} closed", code=code, by_broker=True))
 
 
 class Harness:
@@ -161,7 +162,47 @@ def test_after_a_reconnection_no_consumers_is_asked_again_for_a_grace_period(
     again()
     h.channel.answer(consumers=1)
     assert h.sent == ["a"]
-    now[0] += 5  # grace over: no consumers fails again
+    now[0] += DEFAULT_MEMORY + 1  # grace over, and nobody seen for longer: no consumers fails
     h.call("b")
     h.channel.answer(consumers=0)
     assert [name for name, _ in h.failed] == ["b"]
+
+
+def test_a_queue_seen_with_consumers_lately_is_asked_again_not_failed(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A quorum queue without a leader (an election, a lost quorum) is reported with 0
+    consumers while its workers are there: the calls wait for them, within their deadline."""
+    now = [100.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    h.call("a")
+    h.channel.answer(consumers=1)
+    now[0] += 5  # past the ttl: the next call is checked
+    h.call("b")
+    h.channel.answer(consumers=0)  # the leader's node went away
+    assert h.failed == []
+    delay, again = h.later.pop()
+    now[0] += delay
+    again()
+    h.channel.answer(consumers=2)  # a new leader, the workers back
+    assert h.sent == ["a", "b"]
+
+
+def test_no_consumers_for_longer_than_the_memory_is_no_workers(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [100.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    h.call("a")
+    h.channel.answer(consumers=1)
+    now[0] += 5
+    h.call("b")
+    for _ in range(1000):  # bounded: asked again every RECHECK until the memory passes
+        h.channel.answer(consumers=0)
+        if h.failed:
+            break
+        delay, again = h.later.pop()
+        now[0] += delay
+        again()
+    assert [(name, type(error)) for name, error in h.failed] == [("b", NoWorkers)]
+    assert now[0] >= 100.0 + DEFAULT_MEMORY

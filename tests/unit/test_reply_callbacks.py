@@ -15,13 +15,14 @@ import pytest
 from reqrep.common._iothread import mark_io_thread
 from reqrep.common.envelope import success_body
 from reqrep.common.errors import CallError, CallTimeout, TooManyPending
-from reqrep.requestor.reply_handler import ReplyHandler
+from reqrep.requestor._calls import ReplyHandler
+from tests.unit.calls import expect
 
 WAIT = 10.0
 
 
 def _expect(handler: ReplyHandler, cid: str, deadline: float = 100.0) -> Future[Any]:
-    return handler.expect(cid, deadline=deadline, timeout=2.0, what="svc.method")
+    return expect(handler, cid, deadline=deadline, timeout=2.0, what="svc.method")
 
 
 # -- the deadline heap, max_pending, done-callbacks ---------------------------------------------
@@ -48,7 +49,9 @@ def test_expire_due_returns_each_expired_id_once() -> None:
 def test_expire_due_can_explain_a_call() -> None:
     handler = ReplyHandler()
     future = _expect(handler, "held", deadline=1.0)
-    handler.expire_due(now=2.0, explain=lambda cid: f"{cid}: the broker blocked publishing")
+    handler.expire_due(
+        now=2.0, explain=lambda call: f"{call.correlation_id}: the broker blocked publishing"
+    )
     with pytest.raises(CallTimeout, match="held: the broker blocked publishing"):
         future.result(WAIT)
 

@@ -25,13 +25,14 @@ from reqrep.common.errors import (
     RemoteError,
     SerializationError,
 )
-from reqrep.requestor.reply_handler import ReplyHandler, ReplyStats
+from reqrep.requestor._calls import ReplyHandler, ReplyStats
+from tests.unit.calls import expect
 
 WAIT = 10.0  # upper bound for any wait in these tests; they never come close
 
 
 def _expect(handler: ReplyHandler, cid: str, deadline: float = 100.0) -> Future[Any]:
-    return handler.expect(cid, deadline=deadline, timeout=2.0, what="svc.method")
+    return expect(handler, cid, deadline=deadline, timeout=2.0, what="svc.method")
 
 
 # -- resolve -----------------------------------------------------------------------------------
@@ -194,7 +195,7 @@ def test_fail_all_leaves_completed_calls_alone() -> None:
 
 def test_expire_due_expires_only_calls_past_their_deadline() -> None:
     handler = ReplyHandler()
-    past = handler.expect("past", deadline=5.0, timeout=1.5, what="svc.slow")
+    past = expect(handler, "past", deadline=5.0, timeout=1.5, what="svc.slow")
     future = _expect(handler, "future", deadline=15.0)
     assert len(handler.expire_due(now=10.0)) == 1
     with pytest.raises(CallTimeout, match=r"svc\.slow.*1\.5s"):

@@ -7,12 +7,14 @@ from typing import Any
 
 from reqrep.common.envelope import success_body
 from reqrep.common.errors import CallTimeout, ClosedError, NoSuchService
-from reqrep.requestor.reply_handler import ReplyHandler, ReplyStats
+from reqrep.requestor._calls import ReplyHandler, ReplyStats
+from tests.unit.calls import expect_deliver
 
 
 def _deliveries(handler: ReplyHandler, cid: str, deadline: float = 100.0) -> list[Any]:
     seen: list[Any] = []
-    handler.expect_deliver(
+    expect_deliver(
+        handler,
         cid,
         lambda result, error: seen.append(error if error is not None else result),
         deadline=deadline,
@@ -50,7 +52,7 @@ def test_a_failing_deliver_hook_does_not_break_the_others() -> None:
     def broken(_result: Any, _error: BaseException | None) -> None:
         raise RuntimeError("hand-over failed")
 
-    handler.expect_deliver("a", broken, deadline=100.0, timeout=1.0, what="s.m")
+    expect_deliver(handler, "a", broken, deadline=100.0, timeout=1.0, what="s.m")
     seen = _deliveries(handler, "b")
     assert handler.fail_all(ClosedError("closing")) == 2
     assert [type(e) for e in seen] == [ClosedError]

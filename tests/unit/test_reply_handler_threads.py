@@ -8,13 +8,14 @@ from concurrent.futures import Future
 from typing import Any
 
 from reqrep.common.envelope import success_body
-from reqrep.requestor.reply_handler import ReplyHandler, ReplyStats
+from reqrep.requestor._calls import ReplyHandler, ReplyStats
+from tests.unit.calls import expect
 
 WAIT = 10.0  # upper bound for any wait in these tests; they never come close
 
 
 def _expect(handler: ReplyHandler, cid: str, deadline: float = 100.0) -> Future[Any]:
-    return handler.expect(cid, deadline=deadline, timeout=2.0, what="svc.method")
+    return expect(handler, cid, deadline=deadline, timeout=2.0, what="svc.method")
 
 
 def test_concurrent_expect_and_resolve_give_every_caller_its_own_value() -> None:

@@ -113,7 +113,5 @@ def test_a_real_sigterm_drains_the_children_and_run_returns_0(tmp_path: Path) ->
 
     sender = threading.Thread(target=signal_once_both_are_ready, daemon=True)
     sender.start()
-    started = time.monotonic()
-    assert supervisor.run() == 0
-    assert time.monotonic() - started < 20  # the children exited on SIGTERM, not after sleeping
+    assert supervisor.run() == 0  # they exited on SIGTERM (0), not after sleeping (3)
     sender.join(5)

@@ -1,0 +1,246 @@
+"""What ``Requestor`` and ``AsyncRequestor`` share: one send path.
+
+A ``RequestorCore`` holds the settings, the call table (``ReplyHandler``) and the I/O side
+(``RequestorIO`` and its Link). Both faces prepare a call the same way (``prepare``), send it the
+same way (``send``: registered before it is published, reported to the observers once, queued
+for the I/O thread), and differ only in how their caller waits for the outcome: a blocking
+``call()`` on a ``CallWaiter``, ``call_async`` on a Future, an ``AsyncRequestor`` call on its
+event loop. Internal to the requestor package.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import os
+import threading
+import time
+from collections.abc import Callable, Collection, Sequence
+from typing import Any
+
+from reqrep.common import serialization, tracecontext
+from reqrep.common._link import State
+from reqrep.common._transport import Transport, pika_transport
+from reqrep.common.config import Settings, check_seconds
+from reqrep.common.errors import CallTimeout, ClosedError, ConfigError, MessageTooLarge
+from reqrep.common.observe import CallInfo, Probe
+from reqrep.requestor._calls import Call, Deliver, ReplyHandler, ReplyStats, timeout_error
+from reqrep.requestor._io import RequestorIO
+
+__all__ = ["RequestorCore", "retries_for"]
+
+_MAX_SHORTSTR = 255  # AMQP short strings (routing key, type) hold at most 255 bytes
+_names = itertools.count(1)
+
+
+class _State(enum.Enum):
+    NEW = "new"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class RequestorCore:
+    """Settings, the call table, the connection, and the send path of one requestor.
+
+    Threads: every method may be called from any thread. ``open`` blocks while it connects.
+    """
+
+    def __init__(
+        self,
+        url: str | Sequence[str] | None,
+        *,
+        service: str | None,
+        timeout: float | None,
+        settings: Settings | None,
+        trusted_repliers: Collection[str] | None,
+        wait_for_workers: bool | None,
+        transport: Transport | None,
+    ) -> None:
+        base = settings if settings is not None else Settings.from_env()
+        self.settings = base.replace(url=url, timeout=timeout, wait_for_workers=wait_for_workers)
+        self.service = service
+        self._trusted = None if trusted_repliers is None else frozenset(trusted_repliers)
+        self._transport = transport
+        self.probe = Probe("requestor")  # reports to the observers installed by now
+        self._lock = threading.Lock()
+        self._state = _State.NEW
+        self._io: RequestorIO | None = None
+        self.name = f"reqrep-requestor-{os.getpid()}-{next(_names)}"
+        self.replies = ReplyHandler(
+            max_pending=self.settings.max_pending, on_discard=self.probe.reply_discarded
+        )
+
+    def describe(self, kind: str) -> str:
+        return (
+            f"<{kind} {self._state.value} url={self.settings.redacted_url!r} "
+            f"service={self.service!r}>"
+        )
+
+    # -- the connection -----------------------------------------------------------------------
+
+    @property
+    def reply_queue(self) -> str:
+        return self._io.reply_queue if self._io is not None else ""
+
+    @property
+    def reconnects(self) -> int:
+        return self._io.link.reconnects if self._io is not None else 0
+
+    @property
+    def address(self) -> str:
+        return self._io.link.address if self._io is not None else ""
+
+    @property
+    def blocked(self) -> str | None:
+        io = self._io
+        return io.link.blocked if io is not None else None
+
+    @property
+    def connected(self) -> bool:
+        """Whether calls go out now: open, and neither reconnecting nor blocked by the broker."""
+        io = self._io
+        return io is not None and io.link.state is State.OPEN and io.link.blocked is None
+
+    def open(self) -> None:
+        with self._lock:
+            if self._state is _State.CLOSED:
+                raise ClosedError("requestor is closed")
+            if self._io is not None:
+                return
+            io = RequestorIO(
+                self.settings,
+                self.replies,
+                name=self.name,
+                transport=self._transport if self._transport is not None else pika_transport(),
+                trusted_repliers=self._trusted,
+                probe=self.probe,
+            )
+            io.link.start()
+            self._io = io
+            self._state = _State.OPEN
+
+    def close(self, timeout: float = 10.0) -> None:
+        with self._lock:
+            io, self._io = self._io, None
+            self._state = _State.CLOSED
+        if io is not None:
+            io.link.stop(timeout)
+        self.replies.fail_all(ClosedError("requestor was closed while the call was pending"))
+
+    # -- calls --------------------------------------------------------------------------------
+
+    def prepare(
+        self,
+        method: str,
+        payload: Any,
+        *,
+        service: str | None,
+        timeout: float | None,
+        retries: int,
+        idempotency_key: str | None,
+    ) -> Call:
+        """Check a call's arguments and encode its request (touches no connection).
+
+        Raises ConfigError, SerializationError or MessageTooLarge.
+        """
+        settings = self.settings
+        service = _check_name("service", service or self.service)
+        method = _check_name("method", method)
+        seconds = settings.timeout if timeout is None else timeout
+        check_seconds("timeout", seconds)
+        body = serialization.dumps(payload)
+        if len(body) > settings.max_message_bytes:
+            raise MessageTooLarge(
+                f"request of {len(body)} bytes exceeds max_message_bytes="
+                f"{settings.max_message_bytes}"
+            )
+        if idempotency_key is not None:
+            _check_name("idempotency_key", idempotency_key)
+        correlation_id = os.urandom(16).hex()
+        return Call(
+            correlation_id=correlation_id,
+            service=service,
+            method=method,
+            queue=settings.request_queue(service),
+            message_id=idempotency_key or correlation_id,
+            body=body,
+            deadline=time.monotonic() + seconds,
+            deadline_ms=int((time.time() + seconds) * 1000),
+            timeout=seconds,
+            retries=retries,
+            # W3C trace context: this call continues the trace being served here, if any (a
+            # tracer, if enabled, puts its own span's context instead).
+            headers=tracecontext.outgoing(),
+        )
+
+    def send(self, call: Call, deliver: Deliver) -> None:
+        """Register ``call`` with ``deliver`` as where its outcome goes, then queue it for the
+        I/O thread. Raises TooManyPending or ClosedError (then nothing was sent)."""
+        io = self._live_io()
+        if self.probe.active:
+            info = CallInfo(
+                call.service, call.method, call.queue, call.correlation_id, call.message_id
+            )
+            finish = self.probe.call_started(info, call.headers)
+            if finish is not None:
+                deliver = _reporting(deliver, finish)
+        call.deliver = deliver
+        self.replies.expect(call)
+        try:
+            io.publish(call)
+        except BaseException as exc:
+            self.replies.forget(call.correlation_id, exc)
+            raise
+
+    def forget(self, correlation_id: str, error: BaseException | None) -> None:
+        """The caller stopped waiting: a later reply is late."""
+        self.replies.forget(correlation_id, error)
+
+    def timed_out(self, call: Call) -> CallTimeout:
+        """The error of a call whose caller's timeout passed: why it never went out, if it did
+        not (the connection was down, the broker blocked us), else no reply in time."""
+        io = self._io
+        why = io.why_unsent(call) if io is not None else None
+        return CallTimeout(why) if why else timeout_error(call.what, call.timeout)
+
+    def stats(self) -> ReplyStats:
+        return self.replies.stats()
+
+    def _live_io(self) -> RequestorIO:
+        if self._io is None and self._state is _State.NEW:
+            self.open()  # first use opens, so that a bare Requestor(...).call() works
+        io = self._io
+        if io is None:
+            raise ClosedError("requestor is closed")
+        return io
+
+
+def _reporting(deliver: Deliver, finish: Callable[[BaseException | None], None]) -> Deliver:
+    """``deliver``, telling the observers how the call ended first."""
+
+    def report_then_deliver(result: Any, error: BaseException | None) -> None:
+        finish(error)
+        deliver(result, error)
+
+    return report_then_deliver
+
+
+# "As often as the deadline allows": each resend needs a reconnection, so this is never reached.
+_UNBOUNDED_RETRIES = 1_000_000
+
+
+def retries_for(idempotent: bool, retries: int | None) -> int:
+    if retries is None:
+        return _UNBOUNDED_RETRIES if idempotent else 0
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ConfigError(f"retries must be a whole number >= 0, got {retries!r}")
+    return retries
+
+
+def _check_name(kind: str, value: object) -> str:
+    if not isinstance(value, str) or not value:
+        hint = " (pass service=... to Requestor() or to the call)" if kind == "service" else ""
+        raise ConfigError(f"{kind} must be a non-empty string, got {value!r}{hint}")
+    if len(value.encode("utf-8")) > _MAX_SHORTSTR - len("reqrep."):
+        raise ConfigError(f"{kind} name is too long ({len(value)} chars)")
+    return value
