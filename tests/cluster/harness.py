@@ -6,7 +6,14 @@ user may read (the server drops to that user). The nodes share the machine's Erl
 epmd. Forming the cluster: start the three nodes, then on the second and third ``stop_app``,
 ``reset``, ``join_cluster`` the first, ``start_app``.
 
-Needs root (to hand the state directory to the rabbitmq user) and ``rabbitmq-server`` on PATH.
+Partitions: the last node runs in a cgroup (v2) of its own, so that iptables can drop the
+Erlang distribution traffic it sends (``partition``) without touching its AMQP clients or the
+other two nodes; every rule is removed on exit. The nodes run with ``pause_minority``: a node
+cut off from the majority pauses (closes its client connections and listeners) until it can
+see the others again.
+
+Needs root (to hand the state directory to the rabbitmq user) and ``rabbitmq-server`` on PATH;
+partitions need iptables with the cgroup match and cgroup v2 at ``CGROUP_ROOT``.
 """
 
 from __future__ import annotations
@@ -19,12 +26,13 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 __all__ = ["Cluster", "ClusterUnavailable", "Node"]
 
 HOST = "127.0.0.1"
+CGROUP_ROOT = Path("/sys/fs/cgroup/unified")
 
 
 class ClusterUnavailable(RuntimeError):
@@ -34,19 +42,21 @@ class ClusterUnavailable(RuntimeError):
 class Node:
     """One RabbitMQ node: start, kill -9, restart, rabbitmqctl."""
 
-    def __init__(self, name: str, port: int, base: Path) -> None:
+    def __init__(self, name: str, port: int, base: Path, *, cgroup: Path | None = None) -> None:
         self.name = name
         self.node = f"{name}@localhost"
         self.port = port
+        self.dist_port = port + 20000
         self.dir = base / name
         self.url = f"amqp://guest:guest@{HOST}:{port}/%2F"
+        self.cgroup = cgroup  # launched inside it, if given (for partitions)
 
     def _env(self) -> dict[str, str]:
         return {
             **os.environ,
             "RABBITMQ_NODENAME": self.node,
             "RABBITMQ_CONFIG_FILE": str(self.dir / "rabbitmq.conf"),
-            "RABBITMQ_DIST_PORT": str(self.port + 20000),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
             "RABBITMQ_MNESIA_BASE": str(self.dir / "mnesia"),
             "RABBITMQ_LOG_BASE": str(self.dir / "log"),
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.dir / "enabled_plugins"),
@@ -59,7 +69,9 @@ class Node:
         (self.dir / "rabbitmq.conf").write_text(
             f"listeners.tcp.local = {HOST}:{self.port}\n"
             # Detect a dead peer fast: the tests kill nodes on purpose.
-            "net_ticktime = 10\n",
+            "net_ticktime = 10\n"
+            # A node that cannot see the majority pauses instead of serving a split brain.
+            "cluster_partition_handling = pause_minority\n",
             encoding="utf-8",
         )
         (self.dir / "enabled_plugins").write_text("[].\n", encoding="utf-8")
@@ -71,13 +83,11 @@ class Node:
         """Start the node in the background (``await_startup`` waits for it)."""
         with contextlib.suppress(FileNotFoundError):
             (self.dir / "pid").unlink()
-        subprocess.run(
-            ["rabbitmq-server", "-detached"],
-            env=self._env(),
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
+        command = ["rabbitmq-server", "-detached"]
+        if self.cgroup is not None:  # the whole process tree, and every socket it makes
+            procs = self.cgroup / "cgroup.procs"
+            command = ["sh", "-c", f'echo $$ > "{procs}" && exec rabbitmq-server -detached']
+        subprocess.run(command, env=self._env(), check=True, capture_output=True, timeout=60)
 
     def await_startup(self, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout
@@ -141,7 +151,9 @@ class Cluster:
             raise ClusterUnavailable("rabbitmq-server is not installed")
         self.base = Path(tempfile.mkdtemp(prefix="reqrep-cluster-"))
         self.base.chmod(0o755)
+        self.cgroup = _cgroup(f"{prefix}-cut-{os.getpid()}")
         self.nodes = [Node(f"{prefix}{i + 1}", port, self.base) for i, port in enumerate(ports)]
+        self.nodes[-1].cgroup = self.cgroup  # the one ``partition`` can cut off
 
     @property
     def urls(self) -> list[str]:
@@ -185,10 +197,49 @@ class Cluster:
         node.launch()
         node.await_startup()
 
+    @contextlib.contextmanager
+    def partition(self) -> Iterator[Node]:
+        """Cut the last node off from the other two (their Erlang distribution traffic, both
+        ways) for the ``with`` block; yields it. AMQP to every node keeps flowing."""
+        node = self.nodes[-1]
+        if self.cgroup is None:
+            raise ClusterUnavailable("no cgroup v2 for partitions")
+        match = ["OUTPUT", "-m", "cgroup", "--path", self.cgroup.name, "-p", "tcp"]
+        rules = [[*match, "--dport", str(o.dist_port), "-j", "DROP"] for o in self.nodes[:-1]]
+        rules.append([*match, "--sport", str(node.dist_port), "-j", "DROP"])
+        added: list[list[str]] = []
+        try:
+            for rule in rules:
+                subprocess.run(["iptables", "-A", *rule], check=True, capture_output=True)
+                added.append(rule)
+            yield node
+        finally:
+            for rule in added:
+                subprocess.run(["iptables", "-D", *rule], check=False, capture_output=True)
+
     def close(self) -> None:
         for node in self.nodes:
             node.stop()
         shutil.rmtree(self.base, ignore_errors=True)
+        if self.cgroup is not None:  # empty once the last of its node's processes has exited
+            deadline = time.monotonic() + 30
+            while self.cgroup.exists() and time.monotonic() < deadline:
+                with contextlib.suppress(OSError):
+                    self.cgroup.rmdir()
+                    break
+                time.sleep(0.1)
+
+
+def _cgroup(name: str) -> Path | None:
+    """A cgroup v2 for the node that ``partition`` cuts off, or None where there is none."""
+    if not (CGROUP_ROOT / "cgroup.procs").exists() or shutil.which("iptables") is None:
+        return None
+    path = CGROUP_ROOT / name
+    try:
+        path.mkdir(exist_ok=True)
+    except OSError:
+        return None
+    return path
 
 
 def _alive(pid: int) -> bool:
