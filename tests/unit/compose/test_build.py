@@ -26,7 +26,9 @@ def test_compose_passes_the_secrets_the_dockerfile_reads(compose: dict[str, Any]
     assert set(declared) == SECRET_MOUNTS
     sources = {name: {k: str(v) for k, v in spec.items()} for name, spec in declared.items()}
     # Each from a documented REQREP_BUILD_* variable, empty when it is unset.
-    assert sources["ca_bundle"] == {"file": "${REQREP_BUILD_CA_BUNDLE:-/dev/null}"}
+    assert sources["ca_bundle"] == {
+        "file": "${REQREP_BUILD_CA_BUNDLE:-./deploy/image/no-ca-bundle.pem}"
+    }
     assert sources["pip_index_url"] == {"environment": "REQREP_BUILD_PIP_INDEX_URL"}
 
 
@@ -41,7 +43,10 @@ def test_build_arguments_are_the_dockerfiles_and_carry_no_secret(compose: dict[s
 
 def test_unset_build_variables_leave_the_defaults(docker_compose: list[str]) -> None:
     project = rendered(docker_compose)
-    assert project["secrets"]["ca_bundle"]["file"] == "/dev/null"
+    # An empty file of the repository, not /dev/null, which Windows has not.
+    default = REPO_ROOT / "deploy" / "image" / "no-ca-bundle.pem"
+    assert project["secrets"]["ca_bundle"]["file"] == str(default)
+    assert default.read_bytes() == b"", "the default CA bundle must stay empty"
     assert project["services"][WORKER]["build"]["args"] == {"REQREP_EXTRAS": ""}
 
 
