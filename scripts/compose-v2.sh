@@ -21,4 +21,5 @@ unpacked=$(mktemp -d)
 trap 'rm -rf "$unpacked"' EXIT
 dpkg-deb -x "$deb" "$unpacked"
 install -m 0755 "$unpacked/usr/libexec/docker/cli-plugins/docker-compose" "$dest"
-"$dest" version | grep -q 'version v\?2\.' || { echo "compose-v2: $dest is not Compose v2" >&2; exit 1; }
+version=$("$dest" version)
+[[ $version =~ version\ v?2\. ]] || { echo "compose-v2: $dest is not Compose v2: $version" >&2; exit 1; }

@@ -115,11 +115,12 @@ start() {
 
 # Processes of this engine that outlived it: containerd and its shims name DIR on their command line.
 leftover_pids() {
-    local proc pid
+    local proc pid cmdline
     for proc in /proc/[0-9]*; do
         pid=${proc#/proc/}
         [ "$pid" = $$ ] && continue
-        if { tr "\0" " " <"$proc/cmdline"; } 2>/dev/null | grep -qF -- "$dir/"; then echo "$pid"; fi
+        cmdline=$(tr '\0' ' ' 2>/dev/null <"$proc/cmdline") || continue
+        case $cmdline in *"$dir/"*) echo "$pid" ;; esac
     done
 }
 
