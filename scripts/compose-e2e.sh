@@ -18,8 +18,9 @@
 #   with calls in flight, and the cluster profile with its queue's leader stopped under load.
 #
 # Variables: REQREP_E2E_CACHE (default /var/cache/reqrep-compose-e2e: the Compose package and the
-# stand-in images, reused by later runs; delete it to start cold). REQREP_BUILD_CA_BUNDLE and
-# REQREP_BUILD_PIP_INDEX_URL, when set, are passed to the builds as documented.
+# stand-in images, reused by later runs; delete it to start cold); REQREP_E2E_LOGS (default
+# /tmp/reqrep-compose-e2e-logs: the steps' output, kept there after a failure).
+# REQREP_BUILD_CA_BUNDLE and REQREP_BUILD_PIP_INDEX_URL, when set, reach the builds as documented.
 #
 # Exit status 0 when every check passed; otherwise 1, after a line `FAIL [finding]: why` and the
 # stack's state and last log lines. Everything it started is stopped by its pid, and the engine's
@@ -160,7 +161,11 @@ cleanup() {
         rm -rf "$kept_logs"
         cp -r "$logs" "$kept_logs" 2>/dev/null && say "the steps' output is kept in $kept_logs"
     fi
-    rm -rf "$state"
+    if awk -v d="$state/" 'index($5, d) == 1 {found = 1} END {exit !found}' /proc/self/mountinfo; then
+        say "mounts remain under $state: left as it is"
+    else
+        rm -rf "$state"
+    fi
     echo
     echo "compose-e2e timings:"
     printf '  %s\n' "${timings[@]}"
@@ -173,6 +178,7 @@ cleanup() {
     fi
     exit "$status"
 }
+
 # -- the cluster step's helpers
 
 leader_of_queue() {
@@ -181,9 +187,8 @@ leader_of_queue() {
         dcc exec -T "$node" rabbitmqctl -q list_queues name leader --formatter json 2>/dev/null \
             | python3 -c '
 import json, sys
-for q in json.load(sys.stdin):
-    if q["name"] == "reqrep.demo":
-        print(q["leader"].split("@")[1])' && return 0
+leaders = [q["leader"] for q in json.load(sys.stdin) if q["name"] == "reqrep.demo"]
+print(leaders[0].split("@")[1]) if leaders else sys.exit(1)' && return 0
     done
     return 1
 }
