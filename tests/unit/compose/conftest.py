@@ -1,14 +1,13 @@
-"""Fixtures of the compose tests: the parsed file, its services, the ``docker-compose`` command."""
+"""Fixtures of the compose tests: the parsed file, its services, a Compose v2 command."""
 
 from __future__ import annotations
 
 import os
-import shutil
 from typing import Any
 
 import pytest
 
-from tests.unit.compose.support import BROKER, CLI, WORKER, load_compose
+from tests.unit.compose.support import BROKER, CLI, WORKER, find_compose_v2, load_compose
 
 
 @pytest.fixture(scope="module")
@@ -25,15 +24,17 @@ def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return found
 
 
-@pytest.fixture
-def docker_compose() -> str:
-    exe = shutil.which("docker-compose")
-    if exe is None:
+@pytest.fixture(scope="session")
+def docker_compose() -> list[str]:
+    command = find_compose_v2()
+    if command is None:
         message = (
-            "docker-compose (Compose v1) is not on PATH; it validates docker-compose.yml "
-            "without a Docker engine. Install it with `apt-get install docker-compose`."
+            "Compose v2 is not on this machine (`docker compose` or a v2 `docker-compose`); it "
+            "validates docker-compose.yml without a Docker engine (Compose v1 cannot: it rejects "
+            "build secrets). Install it with "
+            "`bash scripts/compose-v2.sh /usr/local/lib/docker/cli-plugins/docker-compose`."
         )
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI=true: {message}")
         pytest.skip(message)
-    return exe
+    return command

@@ -1,9 +1,11 @@
-"""What the compose tests share: the file's names, its parsing, and running ``docker-compose``."""
+"""What the compose tests share: the file's names, its parsing, and running Compose v2."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -81,25 +83,61 @@ def parse_duration(text: str) -> float:
     return sum(float(n) * units[u] for n, u in parts)
 
 
-def run_config(exe: str, compose_file: Path, *options: str) -> subprocess.CompletedProcess[str]:
-    # Relative paths (build: .) resolve against the repo root, wherever the file lies; COMPOSE_*
-    # variables from the caller's shell must not change what is validated.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
+def find_compose_v2() -> list[str] | None:
+    """The command of a Compose v2 on this machine (`docker compose`, or a v2 `docker-compose`)."""
+    candidates = []
+    if docker := shutil.which("docker"):
+        candidates.append([docker, "compose"])
+    if standalone := shutil.which("docker-compose"):
+        candidates.append([standalone])
+    for command in candidates:
+        try:
+            version = subprocess.run(
+                [*command, "version", "--short"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+        except OSError:
+            continue
+        if version.returncode == 0 and re.match(r"v?2\.", version.stdout.strip()):
+            return command
+    return None
+
+
+def _compose(
+    command: list[str], compose_file: Path, args: tuple[str, ...], env: dict[str, str] | None
+) -> subprocess.CompletedProcess[str]:
+    # Relative paths (build: .) resolve against the repo root, wherever the file lies. COMPOSE_*
+    # and the file's own variables from the caller's shell must not change what is checked; no
+    # engine is needed, so none is named.
+    own = re.compile(r"COMPOSE_|DOCKER_HOST$|RABBITMQ_|RABBIT\d_|REQREP_")
+    environment = {k: v for k, v in os.environ.items() if not own.match(k)} | (env or {})
     return subprocess.run(
-        [
-            exe,
-            "--project-directory",
-            str(REPO_ROOT),
-            "-f",
-            str(compose_file),
-            *options,
-            "config",
-            "-q",
-        ],
+        [*command, "--project-directory", str(REPO_ROOT), "-f", str(compose_file), *args],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
         cwd=REPO_ROOT,
-        env=env,
+        env=environment,
     )
+
+
+def run_config(
+    command: list[str], compose_file: Path, *options: str
+) -> subprocess.CompletedProcess[str]:
+    """``config -q`` of ``compose_file`` (``options`` go before ``config``)."""
+    return _compose(command, compose_file, (*options, "config", "-q"), None)
+
+
+def rendered(
+    command: list[str], *options: str, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The project as Compose resolves it (``config --format json``) with ``env`` set."""
+    result = _compose(command, COMPOSE_FILE, (*options, "config", "--format", "json"), env)
+    assert result.returncode == 0, result.stderr
+    project = json.loads(result.stdout)
+    assert isinstance(project, dict)
+    return project

@@ -1,9 +1,10 @@
 """Static checks of docker-compose.yml's structure (the image: test_dockerfile.py).
 
 No Docker engine and no broker are needed. The compose file is parsed with PyYAML for the
-structural rules, and validated by ``docker-compose config -q`` (Compose v1, which validates
-without an engine). Where ``docker-compose`` is missing the validation tests skip, except on CI
-(``CI=true``), where they fail: CI must install it.
+structural rules; where a rule is about what Compose makes of the file (variables, anchors), it is
+checked on what Compose v2 renders (``config --format json``, no engine needed either), and those
+tests skip where Compose v2 is missing, except on CI (``CI=true``), where they fail. The same rules
+are checked on a running stack by scripts/compose-e2e.sh.
 """
 
 from __future__ import annotations
@@ -11,9 +12,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import pytest
+
 from tests.unit.compose.support import (
     BROKER,
     CLI,
+    CLUSTER_CLI,
+    CLUSTER_NODES,
+    CLUSTER_WORKER,
     REPO_ROOT,
     URL_USERINFO,
     WORKER,
@@ -22,6 +28,7 @@ from tests.unit.compose.support import (
     is_interpolation,
     literal_secrets,
     parse_duration,
+    rendered,
 )
 
 
@@ -119,10 +126,11 @@ def test_worker_runs_demo_service_and_drains_on_stop(
     assert parse_duration(str(worker.get("stop_grace_period", "10s"))) >= 30
 
 
+@pytest.mark.parametrize("name", [WORKER, CLUSTER_WORKER])
 def test_worker_healthcheck_asks_the_workers_health_port(
-    services: dict[str, dict[str, Any]],
+    services: dict[str, dict[str, Any]], name: str
 ) -> None:
-    worker = services[WORKER]
+    worker = services[name]
     raw = worker["command"]
     command = raw.split() if isinstance(raw, str) else [str(c) for c in raw]
     assert "--health-port" in command, "the worker must serve /healthz for its healthcheck"
@@ -161,3 +169,83 @@ def test_cli_is_only_started_on_demand(services: dict[str, dict[str, Any]]) -> N
     assert env.get("REQREP_SERVICE") == "demo"
     assert cli.get("depends_on", {}).get(BROKER, {}).get("condition") == "service_healthy"
     assert "container_name" not in cli
+
+
+# Issue 24's findings, as far as the file shows them (scripts/compose-e2e.sh runs them).
+
+PUBLISHED = re.compile(r"127\.0\.0\.1:\$\{(?P<var>[A-Z0-9_]+):-(?P<default>\d+)\}:(?P<target>\d+)")
+
+
+def published_ports(service: dict[str, Any]) -> list[re.Match[str]]:
+    found = []
+    for port in host_ports(service):
+        match = PUBLISHED.fullmatch(str(port))
+        assert match, f"{port!r}: not 127.0.0.1:${{VARIABLE:-default}}:port"
+        found.append(match)
+    return found
+
+
+def test_broker_ports_come_from_variables_with_defaults(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    ports = {(m["var"], m["default"], m["target"]) for m in published_ports(services[BROKER])}
+    assert ports == {
+        ("RABBITMQ_AMQP_PORT", "5672", "5672"),
+        ("RABBITMQ_MANAGEMENT_PORT", "15672", "15672"),
+    }
+
+
+def test_every_published_port_has_its_own_variable(compose: dict[str, Any]) -> None:
+    variables = [m["var"] for s in compose["services"].values() for m in published_ports(s)]
+    assert len(variables) == len(set(variables)), variables
+    defaults = [m["default"] for s in compose["services"].values() for m in published_ports(s)]
+    assert len(defaults) == len(set(defaults)), "two services would take one host port"
+
+
+def test_port_variables_move_the_published_ports(docker_compose: list[str]) -> None:
+    project = rendered(
+        docker_compose, env={"RABBITMQ_AMQP_PORT": "6001", "RABBITMQ_MANAGEMENT_PORT": "6002"}
+    )
+    broker = project["services"][BROKER]
+    ports = {(p["target"], p["published"], p["host_ip"]) for p in broker["ports"]}
+    assert ports == {(5672, "6001", "127.0.0.1"), (15672, "6002", "127.0.0.1")}
+
+
+def test_every_reqrep_service_runs_one_image(compose: dict[str, Any]) -> None:
+    built = {name: s for name, s in compose["services"].items() if "build" in s}
+    assert set(built) == {WORKER, CLI, CLUSTER_WORKER, CLUSTER_CLI}
+    images = {s.get("image") for s in built.values()}
+    assert len(images) == 1, f"one tag, so `run --rm cli` runs what `up --build` built: {images}"
+    (image,) = images
+    assert image, "the services that build must name their image"
+    assert "/" not in str(image), f"{image}: a local tag, no registry to pull it from"
+    assert len({repr(s["build"]) for s in built.values()}) == 1, "one image, one way to build it"
+
+
+def test_broker_data_lives_in_named_volumes(compose: dict[str, Any]) -> None:
+    declared = set(compose.get("volumes") or {})
+    sources = []
+    for name in (BROKER, *CLUSTER_NODES):
+        mounts = [str(v) for v in compose["services"][name].get("volumes") or []]
+        data = [m.split(":")[0] for m in mounts if m.split(":")[1] == "/var/lib/rabbitmq"]
+        # The image declares VOLUME /var/lib/rabbitmq: without a named volume there, each new
+        # container gets an anonymous one (a password change loses the users; `down` leaks it).
+        assert len(data) == 1, f"{name}: no named volume at /var/lib/rabbitmq: {mounts}"
+        assert data[0] in declared, f"{name}: {data[0]} is not a named volume"
+        sources.append(data[0])
+    assert len(sources) == len(set(sources)), "each node keeps its own data"
+
+
+@pytest.mark.parametrize("name", [WORKER, CLUSTER_WORKER])
+def test_workers_serve_http_on_every_interface(
+    services: dict[str, dict[str, Any]], name: str
+) -> None:
+    # The worker's default will be 127.0.0.1: compose asks for 0.0.0.0 so that other containers
+    # (a scraper, a proxy) reach /healthz and /metrics.
+    every_interface = "0.0.0.0"  # noqa: S104 - what compose must ask for, not a bind here
+    command = [str(c) for c in services[name]["command"]]
+    env = env_mapping(services[name])
+    if "--http-host" in command:
+        assert command[command.index("--http-host") + 1] == every_interface
+    else:
+        assert env.get("REQREP_HTTP_HOST") == every_interface, f"{name} sets no HTTP host"

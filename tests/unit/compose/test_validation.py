@@ -1,6 +1,6 @@
-"""docker-compose.yml validated by ``docker-compose config -q`` itself, and broken copies refused.
+"""docker-compose.yml validated by Compose v2's ``config -q`` itself, and broken copies refused.
 
-Where ``docker-compose`` is missing these skip, except on CI (``CI=true``), where they fail."""
+Where Compose v2 is missing these skip, except on CI (``CI=true``), where they fail."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ import yaml
 from tests.unit.compose.support import BROKER, COMPOSE_FILE, WORKER, load_compose, run_config
 
 
-def test_docker_compose_config_is_valid(docker_compose: str) -> None:
+def test_docker_compose_config_is_valid(docker_compose: list[str]) -> None:
     result = run_config(docker_compose, COMPOSE_FILE)
     assert result.returncode == 0, f"docker-compose config failed:\n{result.stderr}"
 
 
-def test_docker_compose_cluster_profile_is_valid(docker_compose: str) -> None:
+def test_docker_compose_cluster_profile_is_valid(docker_compose: list[str]) -> None:
     result = run_config(docker_compose, COMPOSE_FILE, "--profile", "cluster")
     assert result.returncode == 0, f"docker-compose config failed:\n{result.stderr}"
 
@@ -51,13 +51,13 @@ def _unchanged(compose: dict[str, Any]) -> None:
     [
         pytest.param(_unchanged, True, "", id="unchanged-copy"),
         pytest.param(_add_unknown_key, False, "bogus_option", id="unknown-key"),
-        pytest.param(_bad_condition, False, "service_bogus", id="bad-condition"),
+        pytest.param(_bad_condition, False, "condition", id="bad-condition"),
         pytest.param(_undefined_dependency, False, "no_such_service", id="undefined-dependency"),
         pytest.param(_numeric_grace_period, False, "stop_grace_period", id="numeric-duration"),
     ],
 )
 def test_docker_compose_config_rejects_broken_file(
-    docker_compose: str,
+    docker_compose: list[str],
     tmp_path: Path,
     mutate: Callable[[dict[str, Any]], None],
     expect_ok: bool,
@@ -73,13 +73,15 @@ def test_docker_compose_config_rejects_broken_file(
     if expect_ok:
         assert result.returncode == 0, result.stderr
     else:
-        assert result.returncode != 0, "docker-compose accepted a broken file"
+        assert result.returncode != 0, "Compose accepted a broken file"
         assert expected_in_error in result.stderr + result.stdout
 
 
-def test_docker_compose_config_rejects_invalid_yaml(docker_compose: str, tmp_path: Path) -> None:
+def test_docker_compose_config_rejects_invalid_yaml(
+    docker_compose: list[str], tmp_path: Path
+) -> None:
     text = COMPOSE_FILE.read_text(encoding="utf-8")
     target = tmp_path / "docker-compose.yml"
     target.write_text(text.replace("services:", "services: [", 1), encoding="utf-8")
     result = run_config(docker_compose, target)
-    assert result.returncode != 0, "docker-compose accepted unparsable YAML"
+    assert result.returncode != 0, "Compose accepted unparsable YAML"
