@@ -38,9 +38,9 @@ RUN --mount=type=secret,id=ca_bundle --mount=type=secret,id=pip_index_url \
 
 # Then the project itself (README.md is pyproject's `readme`), and the extras asked for. Installed
 # as a regular (non-editable) package, so the sources are removed afterwards and nothing shadows
-# the installed packages. The four package folders are copied as they are, so the install works
-# whether reqrep/ links common/, requestor/ and worker/ in or pyproject.toml maps them.
-COPY README.md ./
+# the installed packages. pyproject.toml maps the four package folders into the one package
+# reqrep; LICENSE is the license file its metadata names.
+COPY README.md LICENSE ./
 COPY reqrep/ reqrep/
 COPY common/ common/
 COPY requestor/ requestor/

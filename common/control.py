@@ -4,14 +4,18 @@ Control requests never touch a service's request queue, so they never change the
 requests and are answered even while every handler thread is busy:
 
 - The exchange ``Pcontrol`` (prefix ``P``, default ``reqrep.``): direct, durable.
-- Each worker connection declares one exclusive, auto-delete, server-named queue and binds it
-  to that exchange twice: with the key ``all`` and with ``service.<S>`` for its service ``S``.
-  It consumes it on its own channel of the worker's connection (auto-ack): the queue lives
-  exactly as long as the worker's connection.
+- Each worker connection declares one exclusive, auto-delete queue named
+  ``Pcontrol.<S>.<random hex>`` (under the prefix, so that worker permissions cover it; at most
+  100 pings kept, the oldest dropped) and binds it to that exchange twice: with the key ``all``
+  and with ``service.<S>`` for its service ``S``. It consumes it on its own channel of the
+  worker's connection, with a prefetch of 10 and acks: the queue lives exactly as long as the
+  worker's connection.
 - A control request: routing key ``all`` or ``service.<S>``, ``type`` = ``ping``, ``reply_to``
   and ``correlation_id`` as for a call, ``expiration`` (ms) no longer than the asker waits;
   body ``null``.
-- The answer goes to ``reply_to`` (default exchange, not mandatory), with the request's
+- The answer goes to ``reply_to`` (default exchange, not mandatory) if it looks like an asker's
+  queue (``amq.gen-...`` or ``amq.rabbitmq.reply-to``), at most 5 a second per asker and 500 in
+  all (``worker/control.py``), with the request's
   ``correlation_id``, ``type`` = ``reply``, body ``{"ok": true, "result": <WorkerInfo>}``; an
   unknown control ``type`` is answered with a ``method_not_found`` error reply.
 

@@ -92,11 +92,13 @@ def _random_id(bits: int) -> str:
 
 class Scope(NamedTuple):
     """The call a thread is serving: its correlation id and incoming trace context (a
-    ``traceparent`` value already checked by ``extract``, or None). A tuple: one is made per
-    call, and a frozen dataclass costs several times as much."""
+    ``traceparent`` value already checked by ``extract``, or None, and the ``tracestate`` that
+    came with it, carried on as it is). A tuple: one is made per call, and a frozen dataclass
+    costs several times as much."""
 
     correlation_id: str
     traceparent: str | None
+    tracestate: str | None = None
 
     @property
     def parent(self) -> TraceParent | None:
@@ -122,12 +124,16 @@ def extract(headers: Mapping[str, object] | None) -> dict[str, str]:
 
 def outgoing() -> dict[str, str]:
     """The trace headers for a request made now: a child of the call being served, if that
-    call carried a trace context; else none (a tracer, if enabled, adds its own)."""
+    call carried a trace context, with its ``tracestate`` carried on (W3C: a participant that
+    does not change it passes it along); else none (a tracer, if enabled, adds its own)."""
     current_scope = _scope.get()
     if current_scope is None or current_scope.traceparent is None:
         return {}
     value = current_scope.traceparent  # 00-<trace id>-<span id>-<flags>, checked
-    return {TRACE_HEADER: f"{value[:36]}{_random_id(64)}{value[52:]}"}
+    headers = {TRACE_HEADER: f"{value[:36]}{_random_id(64)}{value[52:]}"}
+    if current_scope.tracestate:
+        headers[STATE_HEADER] = current_scope.tracestate
+    return headers
 
 
 def scope() -> Scope | None:
@@ -144,7 +150,7 @@ def current() -> TraceParent | None:
 def bind(correlation_id: str, headers: Mapping[str, str]) -> contextvars.Token[Scope | None]:
     """Serve ``correlation_id`` on this thread until ``unbind``; ``headers`` as ``extract``
     returns them (checked)."""
-    return _scope.set(Scope(correlation_id, headers.get(TRACE_HEADER)))
+    return _scope.set(Scope(correlation_id, headers.get(TRACE_HEADER), headers.get(STATE_HEADER)))
 
 
 def unbind(token: contextvars.Token[Scope | None]) -> None:

@@ -45,7 +45,9 @@ __all__ = [
 
 DEADLINE_HEADER = "x-deadline"
 MAX_LIMIT = 10_000  # no command reads more messages than this in one go
-_DEATH_HEADERS = ("x-death", "x-delivery-count")
+# What a replay removes: the broker's account of the deaths, and reqrep's count of refused
+# replies (the replayed request starts afresh).
+_DEATH_HEADERS = ("x-death", "x-delivery-count", "x-reqrep-refused")
 _DEATH_PREFIXES = ("x-first-death-", "x-last-death-")
 _MAX_DEATHS = 1_000_000_000  # a count beyond this is not the broker's
 

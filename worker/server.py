@@ -37,8 +37,9 @@ class Worker:
     Handlers run on ``concurrency`` pool threads, never on the I/O thread, so a long handler
     cannot starve the connection's heartbeats. ``async def`` handlers run on one event loop
     thread instead, at most ``concurrency`` coroutines at a time; a handler that blocks that loop
-    is logged (``HandlerLoop``). The broker sends at most ``prefetch`` (default:
-    ``concurrency``) unacknowledged requests to this worker, so N workers share one queue fairly.
+    is logged (``HandlerLoop``). The broker sends at most ``prefetch`` (default: a
+    quarter more than ``concurrency``) unacknowledged requests to this worker, so N workers share
+    one queue fairly.
     If the connection drops, the worker reconnects by itself; the broker redelivers what was in
     flight. Replies are cached by service, method and idempotency key (at most
     ``dedupe_entries`` and ``settings.dedupe_bytes``, for ``dedupe_ttl`` seconds), so a
@@ -150,6 +151,7 @@ class Worker:
         waits for a leader), it keeps trying across all its URLs in the background, and serves
         as soon as it consumes.
         """
+        self._started = time.monotonic()
         if self.service.has_sync:
             self._pool.start()
         if self.service.has_async:

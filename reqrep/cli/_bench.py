@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from reqrep.cli._output import error_kind
+from reqrep.cli._output import exit_for
 from reqrep.common import exitcodes
 from reqrep.common.config import Settings
 from reqrep.common.errors import ReqrepError
@@ -111,8 +111,7 @@ def bench_command(
                 quiet=as_json,
             )
     except ReqrepError as exc:
-        click.echo(f"reqrep: {error_kind(exc)}: {exc}", err=True)
-        sys.exit(exitcodes.for_error(exc))
+        exit_for(exc)
     if as_json:
         click.echo(json.dumps(result.summary()))
     else:
@@ -125,7 +124,8 @@ def _require_rich() -> None:
     try:
         import rich  # noqa: F401, PLC0415 - probe for the optional extra
     except ImportError:
-        raise click.ClickException(
+        # A missing extra is a usage matter (exit 2), as click's own errors are.
+        raise click.UsageError(
             "reqrep bench needs the 'tools' extra: pip install 'reqrep[tools]'"
         ) from None
 

@@ -71,7 +71,8 @@ def call_command(
     """Call METHOD of a service with a JSON PAYLOAD and print the JSON result.
 
     Exit codes: 0 ok, 2 bad arguments, 3 timeout, 4 remote error, 5 method not found,
-    6 no such service, 7 broker unreachable, 8 other error, 9 refused (login, vhost),
+    6 no such service, 7 broker unreachable, 8 other error, 9 refused (login, vhost, TLS
+    certificate, access to a queue or exchange, a worker's set-up),
     10 no workers.
     """
     try:

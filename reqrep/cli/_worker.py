@@ -19,15 +19,36 @@ from reqrep.worker.supervisor import Supervisor
 __all__ = ["load_service", "worker_command"]
 
 
-def load_service(spec: str) -> Service:
-    """Import ``module:attribute`` and return the Service it names."""
+# What a worker process of a supervisor runs: the CLI, with the directory it was started in
+# moved from the front of the import path to its end, so that an installed reqrep, not a
+# checkout's reqrep/ folder beside it, is what it imports (``-m`` and ``-c`` put it first).
+CHILD = (
+    "import sys; sys.path.append(sys.path.pop(0)); "
+    "from reqrep.cli import main; sys.argv[0] = 'reqrep'; main()"
+)
+
+
+def load_service(spec: str, app_dir: str | None = None) -> Service:
+    """Import ``module:attribute`` and return the Service it names. Modules are looked for
+    in ``app_dir`` (default: the current directory) first, as uvicorn and celery do."""
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise click.BadParameter(
             f"expected MODULE:ATTRIBUTE, e.g. reqrep.worker.demo:service; got {spec!r}"
         )
+    folder = os.path.abspath(app_dir or os.getcwd())
+    if folder not in sys.path:
+        # reqrep itself is imported already: its modules keep coming from where they came.
+        sys.path.insert(0, folder)
     try:
         module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module_name.startswith(exc.name):
+            raise click.BadParameter(
+                f"cannot import {module_name!r}: no module {exc.name!r} in {folder} or on the "
+                "import path (--app-dir names another folder)"
+            ) from None
+        raise click.BadParameter(f"cannot import {module_name!r}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - any import failure is a bad SPEC for the user
         raise click.BadParameter(f"cannot import {module_name!r}: {exc}") from None
     service = getattr(module, attr, None)
@@ -108,6 +129,13 @@ def load_service(spec: str) -> Service:
     envvar="REQREP_TRACING",
     help="Emit OpenTelemetry spans (needs reqrep[otel] and an SDK, e.g. opentelemetry-instrument).",
 )
+@click.option(
+    "--app-dir",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    envvar="REQREP_APP_DIR",
+    help="Folder to import MODULE from, before the import path  [default: the current one]",
+)
 @click.option("--parent-pid", type=int, default=None, hidden=True)
 def worker_command(
     *,
@@ -122,10 +150,11 @@ def worker_command(
     health_port: int | None,
     http_host: str,
     tracing: bool,
+    app_dir: str | None,
     parent_pid: int | None,
 ) -> None:
     """Serve MODULE:SERVICE (e.g. reqrep.worker.demo:service) until a signal, then drain."""
-    service = load_service(spec)
+    service = load_service(spec, app_dir)
     ops = Ops(metrics_port, health_port, http_host, tracing)
     try:
         settings = Settings.from_env(url=url, queue_type=queue_type)
@@ -135,6 +164,7 @@ def worker_command(
         sys.exit(
             _supervise(
                 spec=spec,
+                app_dir=os.path.abspath(app_dir or os.getcwd()),
                 processes=processes,
                 settings=settings,
                 concurrency=concurrency,
@@ -166,6 +196,7 @@ def worker_command(
 def _supervise(
     *,
     spec: str,
+    app_dir: str,
     processes: int,
     settings: Settings,
     concurrency: int,
@@ -175,8 +206,8 @@ def _supervise(
 ) -> int:
     argv = [
         sys.executable,
-        "-m",
-        "reqrep",
+        "-c",
+        CHILD,
         "worker",
         spec,
         "--concurrency",
@@ -187,6 +218,8 @@ def _supervise(
         settings.queue_type,
         "--parent-pid",
         str(os.getpid()),
+        "--app-dir",
+        app_dir,
     ]
     if prefetch is not None:
         argv += ["--prefetch", str(prefetch)]

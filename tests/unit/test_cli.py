@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner, Result
 
@@ -197,3 +200,31 @@ def test_invalid_log_level_exits_2() -> None:
     result = _run("--log-level", "LOUD", "call", "--help")
     assert result.exit_code == exitcodes.BAD_ARGUMENTS
     assert "--log-level" in result.output
+
+
+def test_a_service_module_in_the_current_folder_is_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reqrep.cli._worker import load_service  # noqa: PLC0415 - the function under test
+
+    package = tmp_path / "shop"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "pricing.py").write_text(
+        "from reqrep import Service\nservice = Service('pricing')\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    assert load_service("shop.pricing:service").name == "pricing"
+
+
+def test_an_app_dir_is_searched_and_a_missing_module_names_where(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reqrep.cli._worker import load_service  # noqa: PLC0415 - the function under test
+
+    (tmp_path / "billing.py").write_text("from reqrep import Service\nservice = Service('b')\n")
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    assert load_service("billing:service", str(tmp_path)).name == "b"
+    with pytest.raises(click.BadParameter, match=f"no module 'nowhere' in {tmp_path}"):
+        load_service("nowhere.at.all:service", str(tmp_path))

@@ -100,6 +100,7 @@ def test_a_replayed_request_gets_a_fresh_deadline_and_loses_the_death_headers() 
         "x-first-death-reason": "expired",
         "x-last-death-queue": "q",
         "x-delivery-count": 3,
+        "x-reqrep-refused": 2,  # a replayed request starts its count of refused replies afresh
         "x-deadline": 5,
         "traceparent": "00-abc",
     }

@@ -92,3 +92,20 @@ def test_correlation_filter() -> None:
         assert explicit.correlation_id == "other"  # type: ignore[attr-defined]
     finally:
         tracecontext.unbind(token)
+
+
+def test_tracestate_is_carried_on_without_a_tracer() -> None:
+    """A worker without tracing passes the caller's tracestate to the calls it makes (W3C: a
+    participant that does not change it carries it along)."""
+    token = tracecontext.bind("c1", tracecontext.extract({"traceparent": TP, "tracestate": "k=v"}))
+    try:
+        headers = tracecontext.outgoing()
+    finally:
+        tracecontext.unbind(token)
+    assert headers["tracestate"] == "k=v"
+    assert headers["traceparent"][:36] == TP[:36]
+    token = tracecontext.bind("c2", tracecontext.extract({"traceparent": TP}))
+    try:
+        assert "tracestate" not in tracecontext.outgoing()
+    finally:
+        tracecontext.unbind(token)
