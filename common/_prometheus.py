@@ -1,7 +1,7 @@
 """Prometheus metrics: an Observer that counts reqrep's events (the optional ``metrics`` extra).
 
 Imported only by ``reqrep.metrics.enable()``; nothing else in reqrep imports prometheus_client.
-The metric names and labels are listed in README.md (Operations).
+The metric names and labels are listed in docs/operations.md ("Metrics").
 
 Threads: every method may run on any thread (I/O, handler or caller threads):
 prometheus_client's metrics take their own locks.

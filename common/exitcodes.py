@@ -1,7 +1,7 @@
 """Process exit codes of the ``reqrep`` command, one per kind of failure.
 
 Scripts can tell "the service is not deployed" from "the call took too long" without parsing
-text. README.md lists them; keep the two in step.
+text. README.md and docs/operations.md list them; keep them in step.
 """
 
 from __future__ import annotations

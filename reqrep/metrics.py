@@ -6,9 +6,9 @@
     reqrep.metrics.enable()               # before making Workers and Requestors
     prometheus_client.start_http_server(9100)   # or serve reqrep.metrics.render() yourself
 
-``enable`` registers reqrep's metrics (README.md, Operations) in a prometheus_client registry
-(the default one unless given) and makes every Worker and Requestor created afterwards update
-them. prometheus_client is imported here only when ``enable`` is called.
+``enable`` registers reqrep's metrics (docs/operations.md, "Metrics") in a prometheus_client
+registry (the default one unless given) and makes every Worker and Requestor created
+afterwards update them. prometheus_client is imported here only when ``enable`` is called.
 """
 
 from __future__ import annotations

@@ -14,13 +14,13 @@ What it does, bounded by ``--max-seconds`` from start to clean-up:
    at once) and resets every proxied connection every ``--cut-every`` seconds;
 5. reports how every call ended, how late, and how many times each key really ran.
 
-The promise under test (README, "Reliability"): every call ends, by its deadline, with its result
-or a typed error; an idempotent call survives lost connections and dead workers. The run passes
-(exit 0) when no call was lost (its future never completed), none ended more than 1 s after its
-deadline, every idempotent call succeeded, and every planned call was sent. Plain calls may fail
-with ``ConnectionLost`` (their request may or may not have run) and keys may run more than once
-when a duplicate reaches another worker process (the dedupe window is per process): both are
-reported, not failures of the run.
+The promise under test (README.md; docs/reliability.md): every call ends, by its deadline, with
+its result or a typed error; an idempotent call survives lost connections and dead workers. The
+run passes (exit 0) when no call was lost (its future never completed), none ended more than 1 s
+after its deadline, every idempotent call succeeded, and every planned call was sent. Plain
+calls may fail with ``ConnectionLost`` (their request may or may not have run) and keys may run
+more than once when a duplicate reaches another worker process (the dedupe window is per
+process): both are reported, not failures of the run.
 
 ``run_chaos(ChaosConfig(...))`` is the same run as a function (tests/integration/test_chaos.py).
 

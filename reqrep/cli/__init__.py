@@ -59,8 +59,8 @@ cli.add_command(dlq_group)
 
 def main() -> None:
     """Entry point of the ``reqrep`` script. Whatever goes wrong ends in one line and an exit
-    code: a reqrep error with its own (README: exit codes), anything else (a bug) with 8 and its
-    traceback only in the debug log."""
+    code: a reqrep error with its own (the exit codes of README.md and docs/operations.md),
+    anything else (a bug) with 8 and its traceback only in the debug log."""
     try:
         cli(prog_name="reqrep")
     except ReqrepError as exc:

@@ -72,6 +72,7 @@ def error_line(error: ReqrepError) -> str:
 
 
 def exit_for(error: ReqrepError) -> NoReturn:
-    """Print the error's line on stderr and exit with its code (README: exit codes)."""
+    """Print the error's line on stderr and exit with its code (the exit codes of README.md
+    and docs/operations.md)."""
     click.echo(f"reqrep: {safe(error_line(error))}", err=True)
     sys.exit(exitcodes.for_error(error))

@@ -4,7 +4,7 @@ Scenarios: kill -9 the node the clients are connected to (which also leads the r
 kill the node that leads the request queue while the requestor is on another node; lose quorum
 (2 of 3 nodes down) and get it back. Every scenario asserts that no call is lost or hangs, that
 every failure is a typed error, and that calls come back by themselves: within 3 s of a kill, and
-within 5 s of quorum returning. The figures are printed (``-s``) for the README.
+within 5 s of quorum returning. The figures are printed (``-s``) for docs/reliability.md.
 """
 
 from __future__ import annotations

@@ -105,7 +105,7 @@ _ADD_BODIES = st.one_of(
 )
 _FAIL_BODIES = st.one_of(
     st.builds(lambda m: _dumps({"message": m}, False), _JSON_VALUES),
-    # Error messages around README's cut at 2,000 characters.
+    # Error messages around the protocol's cut at 2,000 characters.
     st.integers(1990, 2010).map(lambda n: _dumps({"message": "m" * n}, True)),
 )
 # 4 bytes per 1e9 in the request, 13 in the reply (1000000000.0): results over the limit.

@@ -1,5 +1,5 @@
-"""The fuzz test's model of the worker: what should come of each message it sent (README's
-"Wire protocol" and the worker's checks, replayed in order), and the checks of what came back
+"""The fuzz test's model of the worker: what should come of each message it sent (docs/protocol.md
+and the worker's checks, replayed in order), and the checks of what came back
 against it."""
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def _int_header(headers: dict[str, Any] | None, name: str) -> int | None:
 
 
 def _is_json_content_type(content_type: str | None) -> bool:
-    """README: ``application/json``, matched case-insensitively, parameters allowed."""
+    """docs/protocol.md: ``application/json``, matched case-insensitively, parameters allowed."""
     return bool(content_type) and str(content_type).split(";", 1)[0].strip().lower() == JSON
 
 
@@ -63,7 +63,7 @@ def _refuse_constant(name: str) -> Any:
 
 
 def _finite_float(text: str) -> float:
-    """README: a number too large for a double (``1e400``) is refused, not read as infinity."""
+    """The protocol: a number too large for a double (``1e400``) is refused, not infinity."""
     value = float(text)
     if value in (float("inf"), float("-inf")):
         raise ValueError(f"{text} is too large for a double")
@@ -71,7 +71,7 @@ def _finite_float(text: str) -> float:
 
 
 def _clip(text: str) -> str:
-    """README: a message longer than 2,000 characters is cut there and says how much was cut."""
+    """The protocol: a message longer than 2,000 characters is cut there, saying how much."""
     text = text.encode("utf-8", "replace").decode("utf-8")
     if len(text) <= 2000:
         return text
@@ -96,7 +96,7 @@ def expect_handled(method: str, body: bytes) -> Expect:
             error_type=type(exc).__name__,
             message=_clip(str(exc)),
         )
-    try:  # as README's reply: compact UTF-8 JSON (a lone surrogate is not UTF-8)
+    try:  # as the protocol's reply: compact UTF-8 JSON (a lone surrogate is not UTF-8)
         reply = {"ok": True, "result": result}
         text = json.dumps(reply, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
         encoded = text.encode("utf-8")
@@ -120,8 +120,8 @@ def _judge(sent: Sent, answered: Answered) -> Expect:
         return Expect("expired")
     # No poison here: every message is a first delivery, and on a first delivery the worker
     # ignores an x-delivery-count header (the publisher wrote it, not the broker).
-    # README: the key is scoped by service and method; only a reply from running the handler is
-    # kept (a body that is not JSON is refused before the handler runs).
+    # The protocol: the key is scoped by service and method; only a reply from running the
+    # handler is kept (a body that is not JSON is refused before the handler runs).
     message_id = wire(spec.message_id) or None
     key = None if message_id is None else (wire(spec.method), message_id)
     if key is not None and key in answered:

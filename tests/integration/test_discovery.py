@@ -179,7 +179,7 @@ def test_cli_json_outputs_parse(settings: Settings, service_name: str) -> None:
 
 
 def test_the_control_protocol_with_bare_pika(settings: Settings, service_name: str) -> None:
-    """A foreign client pings by the README's wire-protocol rules alone."""
+    """A foreign client pings by docs/protocol.md's rules alone."""
     replies: list[tuple[str, dict[str, object]]] = []
     connection = pika.BlockingConnection(pika.URLParameters(settings.url))
     try:

@@ -1,4 +1,4 @@
-"""A client in "any language" can call a reqrep worker by following README.md's protocol alone.
+"""A client in "any language" can call a reqrep worker by following docs/protocol.md alone.
 
 The client here is bare pika: it imports nothing from ``requestor`` or ``common``, and builds every
 queue name, property and body from the protocol document. The ``demo_worker`` fixture only gets a

@@ -1,8 +1,8 @@
-"""A worker in another language, written from README.md's Topology tables alone, shares a queue
-with Python workers: whichever declares first, nobody gets 406 PRECONDITION_FAILED.
+"""A worker in another language, written from docs/protocol.md's topology tables alone, shares a
+queue with Python workers: whichever declares first, nobody gets 406 PRECONDITION_FAILED.
 
-The declarations below are hard-coded from the README (not imported from ``common/topology.py``),
-and the test checks that the README still says what they say.
+The declarations below are hard-coded from the protocol document (not imported from
+``common/topology.py``), and the test checks that the document still says what they say.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from reqrep.requestor import Requestor
 from reqrep.worker import Worker
 from reqrep.worker.demo import build
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+PROTOCOL = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 
 
 def _declare_as_documented(url: str, prefix: str, service: str, queue_type: str) -> None:
-    """What the README's Topology section tells a foreign worker to declare."""
+    """What the protocol's topology tables tell a foreign worker to declare."""
     queue, dead, dlx = f"{prefix}{service}", f"{prefix}{service}.dead", f"{prefix}dlx"
     arguments: dict[str, Any] = {
         "x-queue-type": queue_type,
@@ -62,14 +62,19 @@ def queue_type(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def test_the_readme_documents_these_declarations() -> None:
-    text = README.read_text()
+def test_the_protocol_documents_these_declarations() -> None:
+    text = PROTOCOL.read_text()
     for row in (
-        "| `reqrep.dlx` | exchange, type `direct`, durable, not auto-delete, not internal |",
-        "`x-queue-type`: same as the request queue's; `x-max-length`: `10000` (integer)",
-        "| binding | `reqrep.S.dead` to `reqrep.dlx` | routing key `reqrep.S.dead` |",
-        "| `x-dead-letter-exchange` | `reqrep.dlx` |",
-        "| `x-dead-letter-routing-key` | `reqrep.S.dead` |",
+        "| `{prefix}dlx` | exchange, type `direct`, durable, not auto-delete, not internal "
+        "| none |",
+        "| `{prefix}S.dead` | queue, durable, not exclusive, not auto-delete | `x-queue-type`: "
+        "same as the request queue's; `x-max-length`: `10000` (integer) |",
+        "| binding | `{prefix}S.dead` to `{prefix}dlx` | routing key `{prefix}S.dead` | none |",
+        "| request queue | `{prefix}S` | queue, durable, not exclusive, not auto-delete |",
+        "| `{prefix}requests` | exchange, type `direct`, durable, not auto-delete, not internal |",
+        "| binding | `{prefix}S` to `{prefix}requests` | routing key `{prefix}S` | none |",
+        "| `x-dead-letter-exchange` | `{prefix}dlx` |",
+        "| `x-dead-letter-routing-key` | `{prefix}S.dead` |",
         "**`7`** with the default `REQREP_MAX_REDELIVERIES=5`",
     ):
         assert row in text, row

@@ -7,7 +7,7 @@ expired); none is delivered over and over; the worker's connection never dies.
 Each example publishes one message straight into ``demo_worker.queue`` and then makes one real
 call. The queue is FIFO and the worker judges deliveries in order on its I/O thread, so once the
 call returns the message has been judged (its handler, if it got one, may still be running).
-After all examples a model replays the messages in order, as README's "Wire protocol" and the
+After all examples a model replays the messages in order, as docs/protocol.md and the
 worker's checks describe them, and everything observed must match it: each reply, each
 dead-lettered message and each of the worker's counters.
 """

@@ -1,5 +1,5 @@
-"""The permission model (README: Security), as a tested matrix: each role can do what it is
-documented for, and nothing the attacks below need.
+"""The permission model (docs/operations.md, "Permissions"), as a tested matrix: each role can
+do what it is documented for, and nothing the attacks below need.
 
 - Signing (``REQREP_SIGN_REPLIES``) proves which broker user sent a reply, not which request it
   answers. A user who can *read* a request queue can take a victim's request off it and send its
@@ -12,7 +12,7 @@ documented for, and nothing the attacks below need.
 - Operators ping the workers and read, replay and purge dead letters; workers must be visible to
   them under the worker permissions (their control queues are named under the prefix).
 
-The tests create their own users (unique names, deleted at the end) with the README's patterns,
+The tests create their own users (unique names, deleted at the end) with the documented patterns,
 with this test's queue prefix in place of ``reqrep.``.
 """
 
@@ -39,7 +39,7 @@ from reqrep.worker import Worker
 from reqrep.worker.demo import build
 from tests.support import Admin, wait_until
 
-# The README's patterns, with "reqrep\." standing for the queue prefix.
+# The documented patterns (docs/operations.md), with "reqrep\." standing for the queue prefix.
 WORKER = (r"^reqrep\.", r"^(amq\.default|reqrep\..*)$", r"^reqrep\.")
 REQUESTOR = (r"^amq\.gen-", r"^reqrep\.requests$", r"^amq\.gen-")
 OPERATOR = (
@@ -49,8 +49,8 @@ OPERATOR = (
 )
 
 
-def test_the_readme_gives_these_patterns() -> None:
-    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+def test_the_docs_give_these_patterns() -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
     roles = (("reqrep-worker", WORKER), ("reqrep-client", REQUESTOR), ("reqrep-operator", OPERATOR))
     for role, patterns in roles:
         quoted = " ".join(f"'{p}'" for p in patterns)
