@@ -104,15 +104,20 @@ class Contract:
         typed_request, typed_reply = is_structured(request), is_structured(reply)
         if not (typed_request or typed_reply):
             return cls(request, reply, typed_request=False, typed_reply=False)
-        adapter = pydantic_module(f"handler {_label(fn)}").TypeAdapter
-        return cls(
-            request,
-            reply,
-            typed_request=typed_request,
-            typed_reply=typed_reply,
-            _request=adapter(request) if typed_request else None,
-            _reply=adapter(reply) if typed_reply else None,
-        )
+        pydantic = pydantic_module(f"handler {_label(fn)}")
+        try:
+            return cls(
+                request,
+                reply,
+                typed_request=typed_request,
+                typed_reply=typed_reply,
+                _request=pydantic.TypeAdapter(request) if typed_request else None,
+                _reply=pydantic.TypeAdapter(reply) if typed_reply else None,
+            )
+        except pydantic.PydanticUserError as exc:  # e.g. typing.TypedDict before Python 3.12
+            raise ConfigError(
+                f"handler {_label(fn)}: pydantic cannot use its hints: {exc}"
+            ) from None
 
     @property
     def typed(self) -> bool:
@@ -184,7 +189,11 @@ def is_structured(annotation: Any) -> bool:
     if isinstance(annotation, type):
         if dataclasses.is_dataclass(annotation) or typing.is_typeddict(annotation):
             return True
-        pydantic = sys.modules.get("pydantic")  # no model class exists unless it is imported
+        # Neither a model nor a typing_extensions TypedDict exists unless its module is imported.
+        extensions = sys.modules.get("typing_extensions")
+        if extensions is not None and extensions.is_typeddict(annotation):
+            return True
+        pydantic = sys.modules.get("pydantic")
         return pydantic is not None and issubclass(annotation, pydantic.BaseModel)
     return any(is_structured(arg) for arg in typing.get_args(annotation))
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from types import TracebackType
 from typing import Any
@@ -136,17 +136,21 @@ class LocalRequestor:
         one, two = self.requestor.stats(), self._async.stats()
         return ReplyStats(*(a + b for a, b in zip(_fields(one), _fields(two), strict=True)))
 
-    def call(self, method: str, payload: Any = None, **options: Any) -> Any:
+    def call(self, method: str | Callable[..., Any], payload: Any = None, **options: Any) -> Any:
         """Like ``Requestor.call``: the result, or the call's typed error."""
         self._ensure_open()
         return self.requestor.call(method, payload, **options)
 
-    def call_async(self, method: str, payload: Any = None, **options: Any) -> Future[Any]:
+    def call_async(
+        self, method: str | Callable[..., Any], payload: Any = None, **options: Any
+    ) -> Future[Any]:
         """Like ``Requestor.call_async``: a future that ends by the call's timeout."""
         self._ensure_open()
         return self.requestor.call_async(method, payload, **options)
 
-    async def acall(self, method: str, payload: Any = None, **options: Any) -> Any:
+    async def acall(
+        self, method: str | Callable[..., Any], payload: Any = None, **options: Any
+    ) -> Any:
         """Like ``AsyncRequestor.call``; cancelling the awaiting task forgets the call."""
         self._ensure_open()
         return await self._async.call(method, payload, **options)
@@ -205,6 +209,8 @@ class LocalAsyncRequestor:
     ) -> None:
         await self.close()
 
-    async def call(self, method: str, payload: Any = None, **options: Any) -> Any:
+    async def call(
+        self, method: str | Callable[..., Any], payload: Any = None, **options: Any
+    ) -> Any:
         """Like ``AsyncRequestor.call``."""
         return await self.local.acall(method, payload, **options)
