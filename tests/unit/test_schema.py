@@ -12,7 +12,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 import yaml
@@ -44,7 +44,7 @@ def _validate(*documents: Path) -> subprocess.CompletedProcess[str]:
     return done
 
 
-def _missing(reason: str) -> None:
+def _missing(reason: str) -> NoReturn:
     message = f"{reason}: .ci/run installs @asyncapi/parser (npm) into /var/cache/reqrep-asyncapi"
     if os.environ.get("CI") == "true":
         pytest.fail(f"CI=true: {message}", pytrace=False)
