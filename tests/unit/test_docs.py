@@ -19,7 +19,7 @@ import prometheus_client
 import pytest
 
 from reqrep.cli import cli
-from reqrep.common import config, control, errors, exitcodes, tracecontext
+from reqrep.common import callheaders, config, control, errors, exitcodes, tracecontext
 from reqrep.common._prometheus import PrometheusObserver
 from reqrep.worker import admission, replies
 from reqrep.worker import control as worker_control
@@ -242,6 +242,7 @@ def test_the_protocol_names_every_header_and_limit() -> None:
         replies.REFUSED_HEADER,
         tracecontext.TRACE_HEADER,
         tracecontext.STATE_HEADER,
+        callheaders.HEADERS_HEADER,
     ):
         assert f"`{header}`" in text, header
     assert f"holds at most {worker_control.QUEUE_MAX} pings" in text
