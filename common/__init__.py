@@ -3,6 +3,7 @@
 from reqrep.common.config import DEFAULT_URL, Settings, redact_url
 from reqrep.common.errors import (
     AccessRefused,
+    AppError,
     BadRequest,
     BrokerUnreachable,
     CallError,
@@ -20,6 +21,7 @@ from reqrep.common.errors import (
     ReqrepConnectionError,
     ReqrepError,
     SerializationError,
+    StartupError,
     TooManyPending,
 )
 from reqrep.common.observe import Observer
@@ -28,6 +30,7 @@ from reqrep.common.tracecontext import CorrelationFilter
 __all__ = [
     "DEFAULT_URL",
     "AccessRefused",
+    "AppError",
     "BadRequest",
     "BrokerUnreachable",
     "CallError",
@@ -48,6 +51,7 @@ __all__ = [
     "ReqrepError",
     "SerializationError",
     "Settings",
+    "StartupError",
     "TooManyPending",
     "redact_url",
 ]

@@ -35,6 +35,9 @@ REPLY_TYPE = "reply"
 # Error text crosses the wire; a handler that raises with a megabyte message must not make a
 # megabyte reply.
 _MAX_MESSAGE_CHARS = 2000
+# A trail grows by one hop per handler it passes out of; a loop of calls must not grow it
+# without bound. The innermost hops, where the error came from, are the ones kept.
+_MAX_TRAIL = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,19 +48,30 @@ class ErrorInfo:
     type: str
     message: str
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
+    trail: list[dict[str, str]] = dataclasses.field(default_factory=list)  # innermost first
 
     @classmethod
     def from_exception(cls, exc: BaseException, code: str = HANDLER_ERROR) -> ErrorInfo:
-        """Describe ``exc`` by its class name and text (even if its ``__str__`` fails)."""
+        """Describe ``exc``: a ``RemoteError`` (an ``AppError`` raised here, or an error a call
+        of the handler's own brought back) as it is, with its code, type, details and trail;
+        any other exception by its class name and text (even if its ``__str__`` fails)."""
+        if isinstance(exc, RemoteError):
+            return cls(exc.code, exc.type, exc.message, dict(exc.details), list(exc.trail))
         return cls(code=code, type=type(exc).__name__, message=exception_text(exc))
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        wire: dict[str, Any] = {
             "code": _text(self.code),
             "type": _text(self.type),
             "message": _clip(_text(self.message)),
             "details": self.details,
         }
+        if self.trail:  # only handlers' errors have one: other replies stay as they were
+            wire["trail"] = [
+                {"service": _text(hop["service"]), "method": _text(hop["method"])}
+                for hop in self.trail[:_MAX_TRAIL]
+            ]
+        return wire
 
 
 def success_body(result: Any) -> bytes:

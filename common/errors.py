@@ -10,6 +10,7 @@
     │   ├── ConnectionLost           an open connection dropped; pending calls fail with it
     │   └── AccessRefused            the user may not use a queue or exchange (403)
     ├── ClosedError                  the Requestor/Worker was closed; no more use
+    ├── StartupError                 a service's startup hook or resource failed; not serving
     └── CallError                    one call did not produce a result
         ├── CallTimeout              no reply before the deadline       (also TimeoutError)
         ├── NoSuchService            no request queue for the service (AMQP 312 NO_ROUTE)
@@ -20,19 +21,28 @@
         └── RemoteError              the worker answered with an error reply
             ├── MethodNotFound       the service has no such method
             ├── BadRequest           the worker could not read the request
-            └── PoisonRequest        the request killed its worker on every delivery
+            ├── PoisonRequest        the request killed its worker on every delivery
+            └── AppError             an application error with its own code and details
 
-On the wire an error is data (``code``, ``type``, ``message``, ``details``);
+On the wire an error is data (``code``, ``type``, ``message``, ``details``, ``trail``);
 ``RemoteError.from_wire`` turns it back into the matching class here. No exception object is
 ever pickled.
+
+``AppError`` goes both ways: a handler raises it (or a subclass that declares its ``code``:
+defining the subclass registers the code), and the caller gets it back with the same code,
+type name and details: as the registered class when the caller's process defines it, else as
+``AppError``. A handler that lets a ``RemoteError`` from a call of its own escape passes it on
+as it is, adding its own hop to ``trail``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, ClassVar
 
 __all__ = [
     "AccessRefused",
+    "AppError",
     "BadRequest",
     "BrokerUnreachable",
     "CallError",
@@ -50,6 +60,7 @@ __all__ = [
     "ReqrepConnectionError",
     "ReqrepError",
     "SerializationError",
+    "StartupError",
     "TooManyPending",
 ]
 
@@ -96,6 +107,11 @@ class AccessRefused(ReqrepConnectionError):
 
 class ClosedError(ReqrepError):
     """The object was closed (or never opened) and cannot be used."""
+
+
+class StartupError(ReqrepError):
+    """A service's ``on_startup`` hook or resource failed: the worker did not start consuming
+    (the hooks and resources that had started were shut down again)."""
 
 
 class CallError(ReqrepError):
@@ -146,7 +162,10 @@ class RemoteError(CallError):
     """The worker answered with an error.
 
     ``type`` is the remote exception's class name, ``message`` its text, ``code`` the wire code
-    (``handler_error``, ``method_not_found``, ``bad_request`` or one this version does not know).
+    (``handler_error``, ``method_not_found``, ``bad_request``, ``poison_request``, an
+    application's own code, or one this version does not know), ``details`` a JSON object, and
+    ``trail`` the handlers it passed out of, innermost first (``{"service": ..., "method":
+    ...}`` each).
     """
 
     code = "handler_error"
@@ -158,25 +177,33 @@ class RemoteError(CallError):
         type: str = "Exception",
         code: str | None = None,
         details: dict[str, Any] | None = None,
+        trail: list[dict[str, str]] | None = None,
     ) -> None:
         super().__init__(f"{type}: {message}")
         self.type = type
         self.message = message
         self.code = code or self.code
         self.details = details or {}
+        self.trail = trail or []
 
     @staticmethod
     def from_wire(error: dict[str, Any]) -> RemoteError:
-        """Build the right subclass from a reply's ``error`` object."""
+        """Build the right class from a reply's ``error`` object: the built-in class of its
+        code, the ``AppError`` subclass registered for it, else ``AppError`` for a code that is
+        not a built-in one."""
         code = str(error.get("code", "handler_error"))
-        cls = _BY_CODE.get(code, RemoteError)
+        cls = _BY_CODE.get(code) or _APP_CODES.get(code) or AppError
         details = error.get("details")
-        return cls(
+        exc = cls.__new__(cls)
+        RemoteError.__init__(
+            exc,
             str(error.get("message", "")),
             type=str(error.get("type", "Exception")),
             code=code,
             details=details if isinstance(details, dict) else {},
+            trail=_trail(error.get("trail")),
         )
+        return exc
 
 
 class MethodNotFound(RemoteError):
@@ -198,6 +225,80 @@ class PoisonRequest(RemoteError):
     code = "poison_request"
 
 
+class AppError(RemoteError):
+    """An application error: a code, a message and JSON details, raised by a handler and
+    raised again, with the same code, type name and details, in its caller.
+
+    ``AppError("out_of_stock", "no more tea", details={"sku": "tea"})`` for a one-off; or a
+    subclass that declares its code, raised with a message alone::
+
+        class OutOfStock(AppError):
+            code = "out_of_stock"
+
+        raise OutOfStock("no more tea", details={"sku": "tea"})
+
+    Defining such a subclass registers its code in this process: a reply with that code is
+    raised as that class, so callers catch it by class (``except OutOfStock``) or by code
+    (``except AppError as e: if e.code == ...``). A code is 1-64 letters, digits, ``_``, ``.``
+    or ``-``, and not one of the built-in codes; one code belongs to one class.
+
+    A worker logs an AppError at INFO: it is an expected outcome, not a crash.
+    """
+
+    code = "app_error"
+    _code_fixed: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "code" in cls.__dict__:
+            cls._code_fixed = True
+            _register(cls)
+
+    def __init__(self, *args: str, details: dict[str, Any] | None = None) -> None:
+        if self._code_fixed:
+            (message,) = args
+            code = type(self).code
+        else:
+            code, message = args
+        super().__init__(message, type=type(self).__name__, code=_check_code(code), details=details)
+
+
 _BY_CODE: dict[str, type[RemoteError]] = {
     cls.code: cls for cls in (RemoteError, MethodNotFound, BadRequest, PoisonRequest)
 }
+_APP_CODES: dict[str, type[AppError]] = {}  # codes registered by AppError subclasses
+_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def _check_code(code: object) -> str:
+    if not isinstance(code, str) or not _CODE.fullmatch(code):
+        raise ConfigError(f"an error code is 1-64 letters, digits, '_', '.' or '-': {code!r}")
+    if code in _BY_CODE:
+        raise ConfigError(f"{code!r} is a built-in error code; choose another")
+    return code
+
+
+def _register(cls: type[AppError]) -> None:
+    """Called when an AppError subclass that declares ``code`` is defined."""
+    code = _check_code(cls.code)
+    known = _APP_CODES.get(code)
+    if known is not None and _name(known) != _name(cls):
+        raise ConfigError(f"error code {code!r} belongs to {_name(known)} already")
+    _APP_CODES[code] = cls  # the same class defined again (a reload) replaces itself
+
+
+def _name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _trail(value: object) -> list[dict[str, str]]:
+    """A reply's ``trail``, keeping only well-formed hops."""
+    if not isinstance(value, list):
+        return []
+    return [
+        {"service": hop["service"], "method": hop["method"]}
+        for hop in value
+        if isinstance(hop, dict)
+        and isinstance(hop.get("service"), str)
+        and isinstance(hop.get("method"), str)
+    ]

@@ -274,20 +274,29 @@ class Probe:
         self._emit("consumer_restarted", self.service)
 
     def handling(
-        self, method: str, correlation_id: str, headers: Mapping[str, str]
+        self,
+        method: str,
+        correlation_id: str,
+        headers: Mapping[str, str],
+        deadline: float | None = None,
     ) -> AbstractContextManager[None]:
-        """Around a handler (handler thread): the call's trace context and correlation id are
-        current (``tracecontext.current()``, log lines), and each observer's context runs.
-        ``headers`` are the request's trace headers as ``tracecontext.extract`` returns them."""
+        """Around a handler (handler thread): the call's trace context, correlation id and
+        deadline are current (``tracecontext.current()``, log lines, the default timeout of
+        calls it makes), and each observer's context runs. ``headers`` are the request's trace
+        headers as ``tracecontext.extract`` returns them."""
         if not self._observers:
-            return _Bound(correlation_id, headers)
-        return self._observed(method, correlation_id, headers)
+            return _Bound(correlation_id, headers, deadline)
+        return self._observed(method, correlation_id, headers, deadline)
 
     @contextlib.contextmanager
     def _observed(
-        self, method: str, correlation_id: str, headers: Mapping[str, str]
+        self,
+        method: str,
+        correlation_id: str,
+        headers: Mapping[str, str],
+        deadline: float | None,
     ) -> Iterator[None]:
-        token = tracecontext.bind(correlation_id, headers)
+        token = tracecontext.bind(correlation_id, headers, deadline)
         try:
             with contextlib.ExitStack() as stack:
                 for observer in self._observers:
@@ -307,14 +316,17 @@ class Probe:
 class _Bound:
     """The call is current on this thread while inside (no observers: no ExitStack)."""
 
-    __slots__ = ("_correlation_id", "_headers", "_token")
+    __slots__ = ("_correlation_id", "_deadline", "_headers", "_token")
 
-    def __init__(self, correlation_id: str, headers: Mapping[str, str]) -> None:
+    def __init__(
+        self, correlation_id: str, headers: Mapping[str, str], deadline: float | None
+    ) -> None:
         self._correlation_id = correlation_id
         self._headers = headers
+        self._deadline = deadline
 
     def __enter__(self) -> None:
-        self._token = tracecontext.bind(self._correlation_id, self._headers)
+        self._token = tracecontext.bind(self._correlation_id, self._headers, self._deadline)
 
     def __exit__(self, *_exc: object) -> None:
         tracecontext.unbind(self._token)

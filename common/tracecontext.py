@@ -9,7 +9,9 @@ span id. A call made outside any trace carries no header (a tracer, if enabled, 
 propagating costs untraced calls nothing.
 
 The same context variable holds the correlation id of the call being served, so that
-``CorrelationFilter`` can stamp it on every log line written while a handler runs.
+``CorrelationFilter`` can stamp it on every log line written while a handler runs, and its
+deadline, so that a call the handler makes without a timeout of its own ends by then
+(``remaining``).
 
 Pure and thread-agnostic: context variables are per thread (and per asyncio task).
 """
@@ -21,6 +23,7 @@ import dataclasses
 import logging
 import random
 import re
+import time
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -34,6 +37,7 @@ __all__ = [
     "current",
     "extract",
     "outgoing",
+    "remaining",
     "scope",
     "unbind",
 ]
@@ -99,6 +103,7 @@ class Scope(NamedTuple):
     correlation_id: str
     traceparent: str | None
     tracestate: str | None = None
+    deadline: float | None = None  # the caller's deadline, Unix time in seconds
 
     @property
     def parent(self) -> TraceParent | None:
@@ -147,10 +152,23 @@ def current() -> TraceParent | None:
     return None if current_scope is None else current_scope.parent
 
 
-def bind(correlation_id: str, headers: Mapping[str, str]) -> contextvars.Token[Scope | None]:
+def remaining() -> float | None:
+    """Seconds before the caller of the call being served gives up (never negative), or None:
+    not serving a call, or one without a deadline."""
+    current_scope = _scope.get()
+    if current_scope is None or current_scope.deadline is None:
+        return None
+    return max(0.0, current_scope.deadline - time.time())
+
+
+def bind(
+    correlation_id: str, headers: Mapping[str, str], deadline: float | None = None
+) -> contextvars.Token[Scope | None]:
     """Serve ``correlation_id`` on this thread until ``unbind``; ``headers`` as ``extract``
-    returns them (checked)."""
-    return _scope.set(Scope(correlation_id, headers.get(TRACE_HEADER), headers.get(STATE_HEADER)))
+    returns them (checked); ``deadline`` as Unix time in seconds, if the call has one."""
+    return _scope.set(
+        Scope(correlation_id, headers.get(TRACE_HEADER), headers.get(STATE_HEADER), deadline)
+    )
 
 
 def unbind(token: contextvars.Token[Scope | None]) -> None:

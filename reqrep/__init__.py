@@ -12,6 +12,7 @@ neither side; ``reqrep.requestor`` and ``reqrep.worker`` import ``common`` and n
 from reqrep.common import (
     DEFAULT_URL,
     AccessRefused,
+    AppError,
     BadRequest,
     BrokerUnreachable,
     CallError,
@@ -32,6 +33,7 @@ from reqrep.common import (
     ReqrepError,
     SerializationError,
     Settings,
+    StartupError,
     TooManyPending,
     redact_url,
 )
@@ -39,13 +41,24 @@ from reqrep.requestor import (
     Admin,
     AsyncRequestor,
     DeadLetter,
+    OutgoingCall,
     Replayed,
     ReplyStats,
     Requestor,
     ServiceStatus,
     WorkerInfo,
 )
-from reqrep.worker import CallContext, ConsumerStats, Handler, Service, Worker, current
+from reqrep.worker import (
+    CallContext,
+    ConsumerStats,
+    Handler,
+    HandlerCall,
+    Lifespan,
+    Resources,
+    Service,
+    Worker,
+    current,
+)
 
 __version__ = "0.2.0"
 
@@ -53,6 +66,7 @@ __all__ = [
     "DEFAULT_URL",
     "AccessRefused",
     "Admin",
+    "AppError",
     "AsyncRequestor",
     "BadRequest",
     "BrokerUnreachable",
@@ -66,11 +80,14 @@ __all__ = [
     "CorrelationFilter",
     "DeadLetter",
     "Handler",
+    "HandlerCall",
+    "Lifespan",
     "MessageTooLarge",
     "MethodNotFound",
     "NoSuchService",
     "NoWorkers",
     "Observer",
+    "OutgoingCall",
     "PoisonRequest",
     "PublishRejected",
     "RemoteError",
@@ -79,10 +96,12 @@ __all__ = [
     "ReqrepConnectionError",
     "ReqrepError",
     "Requestor",
+    "Resources",
     "SerializationError",
     "Service",
     "ServiceStatus",
     "Settings",
+    "StartupError",
     "TooManyPending",
     "Worker",
     "WorkerInfo",

@@ -11,11 +11,13 @@ from reqrep.requestor._calls import ReplyStats
 from reqrep.requestor.admin import Admin, DeadLetter, Replayed, ServiceStatus, WorkerInfo
 from reqrep.requestor.aio import AsyncRequestor
 from reqrep.requestor.client import Requestor
+from reqrep.requestor.middleware import OutgoingCall
 
 __all__ = [
     "Admin",
     "AsyncRequestor",
     "DeadLetter",
+    "OutgoingCall",
     "Replayed",
     "ReplyStats",
     "Requestor",

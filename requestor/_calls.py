@@ -71,6 +71,8 @@ class Call:
     timeout: float  # seconds, as the caller gave it (for messages)
     retries: int  # resends still allowed after a lost connection or a nack
     headers: dict[str, str] = dataclasses.field(default_factory=dict)  # e.g. traceparent
+    # The caller's own headers, as the AMQP header that carries them (common/callheaders.py).
+    app_headers: dict[str, Any] = dataclasses.field(default_factory=dict)
     deliver: Deliver | None = None  # set when the call is sent
     state: CallState = CallState.NEW
     rejections: int = 0  # nacks so far

@@ -15,10 +15,10 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
-from reqrep.common import serialization, tracecontext
+from reqrep.common import callheaders, serialization, tracecontext
 from reqrep.common._link import State
 from reqrep.common._transport import Transport, pika_transport
 from reqrep.common.config import Settings, check_seconds
@@ -138,16 +138,28 @@ class RequestorCore:
         timeout: float | None,
         retries: int,
         idempotency_key: str | None,
+        headers: Mapping[str, str] | None = None,
     ) -> Call:
         """Check a call's arguments and encode its request (touches no connection).
 
-        Raises ConfigError, SerializationError or MessageTooLarge.
+        A call made without a timeout while a handler serves a call with a deadline ends by
+        that deadline too (``tracecontext.remaining``): its caller waits no longer; past it,
+        CallTimeout at once. ``headers`` are the caller's own (``common/callheaders.py``).
+
+        Raises ConfigError, SerializationError, MessageTooLarge or CallTimeout.
         """
         settings = self.settings
         service = _check_name("service", service or self.service)
         method = _check_name("method", method)
         seconds = settings.timeout if timeout is None else timeout
+        if timeout is None and (left := tracecontext.remaining()) is not None:
+            if left <= 0:
+                raise CallTimeout(
+                    f"{service}.{method}: not sent, the call being served is past its deadline"
+                )
+            seconds = min(seconds, left)
         check_seconds("timeout", seconds)
+        own = callheaders.check(headers)
         body = serialization.dumps(payload)
         if len(body) > settings.max_message_bytes:
             raise MessageTooLarge(
@@ -171,6 +183,7 @@ class RequestorCore:
             # W3C trace context: this call continues the trace being served here, if any (a
             # tracer, if enabled, puts its own span's context instead).
             headers=tracecontext.outgoing(),
+            app_headers={callheaders.HEADERS_HEADER: own} if own else {},
         )
 
     def send(self, call: Call, deliver: Deliver) -> None:

@@ -284,7 +284,7 @@ class RequestorIO(LinkOwner):
             return  # the sweep ends it with CallTimeout
         properties = Properties(
             content_type=CONTENT_TYPE,
-            headers={DEADLINE_HEADER: call.deadline_ms, **call.headers},
+            headers={DEADLINE_HEADER: call.deadline_ms, **call.headers, **call.app_headers},
             delivery_mode=2 if self._settings.persistent else 1,
             correlation_id=call.correlation_id,
             reply_to=self.reply_queue,

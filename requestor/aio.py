@@ -13,17 +13,20 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import Future
 from types import TracebackType
-from typing import Any
+from typing import Any, overload
 
+from reqrep.common import middleware as chains
 from reqrep.common._transport import Transport
 from reqrep.common.aio import LoopInbox
 from reqrep.common.config import Settings
 from reqrep.common.errors import CallTimeout
 from reqrep.requestor._calls import Call, ReplyStats
-from reqrep.requestor._core import RequestorCore, retries_for
+from reqrep.requestor._core import RequestorCore
+from reqrep.requestor._typed import AsyncTypedHandler, P, Rep, Req, TypedHandler, prepare, resolve
+from reqrep.requestor.middleware import OutgoingCall
 
 __all__ = ["AsyncRequestor"]
 
@@ -43,7 +46,8 @@ class AsyncRequestor:
     late, as is one after a CallTimeout.
 
     One AsyncRequestor may serve several event loops, in several threads: each call's outcome
-    goes to the loop it was made on.
+    goes to the loop it was made on. ``middleware`` (``async def`` functions) wrap each call
+    (``requestor/middleware.py``).
 
     Readiness for a web app's probe: ``connected`` (calls go out now), ``address`` and
     ``reconnects``, as on ``Requestor``.
@@ -63,7 +67,9 @@ class AsyncRequestor:
         trusted_repliers: Collection[str] | None = None,
         wait_for_workers: bool | None = None,
         transport: Transport | None = None,
+        middleware: Sequence[chains.AsyncMiddleware] = (),
     ) -> None:
+        self._middleware = [chains.check(mw, "AsyncRequestor") for mw in middleware]
         self._core = RequestorCore(
             url,
             service=service,
@@ -171,6 +177,33 @@ class AsyncRequestor:
     ) -> None:
         await self.close()
 
+    @overload
+    async def call(
+        self,
+        method: AsyncTypedHandler[Req, P, Rep],
+        payload: Req,
+        *,
+        service: str | None = None,
+        timeout: float | None = None,
+        idempotent: bool = False,
+        retries: int | None = None,
+        idempotency_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Rep: ...
+    @overload
+    async def call(
+        self,
+        method: TypedHandler[Req, P, Rep],
+        payload: Req,
+        *,
+        service: str | None = None,
+        timeout: float | None = None,
+        idempotent: bool = False,
+        retries: int | None = None,
+        idempotency_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Rep: ...
+    @overload
     async def call(
         self,
         method: str,
@@ -181,16 +214,34 @@ class AsyncRequestor:
         idempotent: bool = False,
         retries: int | None = None,
         idempotency_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any: ...
+
+    async def call(
+        self,
+        method: str | Callable[..., Any],
+        payload: Any = None,
+        *,
+        service: str | None = None,
+        timeout: float | None = None,
+        idempotent: bool = False,
+        retries: int | None = None,
+        idempotency_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Any:
-        """Call ``method`` of ``service`` and return its result; see ``Requestor.call``."""
-        call = self._core.prepare(
-            method,
-            payload,
-            service=service,
-            timeout=timeout,
-            retries=retries_for(idempotent, retries),
-            idempotency_key=idempotency_key,
-        )
+        """Call ``method`` of ``service`` and return its result; see ``Requestor.call`` (a
+        method's name, or a registered handler function for a typed call)."""
+        target = resolve(method, payload, service=service, timeout=timeout, idempotent=idempotent)
+        outgoing = target.outgoing(headers)
+
+        async def send(call: OutgoingCall) -> Any:
+            return await self._call(call, retries, idempotency_key)
+
+        chain = chains.build_async(self._middleware, send) if self._middleware else send
+        return target.result(await chain(outgoing))
+
+    async def _call(self, outgoing: OutgoingCall, retries: int | None, key: str | None) -> Any:
+        call = prepare(self._core, outgoing, retries, key)
         opening = self._opening
         if opening is None or not opening.done():
             await self.open()

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import Future, InvalidStateError
 from types import TracebackType
-from typing import Any
+from typing import Any, overload
 
+from reqrep.common import middleware as chains
 from reqrep.common._transport import Transport
 from reqrep.common.config import Settings
+from reqrep.common.errors import ConfigError
 from reqrep.requestor._callbacks import CallbackRunner, ReplyFuture
 from reqrep.requestor._calls import ReplyStats
-from reqrep.requestor._core import RequestorCore, retries_for
+from reqrep.requestor._core import RequestorCore
+from reqrep.requestor._typed import AsyncTypedHandler, P, Rep, Req, TypedHandler, prepare, resolve
 from reqrep.requestor._waiter import CallWaiter
+from reqrep.requestor.middleware import OutgoingCall
 
 __all__ = ["Requestor"]
 
@@ -39,7 +43,8 @@ class Requestor:
     (unless marked retryable), and the requestor reconnects by itself; calls made meanwhile are
     sent once it is back, within their own deadline. After ``close()`` every call raises
     ClosedError. ``transport`` is for tests (``reqrep.testing.MemoryBroker``): by default the
-    requestor talks to RabbitMQ through pika.
+    requestor talks to RabbitMQ through pika. ``middleware`` (plain functions) wrap each
+    ``call`` (``requestor/middleware.py``).
 
     Threads: ``call``, ``call_async``, ``open``, ``close``, ``stats`` and the properties may be
     used from any thread. Callers only register their call and queue a publish; the connection
@@ -56,7 +61,9 @@ class Requestor:
         trusted_repliers: Collection[str] | None = None,
         wait_for_workers: bool | None = None,
         transport: Transport | None = None,
+        middleware: Sequence[chains.Middleware] = (),
     ) -> None:
+        self._middleware = [chains.check(mw, "Requestor") for mw in middleware]
         self._core = RequestorCore(
             url,
             service=service,
@@ -129,6 +136,33 @@ class Requestor:
     ) -> None:
         self.close()
 
+    @overload
+    def call(
+        self,
+        method: AsyncTypedHandler[Req, P, Rep],
+        payload: Req,
+        *,
+        service: str | None = None,
+        timeout: float | None = None,
+        idempotent: bool = False,
+        retries: int | None = None,
+        idempotency_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Rep: ...
+    @overload
+    def call(
+        self,
+        method: TypedHandler[Req, P, Rep],
+        payload: Req,
+        *,
+        service: str | None = None,
+        timeout: float | None = None,
+        idempotent: bool = False,
+        retries: int | None = None,
+        idempotency_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Rep: ...
+    @overload
     def call(
         self,
         method: str,
@@ -139,8 +173,28 @@ class Requestor:
         idempotent: bool = False,
         retries: int | None = None,
         idempotency_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any: ...
+
+    def call(
+        self,
+        method: str | Callable[..., Any],
+        payload: Any = None,
+        *,
+        service: str | None = None,
+        timeout: float | None = None,
+        idempotent: bool = False,
+        retries: int | None = None,
+        idempotency_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Any:
         """Call ``method`` of ``service`` and wait for its result.
+
+        ``method`` is a method's name, or the handler function a ``Service`` registered: then
+        the call goes to that service's method, the payload is serialised through the
+        handler's request type, its declared ``timeout`` and ``idempotent`` apply unless given
+        here, and the result is the handler's reply type (a typed call:
+        ``requestor/_typed.py``). ``headers`` reach the handler as ``current().headers``.
 
         A call whose request was sent when the connection dropped fails at once with
         ConnectionLost, unless it is safe to send again: ``idempotent=True`` (resend as often as
@@ -148,18 +202,21 @@ class Requestor:
         idempotency key (``idempotency_key``, by default a fresh random id per call), so a worker
         that already ran it answers from its cache instead of running it twice.
 
-        Raises CallTimeout, RemoteError (MethodNotFound, BadRequest, PoisonRequest),
+        Raises CallTimeout, RemoteError (MethodNotFound, BadRequest, PoisonRequest, AppError),
         NoSuchService, NoWorkers, ConnectionLost, BrokerUnreachable, ClosedError, MessageTooLarge,
         SerializationError or ConfigError.
         """
-        call = self._core.prepare(
-            method,
-            payload,
-            service=service,
-            timeout=timeout,
-            retries=retries_for(idempotent, retries),
-            idempotency_key=idempotency_key,
-        )
+        target = resolve(method, payload, service=service, timeout=timeout, idempotent=idempotent)
+        outgoing = target.outgoing(headers)
+
+        def send(call: OutgoingCall) -> Any:
+            return self._call(call, retries, idempotency_key)
+
+        chain = chains.build(self._middleware, send) if self._middleware else send
+        return target.result(chain(outgoing))
+
+    def _call(self, outgoing: OutgoingCall, retries: int | None, key: str | None) -> Any:
+        call = prepare(self._core, outgoing, retries, key)
         # No Future: the caller waits on a plain lock that the completing thread lets go.
         waiter = CallWaiter()
         self._core.send(call, waiter.deliver)
@@ -171,6 +228,33 @@ class Requestor:
             raise error
         return waiter.outcome()
 
+    @overload
+    def call_async(
+        self,
+        method: AsyncTypedHandler[Req, P, Rep],
+        payload: Req,
+        *,
+        service: str | None = None,
+        timeout: float | None = None,
+        idempotent: bool = False,
+        retries: int | None = None,
+        idempotency_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Future[Rep]: ...
+    @overload
+    def call_async(
+        self,
+        method: TypedHandler[Req, P, Rep],
+        payload: Req,
+        *,
+        service: str | None = None,
+        timeout: float | None = None,
+        idempotent: bool = False,
+        retries: int | None = None,
+        idempotency_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Future[Rep]: ...
+    @overload
     def call_async(
         self,
         method: str,
@@ -181,25 +265,41 @@ class Requestor:
         idempotent: bool = False,
         retries: int | None = None,
         idempotency_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Future[Any]: ...
+
+    def call_async(
+        self,
+        method: str | Callable[..., Any],
+        payload: Any = None,
+        *,
+        service: str | None = None,
+        timeout: float | None = None,
+        idempotent: bool = False,
+        retries: int | None = None,
+        idempotency_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Future[Any]:
         """Start a call; the future completes with its result or a typed error, by its timeout.
 
-        The options are those of ``call``. The future cannot be cancelled. Its done-callbacks
-        run on the requestor's callback thread, never on its I/O thread: they may block or make
-        calls.
+        The options are those of ``call`` (a typed call's future holds the reply type). The
+        future cannot be cancelled. Its done-callbacks run on the requestor's callback thread,
+        never on its I/O thread: they may block or make calls. ConfigError on a Requestor with
+        middleware (``requestor/middleware.py`` says why).
         """
-        call = self._core.prepare(
-            method,
-            payload,
-            service=service,
-            timeout=timeout,
-            retries=retries_for(idempotent, retries),
-            idempotency_key=idempotency_key,
-        )
+        if self._middleware:
+            raise ConfigError("call_async does not run middleware: use call() (on a thread)")
+        target = resolve(method, payload, service=service, timeout=timeout, idempotent=idempotent)
+        call = prepare(self._core, target.outgoing(headers), retries, idempotency_key)
         future: Future[Any] = ReplyFuture(self._callbacks)
         future.set_running_or_notify_cancel()  # a running future cannot be cancelled by users
 
-        def deliver(result: Any, error: BaseException | None) -> None:
+        def settle(result: Any, error: BaseException | None) -> None:
+            if error is None and target.contract is not None:
+                try:
+                    result = target.result(result)
+                except Exception as exc:  # noqa: BLE001 - a reply that does not match: the error
+                    error = exc
             try:
                 if error is not None:
                     future.set_exception(error)
@@ -207,6 +307,13 @@ class Requestor:
                     future.set_result(result)
             except InvalidStateError:  # completed by a racing path; the first one wins
                 pass
+
+        def deliver(result: Any, error: BaseException | None) -> None:
+            if error is None and target.contract is not None:
+                # A model's validators are user code: never on the I/O thread.
+                self._callbacks.run(lambda _future: settle(result, None), future)
+            else:
+                settle(result, error)
 
         self._core.send(call, deliver)
         return future

@@ -2,10 +2,22 @@
 
 from reqrep.worker.consumer import ConsumerStats
 from reqrep.worker.context import CallContext, current
+from reqrep.worker.invoke import HandlerCall
+from reqrep.worker.lifecycle import Lifespan, Resources
 from reqrep.worker.server import Worker
 from reqrep.worker.service import Handler, Service
 
-__all__ = ["CallContext", "ConsumerStats", "Handler", "Service", "Worker", "current"]
+__all__ = [
+    "CallContext",
+    "ConsumerStats",
+    "Handler",
+    "HandlerCall",
+    "Lifespan",
+    "Resources",
+    "Service",
+    "Worker",
+    "current",
+]
 
 # Last, so that the real package is what the imports above load.
 if __name__ != "reqrep.worker":  # a checkout's worker/ folder, imported by its bare name

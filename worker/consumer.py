@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable
 
-from reqrep.common import envelope, topology, tracecontext
+from reqrep.common import callheaders, envelope, topology, tracecontext
 from reqrep.common._link import Link, LinkOwner, State
 from reqrep.common._transport import Channel, Connection, Delivery, Failure, QueueInfo, Transport
 from reqrep.common.config import Settings
@@ -364,6 +364,7 @@ class Consumer(LinkOwner):
                 key,
                 tracecontext.extract(delivery.headers),
                 message,
+                callheaders.extract(delivery.headers),
             )
         )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from reqrep.common.errors import ReqrepError
 
@@ -23,7 +23,8 @@ class CallContext:
     ``deadline`` is the caller's deadline as Unix time in seconds (None if the request carried
     none); ``delivery_count`` is how many times the broker delivered it before (quorum queues);
     ``traceparent`` is the caller's W3C trace context, if the request carried one (calls this
-    handler makes continue that trace by themselves).
+    handler makes continue that trace by themselves); ``headers`` are the caller's own
+    (``call(..., headers=...)``).
     """
 
     service: str
@@ -34,6 +35,7 @@ class CallContext:
     redelivered: bool
     delivery_count: int
     traceparent: str | None = None
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def remaining(self) -> float | None:
         """Seconds left before the caller gives up (never negative), or None: pass it on as the

@@ -17,7 +17,8 @@ import time
 from typing import Any
 
 from reqrep.common import envelope, serialization, tracecontext
-from reqrep.common.errors import SerializationError
+from reqrep.common.contracts import InvalidPayload
+from reqrep.common.errors import AppError, RemoteError, SerializationError
 from reqrep.common.observe import Probe
 from reqrep.worker import context
 from reqrep.worker.consumer import Job
@@ -46,10 +47,10 @@ def execute(
         return _bad_request(exc)
     token = context.bind_later(lambda: call_context(job, service))
     try:
-        with probe.handling(job.method, job.correlation_id, job.trace):
+        with probe.handling(job.method, job.correlation_id, job.trace, _deadline(job)):
             result = job.handler(payload)
     except BaseException as exc:  # noqa: BLE001 - user code: any failure, even SystemExit, is a reply
-        return _failure(job, exc)
+        return _failure(job, exc, service)
     finally:
         context.unbind(token)
     if type(result) not in _PLAIN and inspect.isawaitable(result):
@@ -58,7 +59,7 @@ def execute(
             f"handler {job.method!r} returned an awaitable; declare it `async def` so that "
             "the worker awaits it on its event loop"
         )
-        return _failure(job, error)
+        return _failure(job, error, service)
     return _success(job, result, max_bytes)
 
 
@@ -84,7 +85,7 @@ async def execute_async(
         # The task copies the context; probe.handling runs inside it, around the handler.
         handler = asyncio.ensure_future(_observed(job, payload, probe))
     except BaseException as exc:  # noqa: BLE001 - calling the handler raised at once
-        return _failure(job, exc)
+        return _failure(job, exc, service)
     finally:
         context.unbind(token)
     try:
@@ -101,12 +102,12 @@ async def execute_async(
     try:
         result = handler.result()
     except BaseException as exc:  # noqa: BLE001 - user code: every failure becomes a reply
-        return _failure(job, exc)
+        return _failure(job, exc, service)
     return _success(job, result, max_bytes)
 
 
 async def _observed(job: Job, payload: Any, probe: Probe) -> Any:
-    with probe.handling(job.method, job.correlation_id, job.trace):
+    with probe.handling(job.method, job.correlation_id, job.trace, _deadline(job)):
         return await job.handler(payload)
 
 
@@ -120,7 +121,12 @@ def call_context(job: Job, service: str) -> context.CallContext:
         redelivered=job.redelivered,
         delivery_count=job.delivery_count,
         traceparent=job.trace.get(tracecontext.TRACE_HEADER),
+        headers=job.headers,
     )
+
+
+def _deadline(job: Job) -> float | None:
+    return None if job.deadline_ms is None else job.deadline_ms / 1000
 
 
 def _success(job: Job, result: Any, max_bytes: int | None) -> bytes:
@@ -139,16 +145,29 @@ def _success(job: Job, result: Any, max_bytes: int | None) -> bytes:
     return body
 
 
-def _failure(job: Job, exc: BaseException) -> bytes:
-    log.warning(
-        "handler %r raised %s: %s",
+def _failure(job: Job, exc: BaseException, service: str) -> bytes:
+    """The error reply for what the handler (or its middleware or contract) raised.
+
+    An error that is data already (an ``AppError``, or a ``RemoteError`` a call of the
+    handler's own brought back) goes on as it is, this hop added to its trail. Expected
+    outcomes (an AppError, a payload that does not match the contract) are logged at INFO;
+    anything else is a crash, logged at WARNING.
+    """
+    error = envelope.ErrorInfo.from_exception(exc)
+    error.trail.append({"service": service, "method": job.method})
+    expected = isinstance(exc, (AppError, InvalidPayload))
+    log.log(
+        logging.INFO if expected else logging.WARNING,
+        "handler %r %s %s: %s",
         job.method,
-        type(exc).__name__,
-        envelope.exception_text(exc),
-        exc_info=log.isEnabledFor(logging.DEBUG),
+        "passed on" if isinstance(exc, RemoteError) and len(error.trail) > 1 else "raised",
+        error.type if isinstance(exc, RemoteError) else type(exc).__name__,
+        envelope.exception_text(exc) if not isinstance(exc, RemoteError) else exc.message,
+        exc_info=not expected and log.isEnabledFor(logging.DEBUG),
         extra={"correlation_id": job.correlation_id},
     )
-    return envelope.error_body(envelope.ErrorInfo.from_exception(exc))
+    body = envelope.error_body(error)
+    return NotRun(body) if isinstance(exc, InvalidPayload) else body
 
 
 class NotRun(bytes):

@@ -34,6 +34,7 @@ class Job:
     cache_key: Hashable = None  # (service, method, message_id) when it has a message_id
     trace: dict[str, str] = dataclasses.field(default_factory=dict)  # W3C trace headers
     delivery: Delivery | None = None  # the request as delivered (to send it round again)
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)  # the caller's own
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
@@ -9,22 +10,26 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from types import FrameType, TracebackType
+from typing import Any
 
 from reqrep.common import control
 from reqrep.common._link import State
 from reqrep.common._transport import Transport, pika_transport
 from reqrep.common.config import Settings
-from reqrep.common.errors import ConfigError, ReqrepError
+from reqrep.common.errors import ConfigError, ReqrepError, StartupError
 from reqrep.common.observe import Probe
 from reqrep.worker.aio import HandlerLoop
 from reqrep.worker.consumer import WATCHDOG, Consumer, ConsumerStats, Job
 from reqrep.worker.control import ControlResponder
 from reqrep.worker.dedupe import ReplyCache
 from reqrep.worker.execute import execute, execute_async, handler_ran
+from reqrep.worker.invoke import bind
+from reqrep.worker.lifecycle import HOOK_TIMEOUT, Lifecycle, check_resources
+from reqrep.worker.limits import MethodLimits
 from reqrep.worker.pool import HandlerPool
-from reqrep.worker.service import Service
+from reqrep.worker.service import Handler, Service
 
 __all__ = ["Worker"]
 
@@ -47,7 +52,14 @@ class Worker:
     that stalls (requests ready, none delivered for ``watchdog`` seconds, none held) is replaced.
 
     ``transport`` is for tests (``reqrep.testing.MemoryBroker``): by default the worker talks to
-    RabbitMQ through pika.
+    RabbitMQ through pika. ``resources`` are handed to the handlers by name, in place of what
+    the service's ``on_startup`` hooks would add under the same names (fakes, in tests; see
+    ``worker/lifecycle.py``).
+
+    The service's startup hooks run in ``start``, before consuming; its shutdown hooks in
+    ``stop``, after the drain. Each method's handler is called through what the service
+    declares for it (contract, resources, middleware: ``worker/invoke.py``), and at most its
+    ``concurrency`` calls of it run at once (``worker/limits.py``).
 
     Threads: ``start``, ``stop`` and ``wait`` run on a controlling thread; ``run`` on the main
     thread (it installs signal handlers). Handlers run on pool threads ``reqrep-handler-N``,
@@ -68,6 +80,7 @@ class Worker:
         dedupe_ttl: float = 300.0,
         watchdog: float = WATCHDOG,
         transport: Transport | None = None,
+        resources: Mapping[str, Any] | None = None,
     ) -> None:
         if concurrency < 1:
             raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
@@ -85,6 +98,21 @@ class Worker:
         self._signal: str | None = None
         self._pool: HandlerPool[Job] = HandlerPool(concurrency, self._run_job)
         self._handler_loop = HandlerLoop(concurrency, name=f"reqrep-aio-{service.name}")
+        self._lifecycle = Lifecycle(
+            service.name,
+            self.settings,
+            service.startup_hooks,
+            service.shutdown_hooks,
+            resources,
+        )
+        self._invokers: dict[str, Handler] = {}  # method -> what runs it, when it is wrapped
+        self._limits: MethodLimits[Job] = MethodLimits(
+            {
+                method: spec.concurrency
+                for method in service.methods
+                if (spec := service.spec(method)) is not None and spec.concurrency is not None
+            }
+        )
         self._started = time.monotonic()
         self._control = ControlResponder(self.settings, service.name, self._describe)
         self._probe = Probe(
@@ -145,20 +173,24 @@ class Worker:
     def start(self) -> Worker:
         """Connect, declare the request queue and start consuming.
 
-        Raises BrokerUnreachable only for what a retry cannot fix (a refused login or vhost) and
-        ConnectionLost if the broker refuses the queue's declaration. Otherwise, if the worker
-        is not consuming after ``connect_timeout`` (no broker answers yet, or a quorum queue
-        waits for a leader), it keeps trying across all its URLs in the background, and serves
-        as soon as it consumes.
+        Raises StartupError if a startup hook fails or a handler's resource is missing (before
+        connecting), BrokerUnreachable only for what a retry cannot fix (a refused login or
+        vhost) and ConnectionLost if the broker refuses the queue's declaration. Otherwise, if
+        the worker is not consuming after ``connect_timeout`` (no broker answers yet, or a
+        quorum queue waits for a leader), it keeps trying across all its URLs in the
+        background, and serves as soon as it consumes.
         """
         self._started = time.monotonic()
         if self.service.has_sync:
             self._pool.start()
-        if self.service.has_async:
+        if self.service.has_async or self._lifecycle.needs_loop:
             self._handler_loop.start()
         try:
+            self._lifecycle.start(self._run_on_loop)  # StartupError: nothing consumed
+            self._invokers = self._bind_handlers()
             self._consumer.start(persist=True)
         except BaseException:
+            self._lifecycle.stop(self._run_on_loop)
             self._pool.shutdown()
             self._handler_loop.stop()
             raise
@@ -177,7 +209,8 @@ class Worker:
 
     def stop(self, timeout: float | None = None) -> bool:
         """Drain and close: stop consuming, let in-flight handlers finish and their replies be
-        confirmed and acked, then close. Returns False if the drain timed out (what was still in
+        confirmed and acked, close, then run the service's shutdown hooks and close its
+        resources. Returns False if the drain timed out (what was still in
         flight is redelivered by the broker to another worker)."""
         timeout = self.drain_timeout if timeout is None else timeout
         drained = False
@@ -192,6 +225,7 @@ class Worker:
                     "drain did not finish within %gs; unacked requests are redelivered", timeout
                 )
         self._consumer.stop()
+        self._lifecycle.stop(self._run_on_loop)  # after the drain; idempotent
         self._pool.shutdown()
         self._handler_loop.stop()
         self._wake.set()
@@ -281,37 +315,93 @@ class Worker:
 
     # -- the I/O thread, pool threads and the handler loop --------------------------------------
 
+    def _bind_handlers(self) -> dict[str, Handler]:
+        """Controlling thread, at start: each method's handler wrapped in what its service
+        declares (only those that need wrapping). StartupError for a missing resource."""
+        service, bound = self.service, {}
+        for method in service.methods:
+            spec, handler = service.spec(method), service.get(method)
+            if spec is None or handler is None:
+                continue
+            resources = check_resources(
+                method, service.resource_parameters(method), self._lifecycle.resources
+            )
+            invoker = bind(
+                spec,
+                handler,
+                is_async=service.is_async(method),
+                resources=resources,
+                middleware=service.middleware_chain,
+            )
+            if invoker is not handler:
+                bound[method] = invoker
+        return bound
+
+    def _run_on_loop(self, coroutine: Awaitable[Any]) -> Any:
+        """Controlling thread: await an ``async def`` hook on the handler loop, bounded."""
+
+        async def run() -> Any:
+            return await coroutine
+
+        future = asyncio.run_coroutine_threadsafe(run(), self._handler_loop.loop)
+        try:
+            return future.result(HOOK_TIMEOUT)
+        except TimeoutError:
+            future.cancel()
+            raise StartupError(f"a hook took more than {HOOK_TIMEOUT:g}s") from None
+
     def _dispatch(self, job: Job) -> None:
-        """I/O thread: hand a job to a pool thread, or an async one to the handler loop."""
+        """I/O thread: hand a job to a pool thread, or an async one to the handler loop,
+        unless its method is at its concurrency limit (then it waits for a release)."""
         self._probe.dispatched(job.method)
+        if self._limits.admit(job):
+            self._start_job(job)
+
+    def _start_job(self, job: Job) -> None:
+        """Any thread: hand an admitted job over (never blocks)."""
+        invoker = self._invokers.get(job.method)
+        if invoker is not None:
+            job = dataclasses.replace(job, handler=invoker)
         if self.service.is_async(job.method):
             self._handler_loop.spawn(lambda: self._run_async_job(job))
         else:
             self._pool.submit(job)
 
+    def _release(self, job: Job) -> None:
+        """Pool thread or handler loop: ``job`` is done; start its method's next one."""
+        waiting = self._limits.release(job.method)
+        if waiting is not None:
+            self._start_job(waiting)
+
     def _run_job(self, job: Job) -> None:
-        if self._expired(job):
-            return
-        started = time.monotonic()
-        body = execute(
-            job,
-            service=self.service.name,
-            max_bytes=self.settings.max_message_bytes,
-            probe=self._probe,
-        )
-        self._reply(job, body, started)
+        try:
+            if self._expired(job):
+                return
+            started = time.monotonic()
+            body = execute(
+                job,
+                service=self.service.name,
+                max_bytes=self.settings.max_message_bytes,
+                probe=self._probe,
+            )
+            self._reply(job, body, started)
+        finally:
+            self._release(job)
 
     async def _run_async_job(self, job: Job) -> None:
-        if self._expired(job):  # called once a slot of the handler loop is free
-            return
-        started = time.monotonic()
-        body = await execute_async(
-            job,
-            service=self.service.name,
-            max_bytes=self.settings.max_message_bytes,
-            probe=self._probe,
-        )
-        self._reply(job, body, started)
+        try:
+            if self._expired(job):  # called once a slot of the handler loop is free
+                return
+            started = time.monotonic()
+            body = await execute_async(
+                job,
+                service=self.service.name,
+                max_bytes=self.settings.max_message_bytes,
+                probe=self._probe,
+            )
+            self._reply(job, body, started)
+        finally:
+            self._release(job)
 
     def _expired(self, job: Job) -> bool:
         """Pool thread or handler loop, at pickup: a job prefetched behind slow handlers that

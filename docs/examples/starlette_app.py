@@ -1,11 +1,18 @@
-"""A Starlette web app that calls a reqrep service through AsyncRequestor.
+"""A Starlette web app that calls reqrep services through AsyncRequestor.
 
-Run it next to the demo worker::
+Run it next to the demo worker and the typed shop service (``shop.py``, beside this file)::
 
-    pip install reqrep starlette uvicorn
+    pip install 'reqrep[pydantic]' starlette uvicorn
     reqrep worker reqrep.worker.demo:service &
-    uvicorn --factory starlette_app:create_app        # from docs/examples/
+    reqrep worker shop:service &                        # from docs/examples/
+    uvicorn --factory starlette_app:create_app          # from docs/examples/
     curl 'http://127.0.0.1:8000/add?a=1&b=2'            # {"sum": 3.0}
+    curl -d '{"customer": "ann", "lines": [{"sku": "tea", "quantity": 2}]}' \
+        http://127.0.0.1:8000/orders                     # {"order_id": "ann-1", "items": 2}
+
+``/orders`` is a typed call: the request body is validated into the ``Order`` model here (a
+422 names the bad fields), sent with ``rq.call(place, order)``, and the reply comes back as a
+``Placed`` model; the service's ``OutOfStock`` is caught by its class.
 
 One AsyncRequestor per process, opened by the app's lifespan and shared by every request: the
 route awaits its call on the server's event loop, which reqrep never blocks.
@@ -17,6 +24,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
+from pydantic import ValidationError
+from shop import Order, OutOfStock, place  # beside this file
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -49,4 +58,21 @@ def create_app(requestor: AsyncRequestor | None = None) -> Starlette:
             return JSONResponse({"error": str(exc)}, status_code=503)
         return JSONResponse({"sum": total})
 
-    return Starlette(routes=[Route("/add", add)], lifespan=lifespan)
+    async def orders(request: Request) -> JSONResponse:
+        try:
+            order = Order.model_validate_json(await request.body())
+        except ValidationError as exc:
+            fields = [".".join(map(str, e["loc"])) for e in exc.errors()]
+            return JSONResponse({"error": "invalid order", "fields": fields}, status_code=422)
+        try:
+            placed = await request.app.state.rq.call(place, order)  # a Placed
+        except OutOfStock as exc:
+            return JSONResponse({"error": exc.message, **exc.details}, status_code=409)
+        except ReqrepError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=503)
+        return JSONResponse(placed.model_dump())
+
+    return Starlette(
+        routes=[Route("/add", add), Route("/orders", orders, methods=["POST"])],
+        lifespan=lifespan,
+    )

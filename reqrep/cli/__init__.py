@@ -1,7 +1,8 @@
 """The ``reqrep`` command.
 
 A neutral module: it is the only place that imports both the requestor side (``reqrep call``,
-``reqrep bench``) and the worker side (``reqrep worker``), so neither side depends on the other.
+``reqrep bench``) and the worker side (``reqrep worker``, ``reqrep schema``), so neither side
+depends on the other.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from reqrep.cli._call import call_command
 from reqrep.cli._dlq import dlq_group
 from reqrep.cli._ops import ping_command, status_command
 from reqrep.cli._output import exit_for, safe
+from reqrep.cli._schema import schema_command
 from reqrep.cli._worker import load_service, worker_command
 from reqrep.common import exitcodes
 from reqrep.common.errors import ReqrepError
@@ -55,6 +57,7 @@ cli.add_command(bench_command)
 cli.add_command(ping_command)
 cli.add_command(status_command)
 cli.add_command(dlq_group)
+cli.add_command(schema_command)
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 import click
 
 from reqrep.common import exitcodes
-from reqrep.common.errors import ReqrepError
+from reqrep.common.errors import AppError, RemoteError, ReqrepError
 
 __all__ = ["emit_json", "error_kind", "error_line", "exit_for", "safe", "table"]
 
@@ -66,9 +66,22 @@ def error_kind(error: ReqrepError) -> str:
 
 
 def error_line(error: ReqrepError) -> str:
-    """The kind of error, then its message; the kind only once if the message starts with it."""
+    """The kind of error, then its message; the kind only once if the message starts with it.
+    A remote error with a code of its own (an application's), details or a trail says them
+    too: ``(code out_of_stock, details {"sku": "tea"}, via shop.place < orders.submit)``."""
     kind, text = error_kind(error), str(error)
-    return text if text.lower().startswith(kind) else f"{kind}: {text}"
+    line = text if text.lower().startswith(kind) else f"{kind}: {text}"
+    if isinstance(error, RemoteError):
+        extra = []
+        if error.code != type(error).code or isinstance(error, AppError):
+            extra.append(f"code {error.code}")
+        if error.details:
+            extra.append(f"details {json.dumps(error.details, ensure_ascii=False)}")
+        if len(error.trail) > 1:
+            extra.append("via " + " < ".join(f"{h['service']}.{h['method']}" for h in error.trail))
+        if extra:
+            line += f" ({', '.join(extra)})"
+    return line
 
 
 def exit_for(error: ReqrepError) -> NoReturn:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from types import TracebackType
 from typing import Any
@@ -33,6 +34,11 @@ class LocalRequestor:
     served in this process by ``service``'s handlers through a ``Worker`` on an in-memory
     broker (``broker``, or one of its own).
 
+    ``resources`` replace, by name, what the service's ``on_startup`` hooks would hand its
+    handlers (fakes: the hooks still run, and keep the given ones). ``call`` and ``acall`` take
+    a method's name or a registered handler function (a typed call), as ``Requestor.call``
+    does.
+
     ``settings`` (default: ``Settings.from_env()``) supply the timeout, ``max_message_bytes``
     and the other options both sides read; nothing connects anywhere. Handlers run as on a
     worker: plain ones on ``concurrency`` threads, ``async def`` ones on the worker's event loop
@@ -51,6 +57,7 @@ class LocalRequestor:
         dedupe_entries: int = 10_000,
         dedupe_ttl: float = 300.0,
         broker: MemoryBroker | None = None,
+        resources: Mapping[str, Any] | None = None,
     ) -> None:
         base = settings if settings is not None else Settings.from_env()
         self.service = service
@@ -64,6 +71,7 @@ class LocalRequestor:
             dedupe_entries=dedupe_entries,
             dedupe_ttl=dedupe_ttl,
             transport=transport,
+            resources=resources,
         )
         self.requestor = Requestor(
             settings=self._settings, service=service.name, transport=transport
@@ -128,17 +136,21 @@ class LocalRequestor:
         one, two = self.requestor.stats(), self._async.stats()
         return ReplyStats(*(a + b for a, b in zip(_fields(one), _fields(two), strict=True)))
 
-    def call(self, method: str, payload: Any = None, **options: Any) -> Any:
+    def call(self, method: str | Callable[..., Any], payload: Any = None, **options: Any) -> Any:
         """Like ``Requestor.call``: the result, or the call's typed error."""
         self._ensure_open()
         return self.requestor.call(method, payload, **options)
 
-    def call_async(self, method: str, payload: Any = None, **options: Any) -> Future[Any]:
+    def call_async(
+        self, method: str | Callable[..., Any], payload: Any = None, **options: Any
+    ) -> Future[Any]:
         """Like ``Requestor.call_async``: a future that ends by the call's timeout."""
         self._ensure_open()
         return self.requestor.call_async(method, payload, **options)
 
-    async def acall(self, method: str, payload: Any = None, **options: Any) -> Any:
+    async def acall(
+        self, method: str | Callable[..., Any], payload: Any = None, **options: Any
+    ) -> Any:
         """Like ``AsyncRequestor.call``; cancelling the awaiting task forgets the call."""
         self._ensure_open()
         return await self._async.call(method, payload, **options)
@@ -197,6 +209,8 @@ class LocalAsyncRequestor:
     ) -> None:
         await self.close()
 
-    async def call(self, method: str, payload: Any = None, **options: Any) -> Any:
+    async def call(
+        self, method: str | Callable[..., Any], payload: Any = None, **options: Any
+    ) -> Any:
         """Like ``AsyncRequestor.call``."""
         return await self.local.acall(method, payload, **options)

@@ -10,7 +10,8 @@ Override ``reqrep_service`` to return your ``Service``; then
 
 The broker is ``--reqrep-url``, else ``$AMQP_URL``, else ``amqp://guest:guest@127.0.0.1:5672/%2F``
 (fixture ``reqrep_url``). ``reqrep_worker_options`` (a dict, default ``{"concurrency": 8}``)
-is passed to ``Worker``.
+is passed to ``Worker``. Override ``reqrep_resources`` (a dict, default empty) to hand the
+handlers fakes in place of what the service's ``on_startup`` hooks add under the same names.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ __all__ = [
     "reqrep_local",
     "reqrep_memory_broker",
     "reqrep_requestor",
+    "reqrep_resources",
     "reqrep_service",
     "reqrep_settings",
     "reqrep_url",
@@ -81,13 +83,21 @@ def reqrep_worker_options() -> dict[str, Any]:
 
 
 @pytest.fixture
+def reqrep_resources() -> dict[str, Any]:
+    """Resources handed to the handlers in place of the service's own, by name (fakes)."""
+    return {}
+
+
+@pytest.fixture
 def reqrep_worker(
     reqrep_service: Service,
     reqrep_settings: Settings,
     reqrep_worker_options: dict[str, Any],
+    reqrep_resources: dict[str, Any],
 ) -> Iterator[Worker]:
     """A running Worker for ``reqrep_service``; stopped (drained) and its queues deleted after."""
-    worker = Worker(reqrep_service, settings=reqrep_settings, **reqrep_worker_options)
+    options = {"resources": reqrep_resources, **reqrep_worker_options}
+    worker = Worker(reqrep_service, settings=reqrep_settings, **options)
     try:
         worker.start()
         yield worker
@@ -112,10 +122,14 @@ def reqrep_memory_broker() -> MemoryBroker:
 
 @pytest.fixture
 def reqrep_local(
-    reqrep_service: Service, reqrep_memory_broker: MemoryBroker
+    reqrep_service: Service,
+    reqrep_memory_broker: MemoryBroker,
+    reqrep_resources: dict[str, Any],
 ) -> Iterator[LocalRequestor]:
     """A LocalRequestor for ``reqrep_service``: its handlers in a real Worker, no RabbitMQ."""
-    with LocalRequestor(reqrep_service, broker=reqrep_memory_broker) as local:
+    with LocalRequestor(
+        reqrep_service, broker=reqrep_memory_broker, resources=reqrep_resources
+    ) as local:
         yield local
 
 

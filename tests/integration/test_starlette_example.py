@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -12,18 +14,47 @@ from starlette.testclient import TestClient
 
 from reqrep import AsyncRequestor, Service, Settings, Worker
 from reqrep.testing import LocalAsyncRequestor
+from tests.support import Admin
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "starlette_app.py"
 
 
 @pytest.fixture(scope="module")
-def example() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("starlette_app", EXAMPLE)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def example() -> Iterator[ModuleType]:
+    sys.path.insert(0, str(EXAMPLE.parent))  # the app imports shop.py from beside it
+    try:
+        spec = importlib.util.spec_from_file_location("starlette_app", EXAMPLE)
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path.remove(str(EXAMPLE.parent))
+        sys.modules.pop("shop", None)
+
+
+def test_the_app_makes_typed_calls_to_the_typed_service(
+    example: ModuleType, settings: Settings, admin: Admin, prefix: str
+) -> None:
+    shop = sys.modules["shop"]
+    worker = Worker(shop.service, settings=settings).start()
+    try:
+        app = example.create_app(AsyncRequestor(settings=settings, service="demo"))
+        with TestClient(app) as client:
+            good = {"customer": "ann", "lines": [{"sku": "tea", "quantity": 2}]}
+            assert client.post("/orders", json=good).json() == {"order_id": "ann-1", "items": 2}
+            bad = client.post("/orders", json={"customer": "bo", "lines": [{"sku": "tea"}]})
+            assert (bad.status_code, bad.json()["fields"]) == (422, ["lines.0.quantity"])
+            gone = {"customer": "cy", "lines": [{"sku": "unicorn", "quantity": 1}]}
+            response = client.post("/orders", json=gone)
+            assert (response.status_code, response.json()) == (
+                409,
+                {"error": "no unicorns left", "sku": "unicorn"},
+            )
+    finally:
+        worker.stop(5)
+        admin.delete_service_queues(prefix, "shop")
 
 
 def test_the_app_calls_the_service_through_the_broker(

@@ -228,3 +228,24 @@ def test_an_app_dir_is_searched_and_a_missing_module_names_where(
     assert load_service("billing:service", str(tmp_path)).name == "b"
     with pytest.raises(click.BadParameter, match=f"no module 'nowhere' in {tmp_path}"):
         load_service("nowhere.at.all:service", str(tmp_path))
+
+
+def test_a_remote_errors_line_has_its_code_details_and_trail() -> None:
+    from reqrep.cli._output import error_line  # noqa: PLC0415 - only this test needs it
+    from reqrep.common.errors import RemoteError  # noqa: PLC0415
+
+    app = RemoteError.from_wire(
+        {
+            "code": "out_of_stock",
+            "type": "OutOfStock",
+            "message": "no tea",
+            "details": {"sku": "tea"},
+            "trail": [{"service": "shop", "method": "place"}, {"service": "gw", "method": "buy"}],
+        }
+    )
+    assert error_line(app) == (
+        'remote error: OutOfStock: no tea (code out_of_stock, details {"sku": "tea"}, '
+        "via shop.place < gw.buy)"
+    )
+    crash = RemoteError.from_wire({"code": "handler_error", "type": "KeyError", "message": "'x'"})
+    assert error_line(crash) == "remote error: KeyError: 'x'"  # as before

@@ -19,7 +19,7 @@ import prometheus_client
 import pytest
 
 from reqrep.cli import cli
-from reqrep.common import config, control, errors, exitcodes, tracecontext
+from reqrep.common import callheaders, config, control, errors, exitcodes, tracecontext
 from reqrep.common._prometheus import PrometheusObserver
 from reqrep.worker import admission, replies
 from reqrep.worker import control as worker_control
@@ -159,7 +159,7 @@ def test_the_guide_draws_the_error_tree_as_the_code_does() -> None:
     doc = errors.__doc__ or ""
     lines = doc.splitlines()
     start = next(i for i, line in enumerate(lines) if line.strip() == "ReqrepError")
-    end = next(i for i, line in enumerate(lines) if "PoisonRequest" in line)
+    end = next(i for i in range(start, len(lines)) if not lines[i + 1].strip())  # a blank line
     tree = textwrap.dedent("\n".join(lines[start : end + 1])) + "\n"
     assert tree in [b.text for b in blocks(GUIDE) if b.lang == "text"]
 
@@ -242,6 +242,7 @@ def test_the_protocol_names_every_header_and_limit() -> None:
         replies.REFUSED_HEADER,
         tracecontext.TRACE_HEADER,
         tracecontext.STATE_HEADER,
+        callheaders.HEADERS_HEADER,
     ):
         assert f"`{header}`" in text, header
     assert f"holds at most {worker_control.QUEUE_MAX} pings" in text

@@ -18,7 +18,13 @@ from reqrep.common.envelope import (
     error_body,
     success_body,
 )
-from reqrep.common.errors import BadRequest, MethodNotFound, RemoteError, SerializationError
+from reqrep.common.errors import (
+    AppError,
+    BadRequest,
+    MethodNotFound,
+    RemoteError,
+    SerializationError,
+)
 from reqrep.common.serialization import loads
 
 MAX = 2000  # the documented clip length of error messages on the wire
@@ -64,7 +70,7 @@ def test_success_ignores_extra_fields() -> None:
         (HANDLER_ERROR, RemoteError),
         (METHOD_NOT_FOUND, MethodNotFound),
         (BAD_REQUEST, BadRequest),
-        ("quota_exceeded", RemoteError),  # a code from a future version
+        ("quota_exceeded", AppError),  # an application's code, or one from a future version
     ],
 )
 def test_error_body_decodes_to_the_matching_remote_error(code: str, cls: type) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from reqrep.common import errors
 from reqrep.common.errors import (
+    AppError,
     BadRequest,
     BrokerUnreachable,
     CallError,
@@ -174,7 +175,7 @@ def test_remote_error_classes_carry_their_wire_code(cls: type[RemoteError], code
         ("handler_error", RemoteError),
         ("method_not_found", MethodNotFound),
         ("bad_request", BadRequest),
-        ("something_new", RemoteError),
+        ("something_new", AppError),  # a code that is not a built-in one: an application's
     ],
 )
 def test_from_wire_picks_the_class_by_code(code: str, cls: type[RemoteError]) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from reqrep.common.envelope import BAD_REQUEST, HANDLER_ERROR, decode_reply
-from reqrep.common.errors import BadRequest, RemoteError, ReqrepError
+from reqrep.common.errors import AppError, BadRequest, RemoteError, ReqrepError
 from reqrep.common.serialization import dumps, loads
 from reqrep.worker.consumer import Job
 from reqrep.worker.context import current
@@ -79,7 +79,6 @@ def test_none_result() -> None:
         (ZeroDivisionError("division by zero"), "ZeroDivisionError", "division by zero"),
         (SystemExit(3), "SystemExit", "3"),
         (KeyboardInterrupt(), "KeyboardInterrupt", ""),
-        (RemoteError("nested", type="Inner"), "RemoteError", "Inner: nested"),
     ],
     ids=lambda value: type(value).__name__ if isinstance(value, BaseException) else None,
 )
@@ -241,3 +240,68 @@ def test_a_plain_handlers_context_is_one_object_made_when_asked_for() -> None:
     assert (first.service, first.method, first.correlation_id) == ("svc", "add", "cid")
     with pytest.raises(ReqrepError, match="outside a handler"):
         current()
+
+
+# -- errors that are data: application errors and errors of nested calls ----------------------
+
+
+class OutOfStock(AppError):
+    code = "test_execute.out_of_stock"
+
+
+def test_an_app_error_keeps_its_code_type_and_details_and_gets_a_trail() -> None:
+    raised = OutOfStock("no more tea", details={"sku": "tea"})
+    error = _error(_execute(_job(_raiser(raised), method="reserve"), service="inventory"))
+    assert type(error) is OutOfStock
+    assert (error.code, error.type, error.message) == (OutOfStock.code, "OutOfStock", "no more tea")
+    assert error.details == {"sku": "tea"}
+    assert error.trail == [{"service": "inventory", "method": "reserve"}]
+
+
+def test_an_error_from_a_nested_call_is_passed_on_as_it_is() -> None:
+    inner = RemoteError.from_wire(
+        {
+            "code": "quota",
+            "type": "QuotaExceeded",
+            "message": "over",
+            "details": {"left": 0},
+            "trail": [{"service": "billing", "method": "charge"}],
+        }
+    )
+    error = _error(_execute(_job(_raiser(inner), method="place"), service="orders"))
+    assert (error.code, error.type, error.message, error.details) == (
+        "quota",
+        "QuotaExceeded",
+        "over",
+        {"left": 0},
+    )
+    assert error.trail == [
+        {"service": "billing", "method": "charge"},
+        {"service": "orders", "method": "place"},
+    ]
+
+
+def test_an_app_error_is_logged_at_info_and_a_crash_at_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("INFO", logger="reqrep.worker")
+    _execute(_job(_raiser(AppError("denied", "no"))))
+    _execute(_job(_raiser(ValueError("bug"))))
+    levels = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert levels == [
+        ("INFO", "handler 'm' raised AppError: no"),
+        ("WARNING", "handler 'm' raised ValueError: bug"),
+    ]
+
+
+@pytest.mark.parametrize("code", ["handler_error", "bad_request", "", "with space", "x" * 65])
+def test_an_app_error_code_must_be_a_new_well_formed_one(code: str) -> None:
+    with pytest.raises(ReqrepError, match="code"):
+        AppError(code, "message")
+
+
+def test_one_code_belongs_to_one_class() -> None:
+    with pytest.raises(ReqrepError, match="belongs to"):
+
+        class Again(AppError):  # another class, the same code
+            code = OutOfStock.code
