@@ -58,6 +58,8 @@ _ENV_FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "wait_for_workers": ("REQREP_WAIT_FOR_WORKERS", _flag),
     "dlq_max_length": ("REQREP_DLQ_MAX_LENGTH", int),
 }
+# Settings whose variable, set and empty, means an empty value rather than the default.
+_EMPTY_IS_A_VALUE = frozenset({"queue_prefix"})
 _TLS_FIELDS = ("tls_ca", "tls_cert", "tls_key", "tls_key_password", "tls_server_name")
 
 
@@ -67,7 +69,9 @@ class Settings:
 
     ``url`` is an AMQP URL (``amqp://user:password@host:port/vhost``), or several separated by
     commas (the nodes of a cluster; a sequence of URLs is joined so); ``timeout`` the default call
-    timeout in seconds; ``queue_prefix`` + service name is a service's request queue.
+    timeout in seconds; ``queue_prefix`` + service name is a service's request queue (an empty
+    prefix, also ``REQREP_QUEUE_PREFIX=`` set and empty, names it by the service alone; reqrep's
+    exchanges then keep the names of the default prefix: ``topology.namespace``).
     ``reconnect_max`` caps the backoff between reconnection attempts; ``max_message_bytes`` bounds
     request and reply bodies, checked on both sides; a request whose worker died
     ``max_redeliveries`` times is refused as poison on its next delivery.
@@ -166,12 +170,15 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Build settings from ``env`` (default ``os.environ``); non-None ``overrides`` win."""
+        """Build settings from ``env`` (default ``os.environ``); non-None ``overrides`` win.
+
+        A variable set to the empty string counts as unset, except ``REQREP_QUEUE_PREFIX``:
+        empty, it means no prefix."""
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
         for name, (var, kind) in _ENV_FIELDS.items():
             raw = env.get(var)
-            if raw is None or raw == "":
+            if raw is None or (raw == "" and name not in _EMPTY_IS_A_VALUE):
                 continue
             try:
                 values[name] = kind(raw)

@@ -63,8 +63,15 @@ class Admin:
             return fn(self.channel)
 
     def queue_exists(self, name: str) -> bool:
+        return self._exists(lambda channel: channel.queue_declare(name, passive=True))
+
+    def exchange_exists(self, name: str) -> bool:
+        return self._exists(lambda channel: channel.exchange_declare(name, passive=True))
+
+    def _exists(self, look: Callable[[Any], object]) -> bool:
+        """Whether a passive declaration succeeds (the broker answers 404 otherwise)."""
         try:
-            self._chan().queue_declare(name, passive=True)
+            look(self._chan())
         except pika.exceptions.ChannelClosedByBroker:
             return False
         return True
