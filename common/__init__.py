@@ -21,6 +21,7 @@ from reqrep.common.errors import (
     ReqrepError,
     SerializationError,
     TooManyPending,
+    TopologyConflict,
 )
 from reqrep.common.observe import Observer
 from reqrep.common.tracecontext import CorrelationFilter
@@ -49,6 +50,7 @@ __all__ = [
     "SerializationError",
     "Settings",
     "TooManyPending",
+    "TopologyConflict",
     "redact_url",
 ]
 

@@ -52,6 +52,7 @@ from reqrep.common._transport import Address, Channel, Connection, Failure, Loop
 from reqrep.common.addresses import host_of, redact_url, shuffled
 from reqrep.common.config import Settings
 from reqrep.common.errors import BrokerUnreachable, ClosedError, ConnectionLost, ReqrepError
+from reqrep.common.refused import setup_refused
 
 __all__ = ["CLOSE_GRACE", "TASK_ROUNDS", "Link", "LinkOwner", "State"]
 
@@ -554,9 +555,7 @@ class Link:
         if self._state is State.STARTING:
             # The broker refused the set-up (e.g. a queue exists with other arguments), which
             # retrying cannot fix.
-            self._error = ConnectionLost(
-                f"{self._where()}: channel closed: {failure.text}", permanent=True
-            )
+            self._error = setup_refused(self._where(), failure)
             if self.connection is not None:
                 self.connection.close()
             return
@@ -596,8 +595,8 @@ class Link:
             self._owner.on_lost(error)
             self._schedule_retry()
         else:  # closed during set-up
-            setup_refused = state is State.STARTING and self._error is not None
-            self._retry_or_give_up(self._error or error, fatal=setup_refused)
+            refused = state is State.STARTING and self._error is not None
+            self._retry_or_give_up(self._error or error, fatal=refused)
 
     def _on_blocked(self, _connection: Connection, reason: str) -> None:
         self._blocked = reason

@@ -8,7 +8,8 @@
     ├── ReqrepConnectionError        the broker connection               (also ConnectionError)
     │   ├── BrokerUnreachable        could not connect at all
     │   ├── ConnectionLost           an open connection dropped; pending calls fail with it
-    │   └── AccessRefused            the user may not use a queue or exchange (403)
+    │   ├── AccessRefused            the user may not use a queue or exchange (403)
+    │   └── TopologyConflict         a queue or exchange exists with other arguments (406)
     ├── ClosedError                  the Requestor/Worker was closed; no more use
     └── CallError                    one call did not produce a result
         ├── CallTimeout              no reply before the deadline       (also TimeoutError)
@@ -51,6 +52,7 @@ __all__ = [
     "ReqrepError",
     "SerializationError",
     "TooManyPending",
+    "TopologyConflict",
 ]
 
 
@@ -92,6 +94,19 @@ class AccessRefused(ReqrepConnectionError):
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args, permanent=True)
+
+
+class TopologyConflict(ReqrepConnectionError):
+    """The broker refused to declare a queue or exchange that exists with other arguments
+    (406 PRECONDITION_FAILED), e.g. a queue another program declared first. ``kind``
+    (``queue`` or ``exchange``), ``name`` and ``argument`` (``x-queue-type``, ``durable``...)
+    say which; trying again cannot help (``permanent``)."""
+
+    def __init__(self, message: str, *, kind: str, name: str, argument: str) -> None:
+        super().__init__(message, permanent=True)
+        self.kind = kind
+        self.name = name
+        self.argument = argument
 
 
 class ClosedError(ReqrepError):

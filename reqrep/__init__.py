@@ -33,6 +33,7 @@ from reqrep.common import (
     SerializationError,
     Settings,
     TooManyPending,
+    TopologyConflict,
     redact_url,
 )
 from reqrep.requestor import (
@@ -84,6 +85,7 @@ __all__ = [
     "ServiceStatus",
     "Settings",
     "TooManyPending",
+    "TopologyConflict",
     "Worker",
     "WorkerInfo",
     "__version__",

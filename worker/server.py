@@ -145,8 +145,9 @@ class Worker:
     def start(self) -> Worker:
         """Connect, declare the request queue and start consuming.
 
-        Raises BrokerUnreachable only for what a retry cannot fix (a refused login or vhost) and
-        ConnectionLost if the broker refuses the queue's declaration. Otherwise, if the worker
+        Raises BrokerUnreachable only for what a retry cannot fix (a refused login or vhost),
+        AccessRefused, and TopologyConflict if a queue exists with other arguments (or
+        ConnectionLost if the broker refuses the set-up otherwise). Otherwise, if the worker
         is not consuming after ``connect_timeout`` (no broker answers yet, or a quorum queue
         waits for a leader), it keeps trying across all its URLs in the background, and serves
         as soon as it consumes.
