@@ -5,6 +5,7 @@
     ReqrepError
     ├── ConfigError                  bad settings, URL or arguments       (also ValueError)
     ├── SerializationError           a payload or body is not valid JSON  (also ValueError)
+    │   └── ForeignReply             a reply that is no envelope: no reqrep worker sent it
     ├── ReqrepConnectionError        the broker connection               (also ConnectionError)
     │   ├── BrokerUnreachable        could not connect at all
     │   ├── ConnectionLost           an open connection dropped; pending calls fail with it
@@ -41,6 +42,7 @@ __all__ = [
     "ClosedError",
     "ConfigError",
     "ConnectionLost",
+    "ForeignReply",
     "MessageTooLarge",
     "MethodNotFound",
     "NoSuchService",
@@ -66,6 +68,16 @@ class ConfigError(ReqrepError, ValueError):
 
 class SerializationError(ReqrepError, ValueError):
     """A value cannot be encoded to JSON, or bytes cannot be decoded from it."""
+
+
+class ForeignReply(SerializationError):
+    """The reply to an enveloped call is not reqrep's envelope: the program that answered is
+    no reqrep worker (a plain AMQP RPC server, say). ``body`` is the reply as it came; call
+    such a server with ``Requestor.call_plain``."""
+
+    def __init__(self, message: str, *, body: bytes) -> None:
+        super().__init__(message)
+        self.body = body
 
 
 class ReqrepConnectionError(ReqrepError, ConnectionError):

@@ -35,6 +35,7 @@ from typing import Any
 
 from reqrep.common import envelope, serialization, tracecontext
 from reqrep.common.errors import RemoteError, SerializationError
+from reqrep.common.plain import PlainReply
 
 __all__ = [
     "CallInfo",
@@ -342,8 +343,9 @@ def outcome_of(error: BaseException | None) -> str:
 
 
 def reply_code(body: bytes) -> str:
-    """``ok`` for a success reply body (common/envelope.py), else its error code."""
-    if body.startswith(_OK_PREFIX):
+    """``ok`` for a success reply body (common/envelope.py, or a plain one: common/plain.py),
+    else its error code."""
+    if body.startswith(_OK_PREFIX) or isinstance(body, PlainReply):
         return "ok"
     try:
         reply = serialization.loads(body)

@@ -20,6 +20,7 @@ from reqrep.common import (
     ConfigError,
     ConnectionLost,
     CorrelationFilter,
+    ForeignReply,
     MessageTooLarge,
     MethodNotFound,
     NoSuchService,
@@ -46,7 +47,15 @@ from reqrep.requestor import (
     ServiceStatus,
     WorkerInfo,
 )
-from reqrep.worker import CallContext, ConsumerStats, Handler, Service, Worker, current
+from reqrep.worker import (
+    CallContext,
+    ConsumerStats,
+    Handler,
+    PlainService,
+    Service,
+    Worker,
+    current,
+)
 
 __version__ = "0.2.0"
 
@@ -66,12 +75,14 @@ __all__ = [
     "ConsumerStats",
     "CorrelationFilter",
     "DeadLetter",
+    "ForeignReply",
     "Handler",
     "MessageTooLarge",
     "MethodNotFound",
     "NoSuchService",
     "NoWorkers",
     "Observer",
+    "PlainService",
     "PoisonRequest",
     "PublishRejected",
     "RemoteError",

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
-from reqrep.common import serialization, tracecontext
+from reqrep.common import plain, serialization, topology, tracecontext
 from reqrep.common._link import State
 from reqrep.common._transport import Transport, pika_transport
 from reqrep.common.config import Settings, check_seconds
@@ -143,12 +143,44 @@ class RequestorCore:
 
         Raises ConfigError, SerializationError or MessageTooLarge.
         """
-        settings = self.settings
         service = _check_name("service", service or self.service)
         method = _check_name("method", method)
+        body = serialization.dumps(payload)
+        queue = self.settings.request_queue(service)
+        return self._call(service, method, queue, body, timeout, retries, idempotency_key)
+
+    def prepare_plain(
+        self,
+        queue: str,
+        body: Any,
+        *,
+        content_type: str | None,
+        timeout: float | None,
+        retries: int,
+        idempotency_key: str | None,
+    ) -> Call:
+        """``prepare`` for a plain call (``common/plain.py``): ``body`` (bytes as they are,
+        text as UTF-8, any other value as JSON) to ``queue``, named verbatim."""
+        queue = topology.check_name("queue", queue)
+        data, default_type = plain.encode_result(body)
+        call = self._call(queue, "", queue, data, timeout, retries, idempotency_key)
+        call.plain = True
+        call.content_type = content_type if content_type is not None else default_type
+        return call
+
+    def _call(  # noqa: PLR0917 - the parts of every call, in one place
+        self,
+        service: str,
+        method: str,
+        queue: str,
+        body: bytes,
+        timeout: float | None,
+        retries: int,
+        idempotency_key: str | None,
+    ) -> Call:
+        settings = self.settings
         seconds = settings.timeout if timeout is None else timeout
         check_seconds("timeout", seconds)
-        body = serialization.dumps(payload)
         if len(body) > settings.max_message_bytes:
             raise MessageTooLarge(
                 f"request of {len(body)} bytes exceeds max_message_bytes="
@@ -161,7 +193,7 @@ class RequestorCore:
             correlation_id=correlation_id,
             service=service,
             method=method,
-            queue=settings.request_queue(service),
+            queue=queue,
             message_id=idempotency_key or correlation_id,
             body=body,
             deadline=time.monotonic() + seconds,

@@ -66,7 +66,6 @@ from reqrep.common.errors import (
     ReqrepError,
 )
 from reqrep.common.observe import Probe
-from reqrep.common.serialization import CONTENT_TYPE
 from reqrep.requestor._calls import Call, CallState, ReplyHandler
 from reqrep.requestor._presence import WorkerPresence
 
@@ -241,7 +240,7 @@ class RequestorIO(LinkOwner):
                 ),
             )
             return
-        self._replies.resolve(properties.correlation_id, body)
+        self._replies.resolve(properties.correlation_id, body, properties.type)
 
     # -- publishing ---------------------------------------------------------------------------
 
@@ -276,24 +275,26 @@ class RequestorIO(LinkOwner):
         if self._broker_limit is not None and len(call.body) > self._broker_limit:
             self._replies.fail(call.correlation_id, _too_large(len(call.body), self._broker_limit))
             return
-        if time.monotonic() < self._no_exchange_until:
+        if time.monotonic() < self._no_exchange_until and not call.plain:
             self._replies.fail(call.correlation_id, self._no_exchange(call.service))
             return
         left_ms = math.ceil((call.deadline - time.monotonic()) * 1000)
         if left_ms <= 0:
             return  # the sweep ends it with CallTimeout
         properties = Properties(
-            content_type=CONTENT_TYPE,
+            content_type=call.content_type,
             headers={DEADLINE_HEADER: call.deadline_ms, **call.headers},
             delivery_mode=2 if self._settings.persistent else 1,
             correlation_id=call.correlation_id,
             reply_to=self.reply_queue,
             expiration=str(left_ms),
             message_id=call.message_id,
-            type=call.method,
+            type=call.method or None,
         )
+        # A plain call goes to its queue through the default exchange, as plain clients do.
+        exchange = "" if call.plain else self._exchange
         try:
-            channel.publish(self._exchange, call.queue, call.body, properties, mandatory=True)
+            channel.publish(exchange, call.queue, call.body, properties, mandatory=True)
         except PublishError:
             call.state = CallState.HELD  # never sent: it goes out after the recovery
             return
@@ -310,9 +311,10 @@ class RequestorIO(LinkOwner):
         cid = returned.properties.correlation_id
         log.debug("request %s returned: %s %s", cid, returned.reply_code, returned.reply_text)
         if isinstance(cid, str) and cid:
+            call = self._replies.get(cid)
             queue, prefix = returned.routing_key, self._settings.queue_prefix
             service = queue[len(prefix) :] if prefix and queue.startswith(prefix) else queue
-            self._replies.fail(cid, NoSuchService(service))
+            self._replies.fail(cid, NoSuchService(call.service if call is not None else service))
 
     def _on_confirm(self, confirm: Confirm) -> None:
         settled = self._settle(confirm.tag, confirm.multiple)

@@ -191,6 +191,34 @@ class AsyncRequestor:
             retries=retries_for(idempotent, retries),
             idempotency_key=idempotency_key,
         )
+        return await self._wait(call)
+
+    async def call_plain(
+        self,
+        queue: str,
+        body: Any,
+        *,
+        content_type: str | None = None,
+        timeout: float | None = None,
+        idempotent: bool = False,
+        retries: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> bytes:
+        """Call a plain AMQP RPC server and return the reply's body; see
+        ``Requestor.call_plain``."""
+        call = self._core.prepare_plain(
+            queue,
+            body,
+            content_type=content_type,
+            timeout=timeout,
+            retries=retries_for(idempotent, retries),
+            idempotency_key=idempotency_key,
+        )
+        result: bytes = await self._wait(call)
+        return result
+
+    async def _wait(self, call: Call) -> Any:
+        """Send ``call`` and await its outcome on the running loop."""
         opening = self._opening
         if opening is None or not opening.done():
             await self.open()

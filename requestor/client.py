@@ -11,7 +11,7 @@ from typing import Any
 from reqrep.common._transport import Transport
 from reqrep.common.config import Settings
 from reqrep.requestor._callbacks import CallbackRunner, ReplyFuture
-from reqrep.requestor._calls import ReplyStats
+from reqrep.requestor._calls import Call, ReplyStats
 from reqrep.requestor._core import RequestorCore, retries_for
 from reqrep.requestor._waiter import CallWaiter
 
@@ -160,6 +160,42 @@ class Requestor:
             retries=retries_for(idempotent, retries),
             idempotency_key=idempotency_key,
         )
+        return self._wait(call)
+
+    def call_plain(
+        self,
+        queue: str,
+        body: Any,
+        *,
+        content_type: str | None = None,
+        timeout: float | None = None,
+        idempotent: bool = False,
+        retries: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> bytes:
+        """Call a plain AMQP RPC server (one that speaks no reqrep envelope, such as the
+        RabbitMQ tutorial's): publish ``body`` to ``queue``, named verbatim, through the
+        default exchange, and return the reply's body as it came.
+
+        ``body``: bytes are sent as they are (with ``content_type`` if given), text as UTF-8
+        (``text/plain; charset=utf-8``), any other value as JSON. The request carries
+        ``reply_to``, ``correlation_id``, the deadline and the idempotency key as a call does;
+        the options and errors are those of ``call``. A reply typed ``error`` (a reqrep
+        PlainService whose handler raised) raises its RemoteError.
+        """
+        call = self._core.prepare_plain(
+            queue,
+            body,
+            content_type=content_type,
+            timeout=timeout,
+            retries=retries_for(idempotent, retries),
+            idempotency_key=idempotency_key,
+        )
+        result: bytes = self._wait(call)
+        return result
+
+    def _wait(self, call: Call) -> Any:
+        """Send ``call`` and wait for its outcome (the caller's thread)."""
         # No Future: the caller waits on a plain lock that the completing thread lets go.
         waiter = CallWaiter()
         self._core.send(call, waiter.deliver)

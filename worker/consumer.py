@@ -25,6 +25,7 @@ unacknowledged, so results of requests from an older channel are only cached, ne
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -36,10 +37,11 @@ from reqrep.common._transport import Channel, Connection, Delivery, Failure, Que
 from reqrep.common.config import Settings
 from reqrep.common.errors import ReqrepError
 from reqrep.common.observe import Probe
-from reqrep.worker import admission
+from reqrep.worker import admission, plain
 from reqrep.worker._declare import chain, declare_steps
 from reqrep.worker.dedupe import ReplyCache
 from reqrep.worker.job import Job, Waiter
+from reqrep.worker.plain import PlainService
 from reqrep.worker.replies import ConsumerStats, Replies
 from reqrep.worker.service import Service
 
@@ -63,7 +65,7 @@ class Consumer(LinkOwner):
     def __init__(
         self,
         settings: Settings,
-        service: Service,
+        service: Service | PlainService,
         *,
         prefetch: int,
         dispatch: Callable[[Job], None],
@@ -79,7 +81,10 @@ class Consumer(LinkOwner):
         self._watchdog = watchdog
         self._last_delivery = time.monotonic()  # or the start of the current consumer
         self._on_setup = on_setup  # given each new connection once consuming (control channel)
-        self.queue = settings.request_queue(service.name)
+        self.queue = plain.queue_of(service, settings)
+        # A plain service's one handler serves every request, whatever its ``type``.
+        self._plain = service if isinstance(service, PlainService) else None
+        self._plain_method = self._plain.method if self._plain is not None else None
         self.drained = threading.Event()
         self._service = service
         self._prefetch = prefetch
@@ -101,8 +106,14 @@ class Consumer(LinkOwner):
             stats=self.stats,
             probe=self._probe,
             on_settled=self._check_drained,
+            plain=self._plain is not None,
         )
         self._throttled = self._replies.throttled
+        self._declare_steps = (
+            declare_steps
+            if self._plain is None
+            else functools.partial(plain.declare_steps, open_channel=self.link.open_extra_channel)
+        )
 
     # -- any thread -------------------------------------------------------------------------
 
@@ -165,7 +176,7 @@ class Consumer(LinkOwner):
         self._replies.reset(channel)
         self._consumer_tag = None
         channel.on_cancel(self.link.guarded(self._on_broker_cancel))
-        steps = declare_steps(
+        steps = self._declare_steps(
             channel,
             self._settings,
             self.queue,
@@ -293,7 +304,7 @@ class Consumer(LinkOwner):
         log.debug("request %s: %r (tag %s)", props.correlation_id, props.type, tag)
         self._probe.received(props.type, message.redelivered)
         delivery = admission.Delivery(
-            method=props.type,
+            method=props.type if self._plain_method is None else self._plain_method,
             correlation_id=props.correlation_id,
             reply_to=props.reply_to,
             content_type=props.content_type,
@@ -338,7 +349,12 @@ class Consumer(LinkOwner):
         )
         if key is not None and self._answer_duplicate(key, tag, delivery, message):
             return
-        found = admission.classify(delivery, self._service, self._settings)
+        service = self._service
+        found = (
+            plain.classify(delivery, service, self._settings)
+            if isinstance(service, PlainService)
+            else admission.classify(delivery, service, self._settings)
+        )
         if isinstance(found, envelope.ErrorInfo):
             error = envelope.error_body(found)
             self._probe.answered(delivery.method, found.code)

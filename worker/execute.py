@@ -20,7 +20,7 @@ from reqrep.common import envelope, serialization, tracecontext
 from reqrep.common.errors import SerializationError
 from reqrep.common.observe import Probe
 from reqrep.worker import context
-from reqrep.worker.consumer import Job
+from reqrep.worker.job import Job
 
 __all__ = ["DEADLINE_GRACE", "NotRun", "call_context", "execute", "execute_async", "handler_ran"]
 

@@ -23,6 +23,7 @@ from reqrep.worker.consumer import WATCHDOG, Consumer, ConsumerStats, Job
 from reqrep.worker.control import ControlResponder
 from reqrep.worker.dedupe import ReplyCache
 from reqrep.worker.execute import execute, execute_async, handler_ran
+from reqrep.worker.plain import PlainService, execute_plain, execute_plain_async, queue_of
 from reqrep.worker.pool import HandlerPool
 from reqrep.worker.service import Service
 
@@ -57,7 +58,7 @@ class Worker:
 
     def __init__(
         self,
-        service: Service,
+        service: Service | PlainService,
         url: str | Sequence[str] | None = None,
         *,
         settings: Settings | None = None,
@@ -90,9 +91,12 @@ class Worker:
         self._probe = Probe(
             "worker",
             service.name,
-            queue=self.settings.request_queue(service.name),
+            queue=queue_of(service, self.settings),
             known=lambda m: service.get(m) is not None,
         )
+        plain = isinstance(service, PlainService)
+        self._execute = execute_plain if plain else execute
+        self._execute_async = execute_plain_async if plain else execute_async
         self._consumer = Consumer(
             self.settings,
             service,
@@ -294,7 +298,7 @@ class Worker:
         if self._expired(job):
             return
         started = time.monotonic()
-        body = execute(
+        body = self._execute(
             job,
             service=self.service.name,
             max_bytes=self.settings.max_message_bytes,
@@ -306,7 +310,7 @@ class Worker:
         if self._expired(job):  # called once a slot of the handler loop is free
             return
         started = time.monotonic()
-        body = await execute_async(
+        body = await self._execute_async(
             job,
             service=self.service.name,
             max_bytes=self.settings.max_message_bytes,
