@@ -79,6 +79,7 @@ class Call:
     tag: int = 0  # its publisher-confirm tag on that channel
     plain: bool = False  # a plain call (common/plain.py): to the queue, the reply's body back
     content_type: str | None = CONTENT_TYPE  # of the request's body
+    fail_fast: bool = False  # fail at once, not held, while no connection is up
 
     @property
     def what(self) -> str:

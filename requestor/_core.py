@@ -55,9 +55,12 @@ class RequestorCore:
         trusted_repliers: Collection[str] | None,
         wait_for_workers: bool | None,
         transport: Transport | None,
+        fail_fast: bool | None = None,
     ) -> None:
         base = settings if settings is not None else Settings.from_env()
-        self.settings = base.replace(url=url, timeout=timeout, wait_for_workers=wait_for_workers)
+        self.settings = base.replace(
+            url=url, timeout=timeout, wait_for_workers=wait_for_workers, fail_fast=fail_fast
+        )
         self.service = service
         self._trusted = None if trusted_repliers is None else frozenset(trusted_repliers)
         self._transport = transport
@@ -138,6 +141,7 @@ class RequestorCore:
         timeout: float | None,
         retries: int,
         idempotency_key: str | None,
+        fail_fast: bool | None = None,
     ) -> Call:
         """Check a call's arguments and encode its request (touches no connection).
 
@@ -147,7 +151,9 @@ class RequestorCore:
         method = _check_name("method", method)
         body = serialization.dumps(payload)
         queue = self.settings.request_queue(service)
-        return self._call(service, method, queue, body, timeout, retries, idempotency_key)
+        call = self._call(service, method, queue, body, timeout, retries, idempotency_key)
+        call.fail_fast = self.settings.fail_fast if fail_fast is None else fail_fast
+        return call
 
     def prepare_plain(
         self,
@@ -158,6 +164,7 @@ class RequestorCore:
         timeout: float | None,
         retries: int,
         idempotency_key: str | None,
+        fail_fast: bool | None = None,
     ) -> Call:
         """``prepare`` for a plain call (``common/plain.py``): ``body`` (bytes as they are,
         text as UTF-8, any other value as JSON) to ``queue``, named verbatim."""
@@ -166,6 +173,7 @@ class RequestorCore:
         call = self._call(queue, "", queue, data, timeout, retries, idempotency_key)
         call.plain = True
         call.content_type = content_type if content_type is not None else default_type
+        call.fail_fast = self.settings.fail_fast if fail_fast is None else fail_fast
         return call
 
     def _call(  # noqa: PLR0917 - the parts of every call, in one place
@@ -207,8 +215,11 @@ class RequestorCore:
 
     def send(self, call: Call, deliver: Deliver) -> None:
         """Register ``call`` with ``deliver`` as where its outcome goes, then queue it for the
-        I/O thread. Raises TooManyPending or ClosedError (then nothing was sent)."""
+        I/O thread. Raises TooManyPending, ClosedError, or BrokerUnreachable for a fail-fast
+        call while no connection is up (then nothing was sent)."""
         io = self._live_io()
+        if call.fail_fast and not io.link.up:
+            raise io.unreachable()
         if self.probe.active:
             info = CallInfo(
                 call.service, call.method, call.queue, call.correlation_id, call.message_id

@@ -57,6 +57,7 @@ from reqrep.common._transport import (
 )
 from reqrep.common.config import Settings
 from reqrep.common.errors import (
+    BrokerUnreachable,
     CallError,
     ClosedError,
     ConnectionLost,
@@ -164,17 +165,20 @@ class RequestorIO(LinkOwner):
         self._unconfirmed.clear()
         if self._presence is not None:
             self._presence.reset()
-        stranded = []
+        stranded, unsent = [], []
         for call in self._replies.live():
             if call.state not in (CallState.UNCONFIRMED, CallState.SENT):
+                if call.fail_fast:  # not held for the next connection
+                    unsent.append(call)
                 continue
-            if call.retries > 0:
+            if call.retries > 0 and not call.fail_fast:
                 call.retries -= 1
                 call.state = CallState.HELD
             else:
                 stranded.append(call)
         lost = ConnectionLost(f"{error} (the request may or may not have been run)")
         failed = self._replies.fail_many(stranded, lost)
+        self._replies.fail_many(unsent, self.unreachable())
         if failed:
             log.warning("%d pending calls failed: %s", failed, error)
 
@@ -270,7 +274,7 @@ class RequestorIO(LinkOwner):
             return
         channel = self.link.channel
         if channel is None or not self.link.is_open or self.link.blocked is not None:
-            call.state = CallState.HELD
+            self._hold(call)
             return
         if self._broker_limit is not None and len(call.body) > self._broker_limit:
             self._replies.fail(call.correlation_id, _too_large(len(call.body), self._broker_limit))
@@ -306,6 +310,14 @@ class RequestorIO(LinkOwner):
             self._unconfirmed.append(call)
         else:
             call.state = CallState.SENT
+
+    def _hold(self, call: Call) -> None:
+        """No channel to send ``call`` on now: hold it for the next one, or, if it is a
+        fail-fast call and no connection is up, fail it at once."""
+        if call.fail_fast and not self.link.up:
+            self._replies.fail(call.correlation_id, self.unreachable())
+        else:
+            call.state = CallState.HELD
 
     def _on_return(self, returned: Returned) -> None:
         cid = returned.properties.correlation_id
@@ -426,6 +438,13 @@ class RequestorIO(LinkOwner):
             self._replies.expire_due(time.monotonic(), self.why_unsent)
         finally:
             self.link.call_later(SWEEP_INTERVAL, self._sweep)
+
+    def unreachable(self) -> BrokerUnreachable:
+        """The error of a fail-fast call while no connection is up (any thread)."""
+        return BrokerUnreachable(
+            f"{self.link.name}: no connection to the broker ({self.link.address}; reconnecting): "
+            "the fail-fast call was not sent"
+        )
 
     def why_unsent(self, call: Call) -> str | None:
         """Why ``call`` never went out, if it did not: what its CallTimeout should say. Any

@@ -62,6 +62,7 @@ class AsyncRequestor:
         settings: Settings | None = None,
         trusted_repliers: Collection[str] | None = None,
         wait_for_workers: bool | None = None,
+        fail_fast: bool | None = None,
         transport: Transport | None = None,
     ) -> None:
         self._core = RequestorCore(
@@ -71,6 +72,7 @@ class AsyncRequestor:
             settings=settings,
             trusted_repliers=trusted_repliers,
             wait_for_workers=wait_for_workers,
+            fail_fast=fail_fast,
             transport=transport,
         )
         self._lock = threading.Lock()
@@ -181,6 +183,7 @@ class AsyncRequestor:
         idempotent: bool = False,
         retries: int | None = None,
         idempotency_key: str | None = None,
+        fail_fast: bool | None = None,
     ) -> Any:
         """Call ``method`` of ``service`` and return its result; see ``Requestor.call``."""
         call = self._core.prepare(
@@ -190,6 +193,7 @@ class AsyncRequestor:
             timeout=timeout,
             retries=retries_for(idempotent, retries),
             idempotency_key=idempotency_key,
+            fail_fast=fail_fast,
         )
         return await self._wait(call)
 
@@ -203,6 +207,7 @@ class AsyncRequestor:
         idempotent: bool = False,
         retries: int | None = None,
         idempotency_key: str | None = None,
+        fail_fast: bool | None = None,
     ) -> bytes:
         """Call a plain AMQP RPC server and return the reply's body; see
         ``Requestor.call_plain``."""
@@ -213,6 +218,7 @@ class AsyncRequestor:
             timeout=timeout,
             retries=retries_for(idempotent, retries),
             idempotency_key=idempotency_key,
+            fail_fast=fail_fast,
         )
         result: bytes = await self._wait(call)
         return result

@@ -37,7 +37,8 @@ class Requestor:
 
     If the connection drops, calls whose requests were sent fail at once with ConnectionLost
     (unless marked retryable), and the requestor reconnects by itself; calls made meanwhile are
-    sent once it is back, within their own deadline. After ``close()`` every call raises
+    sent once it is back, within their own deadline, or, with ``fail_fast`` (here, per call, or
+    ``REQREP_FAIL_FAST``), fail at once with BrokerUnreachable. After ``close()`` every call raises
     ClosedError. ``transport`` is for tests (``reqrep.testing.MemoryBroker``): by default the
     requestor talks to RabbitMQ through pika.
 
@@ -55,6 +56,7 @@ class Requestor:
         settings: Settings | None = None,
         trusted_repliers: Collection[str] | None = None,
         wait_for_workers: bool | None = None,
+        fail_fast: bool | None = None,
         transport: Transport | None = None,
     ) -> None:
         self._core = RequestorCore(
@@ -64,6 +66,7 @@ class Requestor:
             settings=settings,
             trusted_repliers=trusted_repliers,
             wait_for_workers=wait_for_workers,
+            fail_fast=fail_fast,
             transport=transport,
         )
         self._callbacks = CallbackRunner(self._core.name.removeprefix("reqrep-"))
@@ -139,6 +142,7 @@ class Requestor:
         idempotent: bool = False,
         retries: int | None = None,
         idempotency_key: str | None = None,
+        fail_fast: bool | None = None,
     ) -> Any:
         """Call ``method`` of ``service`` and wait for its result.
 
@@ -146,7 +150,9 @@ class Requestor:
         ConnectionLost, unless it is safe to send again: ``idempotent=True`` (resend as often as
         the deadline allows) or ``retries=N`` (at most N resends). A resent request keeps its
         idempotency key (``idempotency_key``, by default a fresh random id per call), so a worker
-        that already ran it answers from its cache instead of running it twice.
+        that already ran it answers from its cache instead of running it twice. While no
+        connection is up, the call waits for one within its timeout, unless ``fail_fast``
+        (default: the Requestor's): then it raises BrokerUnreachable at once.
 
         Raises CallTimeout, RemoteError (MethodNotFound, BadRequest, PoisonRequest),
         NoSuchService, NoWorkers, ConnectionLost, BrokerUnreachable, ClosedError, MessageTooLarge,
@@ -159,6 +165,7 @@ class Requestor:
             timeout=timeout,
             retries=retries_for(idempotent, retries),
             idempotency_key=idempotency_key,
+            fail_fast=fail_fast,
         )
         return self._wait(call)
 
@@ -172,6 +179,7 @@ class Requestor:
         idempotent: bool = False,
         retries: int | None = None,
         idempotency_key: str | None = None,
+        fail_fast: bool | None = None,
     ) -> bytes:
         """Call a plain AMQP RPC server (one that speaks no reqrep envelope, such as the
         RabbitMQ tutorial's): publish ``body`` to ``queue``, named verbatim, through the
@@ -190,6 +198,7 @@ class Requestor:
             timeout=timeout,
             retries=retries_for(idempotent, retries),
             idempotency_key=idempotency_key,
+            fail_fast=fail_fast,
         )
         result: bytes = self._wait(call)
         return result
@@ -217,6 +226,7 @@ class Requestor:
         idempotent: bool = False,
         retries: int | None = None,
         idempotency_key: str | None = None,
+        fail_fast: bool | None = None,
     ) -> Future[Any]:
         """Start a call; the future completes with its result or a typed error, by its timeout.
 
@@ -231,6 +241,7 @@ class Requestor:
             timeout=timeout,
             retries=retries_for(idempotent, retries),
             idempotency_key=idempotency_key,
+            fail_fast=fail_fast,
         )
         future: Future[Any] = ReplyFuture(self._callbacks)
         future.set_running_or_notify_cancel()  # a running future cannot be cancelled by users

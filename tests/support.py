@@ -162,6 +162,11 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
         time.sleep(0.02)
 
 
+def rabbitmqctl(*args: str) -> None:
+    """Run ``rabbitmqctl -q ARGS`` against the test broker's node (``RABBITMQ_NODENAME``)."""
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, timeout=120, capture_output=True)
+
+
 def close_connections(name_part: str, reason: str = "test") -> int:
     """Close the broker's connections whose connection_name contains ``name_part``."""
     out = subprocess.run(

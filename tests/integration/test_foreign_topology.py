@@ -65,8 +65,7 @@ def queue_type(request: pytest.FixtureRequest) -> str:
 def test_the_protocol_documents_these_declarations() -> None:
     text = PROTOCOL.read_text()
     for row in (
-        "| `{ns}dlx` | exchange, type `direct`, durable, not auto-delete, not internal "
-        "| none |",
+        "| `{ns}dlx` | exchange, type `direct`, durable, not auto-delete, not internal | none |",
         "| `{prefix}S.dead` | queue, durable, not exclusive, not auto-delete | `x-queue-type`: "
         "same as the request queue's; `x-max-length`: `10000` (integer) |",
         "| binding | `{prefix}S.dead` to `{ns}dlx` | routing key `{prefix}S.dead` | none |",
