@@ -20,6 +20,10 @@ requests and are answered even while every handler thread is busy:
   unknown control ``type`` is answered with a ``method_not_found`` error reply.
 
 An asker cannot know how many workers there are: it collects answers until its timeout.
+
+A ``cancel`` (``type`` = ``cancel``, routing key ``service.<S>``) tells the workers of ``S`` that
+the call its ``reply_to`` and ``correlation_id`` name was cancelled by its caller; its header
+``x-deadline`` is the call's deadline. It is never answered (``worker/cancel.py``).
 """
 
 from __future__ import annotations
@@ -31,10 +35,11 @@ from typing import Any
 
 from reqrep.common.errors import SerializationError
 
-__all__ = ["ALL", "PING", "WorkerInfo", "reqrep_version", "service_key"]
+__all__ = ["ALL", "CANCEL", "PING", "WorkerInfo", "reqrep_version", "service_key"]
 
 ALL = "all"
 PING = "ping"
+CANCEL = "cancel"  # a caller cancelled a call: never answered (worker/cancel.py)
 
 
 def service_key(service: str) -> str:

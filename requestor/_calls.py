@@ -80,6 +80,7 @@ class Call:
     plain: bool = False  # a plain call (common/plain.py): to the queue, the reply's body back
     content_type: str | None = CONTENT_TYPE  # of the request's body
     fail_fast: bool = False  # fail at once, not held, while no connection is up
+    sent_to: str = ""  # the reply_to of its last publish ("": never published)
 
     @property
     def what(self) -> str:

@@ -10,6 +10,7 @@ event loop. Internal to the requestor package.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import itertools
 import os
@@ -238,6 +239,15 @@ class RequestorCore:
     def forget(self, correlation_id: str, error: BaseException | None) -> None:
         """The caller stopped waiting: a later reply is late."""
         self.replies.forget(correlation_id, error)
+
+    def cancel(self, call: Call, error: BaseException) -> None:
+        """The caller cancelled ``call``: forget it now, and tell its workers (a worker that
+        holds it stops it; see worker/cancel.py). Any thread; never blocks."""
+        self.replies.forget(call.correlation_id, error)
+        io = self._io
+        if io is not None:
+            with contextlib.suppress(ClosedError):  # closing: the call goes with the connection
+                io.cancel(call)
 
     def timed_out(self, call: Call) -> CallTimeout:
         """The error of a call whose caller's timeout passed: why it never went out, if it did

@@ -68,6 +68,7 @@ from reqrep.common.errors import (
 )
 from reqrep.common.observe import Probe
 from reqrep.requestor._calls import Call, CallState, ReplyHandler
+from reqrep.requestor._cancel import CancelSender
 from reqrep.requestor._presence import WorkerPresence
 
 __all__ = ["DEADLINE_HEADER", "RequestorIO"]
@@ -120,6 +121,7 @@ class RequestorIO(LinkOwner):
         self._broker_limit: int | None = None  # the broker's max_message_size, once learnt
         self._exchange = topology.request_exchange(settings.queue_prefix)
         self._no_exchange_until = -math.inf  # the exchange was missing: fail calls until then
+        self._cancels = CancelSender(settings.queue_prefix, self.link.open_extra_channel)
         self._presence = (  # fail fast with NoWorkers unless the caller would rather wait
             None
             if settings.wait_for_workers
@@ -129,6 +131,11 @@ class RequestorIO(LinkOwner):
     def publish(self, call: Call) -> None:
         """Queue a call for publishing (any thread); raises ClosedError once closed."""
         self.link.submit(lambda: self._publish(call))
+
+    def cancel(self, call: Call) -> None:
+        """Tell the workers that ``call``, forgotten already, was cancelled (any thread); raises
+        ClosedError once closed."""
+        self.link.submit(lambda: self._cancels.send(call))
 
     # -- LinkOwner (I/O thread) ---------------------------------------------------------------
 
@@ -163,6 +170,7 @@ class RequestorIO(LinkOwner):
         are not touched: they go out on the next connection."""
         self._keep_queue = False
         self._unconfirmed.clear()
+        self._cancels.reset()
         if self._presence is not None:
             self._presence.reset()
         stranded, unsent = [], []
@@ -212,8 +220,12 @@ class RequestorIO(LinkOwner):
             self._on_reply_guarded,
             auto_ack=True,
             exclusive=True,
-            on_ok=lambda _tag: self.link.ready(),
+            on_ok=lambda _tag: self._on_consuming(),
         )
+
+    def _on_consuming(self) -> None:
+        self.link.ready()
+        self._cancels.prepare()  # a cancel then goes out at once, before a close that follows
 
     def _on_reply_guarded(self, delivery: Delivery) -> None:
         """A reply we cannot handle fails its own call, not the connection (and every call)."""
@@ -303,6 +315,7 @@ class RequestorIO(LinkOwner):
             call.state = CallState.HELD  # never sent: it goes out after the recovery
             return
         call.generation = self.link.generation
+        call.sent_to = self.reply_queue
         if self._settings.persistent:
             self._published += 1
             call.tag = self._published

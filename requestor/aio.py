@@ -39,8 +39,8 @@ class AsyncRequestor:
             total = await rq.call("add", {"a": 1, "b": 2}, timeout=5)
 
     The arguments, call options and errors are those of ``Requestor``. Cancelling the task that
-    awaits a call forgets the call at once: a reply that comes later is discarded and counted as
-    late, as is one after a CallTimeout.
+    awaits a call forgets the call at once and tells its worker, which stops it (a reply that
+    comes later anyway is discarded and counted as late, as is one after a CallTimeout).
 
     One AsyncRequestor may serve several event loops, in several threads: each call's outcome
     goes to the loop it was made on.
@@ -241,8 +241,9 @@ class AsyncRequestor:
         try:
             return await future
         except asyncio.CancelledError as exc:
-            # The caller stopped waiting: forget the call now, not at its deadline.
-            self._core.forget(call.correlation_id, exc)
+            # The caller stopped waiting: forget the call now, not at its deadline, and tell
+            # its worker, which stops it.
+            self._core.cancel(call, exc)
             raise
         except CallTimeout as exc:
             self._core.forget(call.correlation_id, exc)

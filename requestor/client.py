@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Collection, Sequence
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import CancelledError, Future, InvalidStateError
 from types import TracebackType
 from typing import Any
 
@@ -230,9 +230,10 @@ class Requestor:
     ) -> Future[Any]:
         """Start a call; the future completes with its result or a typed error, by its timeout.
 
-        The options are those of ``call``. The future cannot be cancelled. Its done-callbacks
-        run on the requestor's callback thread, never on its I/O thread: they may block or make
-        calls.
+        The options are those of ``call``. ``future.cancel()`` cancels the call: it is forgotten
+        at once and its worker is told, which stops it (a queued request is skipped, an async
+        handler cancelled, a plain one sees ``current().cancelled()``). Done-callbacks run on
+        the requestor's callback thread, never on its I/O thread: they may block or make calls.
         """
         call = self._core.prepare(
             method,
@@ -243,8 +244,10 @@ class Requestor:
             idempotency_key=idempotency_key,
             fail_fast=fail_fast,
         )
-        future: Future[Any] = ReplyFuture(self._callbacks)
-        future.set_running_or_notify_cancel()  # a running future cannot be cancelled by users
+        # Pending, not running: Future.cancel() works, and cancels the call (see ReplyFuture).
+        future: Future[Any] = ReplyFuture(
+            self._callbacks, on_cancel=lambda: self._core.cancel(call, CancelledError())
+        )
 
         def deliver(result: Any, error: BaseException | None) -> None:
             try:

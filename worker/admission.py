@@ -29,6 +29,7 @@ __all__ = [
     "Poison",
     "Unanswerable",
     "classify",
+    "deadline_of",
     "screen",
     "too_large",
 ]
@@ -134,6 +135,11 @@ def too_large(delivery: Delivery, settings: Settings) -> envelope.ErrorInfo | No
         "MessageTooLarge",
         f"request body of {delivery.size} bytes exceeds max_message_bytes={limit}",
     )
+
+
+def deadline_of(headers: Any) -> int | None:
+    """The deadline (``x-deadline``, Unix time in milliseconds) a message carries, if usable."""
+    return _int_header(headers, DEADLINE_HEADER) if isinstance(headers, dict) else None
 
 
 def _int_header(headers: dict[str, Any], name: str) -> int | None:

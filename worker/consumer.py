@@ -39,6 +39,7 @@ from reqrep.common.errors import ReqrepError
 from reqrep.common.observe import Probe
 from reqrep.worker import admission, plain
 from reqrep.worker._declare import chain, declare_steps
+from reqrep.worker.cancel import Cancellations
 from reqrep.worker.dedupe import ReplyCache
 from reqrep.worker.job import Job, Waiter
 from reqrep.worker.plain import PlainService
@@ -76,8 +77,10 @@ class Consumer(LinkOwner):
         on_setup: Callable[[Connection], None] | None = None,
         probe: Probe | None = None,
         watchdog: float = WATCHDOG,
+        cancels: Cancellations | None = None,
     ) -> None:
         self._settings = settings
+        self._cancels = cancels if cancels is not None else Cancellations()
         self._watchdog = watchdog
         self._last_delivery = time.monotonic()  # or the start of the current consumer
         self._on_setup = on_setup  # given each new connection once consuming (control channel)
@@ -148,10 +151,11 @@ class Consumer(LinkOwner):
         Only a reply that came from running the handler (``ran``) is cached. Any thread."""
         self.link.submit(lambda: self._complete_job(job, body, ran=ran))
 
-    def skip(self, job: Job) -> None:
+    def skip(self, job: Job, reason: str = "expired") -> None:
         """Acknowledge ``job`` (and its waiting twins) without a reply: it expired before a
-        handler thread picked it up. Any thread."""
-        self.link.submit(lambda: self._skip_expired(job))
+        handler thread picked it up, or its caller cancelled it (``reason`` says which). Any
+        thread."""
+        self.link.submit(lambda: self._skip(job, reason))
 
     def drain(self) -> None:
         """Stop taking requests; ``drained`` is set once every received one is answered.
@@ -349,6 +353,11 @@ class Consumer(LinkOwner):
         )
         if key is not None and self._answer_duplicate(key, tag, delivery, message):
             return
+        if self._cancels.taken_back(delivery.reply_to, delivery.correlation_id):
+            self.stats.cancelled += 1  # cancelled while it waited in the queue
+            self._probe.skipped(delivery.method, "cancelled")
+            self._replies.settle(tag, generation, ack=True)
+            return
         service = self._service
         found = (
             plain.classify(delivery, service, self._settings)
@@ -380,6 +389,7 @@ class Consumer(LinkOwner):
                 key,
                 tracecontext.extract(delivery.headers),
                 message,
+                self._cancels.start(delivery.reply_to, delivery.correlation_id),
             )
         )
 
@@ -425,6 +435,7 @@ class Consumer(LinkOwner):
     # -- I/O thread: finished jobs and draining ------------------------------------------------
 
     def _complete_job(self, job: Job, body: bytes, *, ran: bool = True) -> None:
+        self._cancels.finish(job.reply_to, job.correlation_id)
         waiters: list[Waiter] = []
         if job.cache_key is not None:
             if ran:
@@ -448,14 +459,19 @@ class Consumer(LinkOwner):
                     request=waiter.delivery,
                 )
 
-    def _skip_expired(self, job: Job) -> None:
-        self.stats.expired += 1
-        self._probe.skipped(job.method, "expired")
-        self._replies.settle(job.tag, job.generation, ack=True)
+    def _skip(self, job: Job, reason: str) -> None:
+        self._cancels.finish(job.reply_to, job.correlation_id)
         waiters = self._running.pop(job.cache_key, []) if job.cache_key is not None else []
-        for waiter in waiters:  # twins of the same call share its deadline
-            self.stats.expired += 1
-            self._replies.settle(waiter.tag, waiter.generation, ack=True)
+        # Twins of the same call share its deadline, and its caller.
+        for tag, generation in [(job.tag, job.generation)] + [
+            (w.tag, w.generation) for w in waiters
+        ]:
+            if reason == "cancelled":
+                self.stats.cancelled += 1
+            else:
+                self.stats.expired += 1
+            self._replies.settle(tag, generation, ack=True)
+        self._probe.skipped(job.method, reason)
 
     def _begin_drain(self) -> None:
         if self._draining:

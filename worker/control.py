@@ -25,7 +25,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from reqrep.common import control, envelope, topology
 from reqrep.common._transport import Channel, Connection, Delivery, Failure, Properties
@@ -50,8 +50,10 @@ class ControlResponder:
 
     Threads: every method runs on the worker's I/O thread; ``open(connection)`` is called once
     the worker's channel is set up on each new connection, ``describe()`` on every answered
-    ping. ``ready`` is set there once the first control queue is consumed (or failed for good);
-    the Worker's controlling thread waits on it, so that a worker that has started answers pings.
+    ping. ``silent`` maps control types that are never answered (``cancel``) to what handles
+    them, on the I/O thread. ``ready`` is set there once the first control queue is consumed
+    (or failed for good); the Worker's controlling thread waits on it, so that a worker that
+    has started answers pings.
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class ControlResponder:
         service: str,
         describe: Callable[[], control.WorkerInfo],
         *,
+        silent: Mapping[str, Callable[[Delivery], None]] | None = None,
         rate: float = RATE,
         per_asker: float = PER_ASKER,
         clock: Callable[[], float] = time.monotonic,
@@ -68,6 +71,7 @@ class ControlResponder:
         self._queue = topology.control_queue(settings.queue_prefix, service, os.urandom(6).hex())
         self._service = service
         self._describe = describe
+        self._silent = dict(silent or {})  # control types never answered (cancel), by type
         self._channel: Channel | None = None
         self._clock = clock
         self._all = _Bucket(rate, clock())
@@ -125,6 +129,10 @@ class ControlResponder:
 
     def _answer(self, channel: Channel, delivery: Delivery) -> None:
         props = delivery.properties
+        silent = self._silent.get(props.type) if isinstance(props.type, str) else None
+        if silent is not None:
+            silent(delivery)  # answered by nobody: no reply queue to check, no token to spend
+            return
         reply_to, correlation_id = props.reply_to, props.correlation_id
         if not (isinstance(reply_to, str) and reply_to.startswith(_ANSWERABLE)):
             self.dropped += 1
@@ -144,7 +152,7 @@ class ControlResponder:
                     envelope.METHOD_NOT_FOUND,
                     "MethodNotFound",
                     f"unknown control request {props.type!r}",
-                    {"methods": [control.PING]},
+                    {"methods": [control.PING, *self._silent]},
                 )
             )
         properties = Properties(

@@ -93,6 +93,7 @@ async def execute_async(
         )
     except asyncio.CancelledError:
         handler.cancel()
+        handler.add_done_callback(_retrieve)  # whatever it raises as it unwinds is not "lost"
         raise
     if not done:
         handler.cancel()
@@ -120,6 +121,7 @@ def call_context(job: Job, service: str) -> context.CallContext:
         redelivered=job.redelivered,
         delivery_count=job.delivery_count,
         traceparent=job.trace.get(tracecontext.TRACE_HEADER),
+        _cancel=job.cancel,
     )
 
 

@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Hashable
 
 from reqrep.common._transport import Delivery
+from reqrep.worker.cancel import CancelSignal
 from reqrep.worker.service import Handler
 
 __all__ = ["Job", "Waiter"]
@@ -34,6 +35,7 @@ class Job:
     cache_key: Hashable = None  # (service, method, message_id) when it has a message_id
     trace: dict[str, str] = dataclasses.field(default_factory=dict)  # W3C trace headers
     delivery: Delivery | None = None  # the request as delivered (to send it round again)
+    cancel: CancelSignal | None = None  # set when its caller cancels it (worker/cancel.py)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -71,6 +71,7 @@ class ConsumerStats:
     refused_dead_lettered: int = 0  # requests dead-lettered after REPLY_ATTEMPTS refused replies
     replies_too_large: int = 0  # replies over the broker's max_message_size: an error instead
     consumer_restarts: int = 0  # stalled consumers the watchdog replaced
+    cancelled: int = 0  # cancelled by their callers: acknowledged, no reply (worker/cancel.py)
 
 
 @dataclasses.dataclass(frozen=True)

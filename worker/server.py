@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
@@ -11,6 +12,7 @@ import threading
 import time
 from collections.abc import Sequence
 from types import FrameType, TracebackType
+from typing import Any
 
 from reqrep.common import control
 from reqrep.common._link import State
@@ -19,6 +21,7 @@ from reqrep.common.config import Settings
 from reqrep.common.errors import ConfigError, ReqrepError
 from reqrep.common.observe import Probe
 from reqrep.worker.aio import HandlerLoop
+from reqrep.worker.cancel import Cancellations
 from reqrep.worker.consumer import WATCHDOG, Consumer, ConsumerStats, Job
 from reqrep.worker.control import ControlResponder
 from reqrep.worker.dedupe import ReplyCache
@@ -87,7 +90,13 @@ class Worker:
         self._pool: HandlerPool[Job] = HandlerPool(concurrency, self._run_job)
         self._handler_loop = HandlerLoop(concurrency, name=f"reqrep-aio-{service.name}")
         self._started = time.monotonic()
-        self._control = ControlResponder(self.settings, service.name, self._describe)
+        self._cancels = Cancellations()
+        self._control = ControlResponder(
+            self.settings,
+            service.name,
+            self._describe,
+            silent={control.CANCEL: self._cancels.on_message},
+        )
         self._probe = Probe(
             "worker",
             service.name,
@@ -109,6 +118,7 @@ class Worker:
             on_setup=self._control.open,
             probe=self._probe,
             watchdog=watchdog,
+            cancels=self._cancels,
         )
 
     def __repr__(self) -> str:
@@ -295,7 +305,7 @@ class Worker:
             self._pool.submit(job)
 
     def _run_job(self, job: Job) -> None:
-        if self._expired(job):
+        if self._gone(job):
             return
         started = time.monotonic()
         body = self._execute(
@@ -307,30 +317,56 @@ class Worker:
         self._reply(job, body, started)
 
     async def _run_async_job(self, job: Job) -> None:
-        if self._expired(job):  # called once a slot of the handler loop is free
+        if self._gone(job):  # called once a slot of the handler loop is free
             return
         started = time.monotonic()
-        body = await self._execute_async(
-            job,
-            service=self.service.name,
-            max_bytes=self.settings.max_message_bytes,
-            probe=self._probe,
+        # The caller's cancel cancels this task, and with it the handler's (execute_async).
+        loop, task = asyncio.get_running_loop(), asyncio.current_task()
+        take_back = (
+            job.cancel.on_set(lambda: _cancel_soon(loop, task))
+            if job.cancel is not None and task is not None
+            else None
         )
+        try:
+            body = await self._execute_async(
+                job,
+                service=self.service.name,
+                max_bytes=self.settings.max_message_bytes,
+                probe=self._probe,
+            )
+        except asyncio.CancelledError:
+            if job.cancel is None or not job.cancel.is_set():
+                raise  # the worker is stopping: no reply, the broker redelivers the request
+            body = b""  # its caller cancelled it: _reply sends nothing
+        finally:
+            if take_back is not None:
+                take_back()
         self._reply(job, body, started)
 
-    def _expired(self, job: Job) -> bool:
-        """Pool thread or handler loop, at pickup: a job prefetched behind slow handlers that
-        waited past its caller's deadline is acked, not run, and gets no reply (nobody waits
-        for it any more)."""
-        if job.deadline_ms is None or time.time() * 1000 <= job.deadline_ms:
+    def _gone(self, job: Job) -> bool:
+        """Pool thread or handler loop, at pickup: a job whose caller has gone is acked, not
+        run, and gets no reply: its caller cancelled it, or it waited here (prefetched behind
+        slow handlers) past its caller's deadline."""
+        if job.cancel is not None and job.cancel.is_set():
+            self._skip(job, "cancelled")
+        elif job.deadline_ms is not None and time.time() * 1000 > job.deadline_ms:
+            self._skip(job, "expired")
+        else:
             return False
-        try:
-            self._consumer.skip(job)
-        except ReqrepError as exc:
-            log.debug("expired job %s not acked (%s); redelivered", job.correlation_id, exc)
         return True
 
+    def _skip(self, job: Job, reason: str) -> None:
+        try:
+            self._consumer.skip(job, reason)
+        except ReqrepError as exc:
+            log.debug("%s job %s not acked (%s); redelivered", reason, job.correlation_id, exc)
+
     def _reply(self, job: Job, body: bytes, started: float) -> None:
+        if job.cancel is not None and job.cancel.is_set():
+            # Its caller cancelled it while it ran: nobody reads a reply, and a result cut
+            # short is no result to cache.
+            self._skip(job, "cancelled")
+            return
         self._probe.handler_done(job.method, body, time.monotonic() - started)
         try:
             self._consumer.reply(job, body, ran=handler_ran(body))
@@ -344,6 +380,11 @@ class Worker:
 
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _cancel_soon(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` on its loop (any thread: the worker's I/O thread sets cancel signals)."""
+    loop.call_soon_threadsafe(task.cancel)
 
 
 def default_prefetch(concurrency: int) -> int:

@@ -139,7 +139,7 @@ class LocalRequestor:
         return self.requestor.call_async(method, payload, **options)
 
     async def acall(self, method: str, payload: Any = None, **options: Any) -> Any:
-        """Like ``AsyncRequestor.call``; cancelling the awaiting task forgets the call."""
+        """Like ``AsyncRequestor.call``; cancelling the awaiting task cancels the call."""
         self._ensure_open()
         return await self._async.call(method, payload, **options)
 
