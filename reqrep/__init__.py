@@ -40,6 +40,8 @@ from reqrep.common import (
 from reqrep.requestor import (
     Admin,
     AsyncRequestor,
+    BroadcastReply,
+    BroadcastResult,
     DeadLetter,
     Replayed,
     ReplyStats,
@@ -65,6 +67,8 @@ __all__ = [
     "Admin",
     "AsyncRequestor",
     "BadRequest",
+    "BroadcastReply",
+    "BroadcastResult",
     "BrokerUnreachable",
     "CallContext",
     "CallError",

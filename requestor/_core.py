@@ -17,6 +17,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import Future
 from typing import Any
 
 from reqrep.common import plain, serialization, topology, tracecontext
@@ -27,6 +28,7 @@ from reqrep.common.errors import CallTimeout, ClosedError, ConfigError, MessageT
 from reqrep.common.observe import CallInfo, Probe
 from reqrep.requestor._calls import Call, Deliver, ReplyHandler, ReplyStats, timeout_error
 from reqrep.requestor._io import RequestorIO
+from reqrep.requestor.broadcast import BroadcastResult, Gather
 
 __all__ = ["RequestorCore", "retries_for"]
 
@@ -213,6 +215,51 @@ class RequestorCore:
             # tracer, if enabled, puts its own span's context instead).
             headers=tracecontext.outgoing(),
         )
+
+    def broadcast(
+        self,
+        method: str,
+        payload: Any,
+        *,
+        service: str | Sequence[str] | None,
+        timeout: float | None,
+        min_replies: int | None,
+    ) -> Future[BroadcastResult]:
+        """Start a broadcast (``requestor/broadcast.py``); its future ends by ``timeout``.
+        Raises ConfigError, SerializationError, MessageTooLarge, ClosedError, or
+        BrokerUnreachable while no connection is up (a broadcast is not held)."""
+        named = service if service is not None else self.service
+        services = [named] if isinstance(named, str) or named is None else list(named)
+        services = [_check_name("service", s) for s in services]
+        if not services:
+            raise ConfigError("broadcast to no service: name at least one")
+        method = _check_name("method", method)
+        seconds = self.settings.timeout if timeout is None else timeout
+        check_seconds("timeout", seconds)
+        if min_replies is not None and (
+            isinstance(min_replies, bool) or not isinstance(min_replies, int) or min_replies < 1
+        ):
+            raise ConfigError(f"min_replies must be a whole number >= 1, got {min_replies!r}")
+        body = serialization.dumps(payload)
+        if len(body) > self.settings.max_message_bytes:
+            raise MessageTooLarge(
+                f"broadcast of {len(body)} bytes exceeds max_message_bytes="
+                f"{self.settings.max_message_bytes}"
+            )
+        io = self._live_io()
+        if not io.link.up:
+            raise io.unreachable("the broadcast")
+        gather = Gather(
+            io.link,
+            self.settings,
+            services,
+            method,
+            body,
+            timeout=seconds,
+            min_replies=min_replies,
+        )
+        io.link.submit(gather.start)
+        return gather.future
 
     def send(self, call: Call, deliver: Deliver) -> None:
         """Register ``call`` with ``deliver`` as where its outcome goes, then queue it for the

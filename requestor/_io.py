@@ -452,11 +452,12 @@ class RequestorIO(LinkOwner):
         finally:
             self.link.call_later(SWEEP_INTERVAL, self._sweep)
 
-    def unreachable(self) -> BrokerUnreachable:
-        """The error of a fail-fast call while no connection is up (any thread)."""
+    def unreachable(self, what: str = "the fail-fast call") -> BrokerUnreachable:
+        """The error of a fail-fast call (or ``what``) while no connection is up (any
+        thread)."""
         return BrokerUnreachable(
             f"{self.link.name}: no connection to the broker ({self.link.address}; reconnecting): "
-            "the fail-fast call was not sent"
+            f"{what} was not sent"
         )
 
     def why_unsent(self, call: Call) -> str | None:

@@ -24,6 +24,7 @@ from reqrep.common.config import Settings
 from reqrep.common.errors import CallTimeout
 from reqrep.requestor._calls import Call, ReplyStats
 from reqrep.requestor._core import RequestorCore, retries_for
+from reqrep.requestor.broadcast import BroadcastResult
 
 __all__ = ["AsyncRequestor"]
 
@@ -222,6 +223,25 @@ class AsyncRequestor:
         )
         result: bytes = await self._wait(call)
         return result
+
+    async def broadcast(
+        self,
+        method: str,
+        payload: Any = None,
+        *,
+        service: str | Sequence[str] | None = None,
+        timeout: float | None = None,
+        min_replies: int | None = None,
+    ) -> BroadcastResult:
+        """Call ``method`` on every live worker and gather the replies; see
+        ``Requestor.broadcast``."""
+        opening = self._opening
+        if opening is None or not opening.done():
+            await self.open()
+        future = self._core.broadcast(
+            method, payload, service=service, timeout=timeout, min_replies=min_replies
+        )
+        return await asyncio.wrap_future(future)
 
     async def _wait(self, call: Call) -> Any:
         """Send ``call`` and await its outcome on the running loop."""

@@ -5,17 +5,22 @@ from __future__ import annotations
 import threading
 from collections.abc import Collection, Sequence
 from concurrent.futures import CancelledError, Future, InvalidStateError
+from concurrent.futures import TimeoutError as FutureTimeout
 from types import TracebackType
 from typing import Any
 
 from reqrep.common._transport import Transport
 from reqrep.common.config import Settings
+from reqrep.common.errors import CallTimeout
 from reqrep.requestor._callbacks import CallbackRunner, ReplyFuture
 from reqrep.requestor._calls import Call, ReplyStats
 from reqrep.requestor._core import RequestorCore, retries_for
 from reqrep.requestor._waiter import CallWaiter
+from reqrep.requestor.broadcast import BroadcastResult
 
 __all__ = ["Requestor"]
+
+_BROADCAST_GRACE = 5.0  # seconds past its timeout a broadcast may take to report
 
 
 class Requestor:
@@ -202,6 +207,35 @@ class Requestor:
         )
         result: bytes = self._wait(call)
         return result
+
+    def broadcast(
+        self,
+        method: str,
+        payload: Any = None,
+        *,
+        service: str | Sequence[str] | None = None,
+        timeout: float | None = None,
+        min_replies: int | None = None,
+    ) -> BroadcastResult:
+        """Call ``method`` on every live worker of ``service`` (or of several services) and
+        gather their replies, each tagged by its worker.
+
+        The live workers are those that answer a ping sent with it within a second (or the
+        timeout, if shorter). It returns once each of them has replied, once ``min_replies``
+        replies are in, or at ``timeout`` (default: the Requestor's), with ``.replies`` and
+        ``.missing`` (the live workers that did not reply). A reply that is an error is one of
+        the replies (``reply.error``), not raised. Raises ConfigError, SerializationError,
+        NoSuchService (no worker of this prefix ever ran), AccessRefused, ClosedError, or
+        BrokerUnreachable / ConnectionLost if there is no connection (it is not held).
+        """
+        future = self._core.broadcast(
+            method, payload, service=service, timeout=timeout, min_replies=min_replies
+        )
+        seconds = self.settings.timeout if timeout is None else timeout
+        try:
+            return future.result(seconds + _BROADCAST_GRACE)
+        except FutureTimeout:  # the I/O thread ends it by its timeout; it did not
+            raise CallTimeout(f"the broadcast of {method!r} did not end in time") from None
 
     def _wait(self, call: Call) -> Any:
         """Send ``call`` and wait for its outcome (the caller's thread)."""

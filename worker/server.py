@@ -10,7 +10,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -21,6 +21,7 @@ from reqrep.common.config import Settings
 from reqrep.common.errors import ConfigError, ReqrepError
 from reqrep.common.observe import Probe
 from reqrep.worker.aio import HandlerLoop
+from reqrep.worker.broadcast import Broadcasts
 from reqrep.worker.cancel import Cancellations
 from reqrep.worker.consumer import WATCHDOG, Consumer, ConsumerStats, Job
 from reqrep.worker.control import ControlResponder
@@ -91,11 +92,19 @@ class Worker:
         self._handler_loop = HandlerLoop(concurrency, name=f"reqrep-aio-{service.name}")
         self._started = time.monotonic()
         self._cancels = Cancellations()
+        self._broadcasts = (
+            None
+            if isinstance(service, PlainService)
+            else Broadcasts(service, self.settings, self._dispatch, self._on_io_thread)
+        )
         self._control = ControlResponder(
             self.settings,
             service.name,
             self._describe,
             silent={control.CANCEL: self._cancels.on_message},
+            later={}
+            if self._broadcasts is None
+            else {control.BROADCAST: self._broadcasts.on_message},
         )
         self._probe = Probe(
             "worker",
@@ -130,6 +139,12 @@ class Worker:
     @property
     def stats(self) -> ConsumerStats:
         return self._consumer.stats
+
+    @property
+    def id(self) -> str:
+        """This worker's random id: ``WorkerInfo.id`` in pings, the tag of its broadcast
+        replies."""
+        return self._control.id
 
     @property
     def name(self) -> str:
@@ -292,7 +307,12 @@ class Worker:
             connection=self.name,
             reconnects=self.reconnects,
             stats=dataclasses.asdict(self._consumer.stats),
+            id=self._control.id,
         )
+
+    def _on_io_thread(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the I/O thread (any thread; ClosedError once the worker has stopped)."""
+        self._consumer.link.submit(fn)
 
     # -- the I/O thread, pool threads and the handler loop --------------------------------------
 
@@ -356,6 +376,8 @@ class Worker:
         return True
 
     def _skip(self, job: Job, reason: str) -> None:
+        if job.answer is not None:
+            return  # a broadcast: acknowledged when it arrived, nothing to settle
         try:
             self._consumer.skip(job, reason)
         except ReqrepError as exc:
@@ -369,6 +391,9 @@ class Worker:
             return
         self._probe.handler_done(job.method, body, time.monotonic() - started)
         try:
+            if job.answer is not None:  # a broadcast: its asker gets the reply
+                job.answer(body)
+                return
             self._consumer.reply(job, body, ran=handler_ran(body))
         except ReqrepError as exc:
             log.warning(

@@ -244,8 +244,10 @@ def test_the_protocol_names_every_header_and_limit() -> None:
         tracecontext.STATE_HEADER,
     ):
         assert f"`{header}`" in text, header
-    for kind in (control.PING, control.CANCEL):
+    for kind in (control.PING, control.CANCEL, control.BROADCAST):
         assert f"| `type` | `{kind}` |" in text, kind
+    for header in (control.METHOD_HEADER, control.WORKER_HEADER):
+        assert f"`{header}`" in text, header
     assert (
         f"at most {cancel.REMEMBER:g} s, and at most the {cancel.MAX_REMEMBERED:,} latest" in text
     )
