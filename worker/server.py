@@ -376,6 +376,7 @@ class Worker:
         return True
 
     def _skip(self, job: Job, reason: str) -> None:
+        self._probe.dropped(job.method)  # dispatched, and leaves without a reply
         if job.answer is not None:
             return  # a broadcast: acknowledged when it arrived, nothing to settle
         try:

@@ -11,7 +11,9 @@ from collections.abc import Iterator
 from concurrent.futures import CancelledError
 
 import pytest
+from prometheus_client import CollectorRegistry
 
+import reqrep.metrics
 from reqrep.common import CallTimeout, Settings
 from reqrep.common._transport import Delivery, Properties
 from reqrep.requestor import Admin, AsyncRequestor, Requestor
@@ -252,3 +254,31 @@ def test_cancels_of_calls_not_here_are_remembered_within_bounds() -> None:
     assert not cancels.taken_back("q", "late")  # past its deadline: nothing to remember
     cancels.on_message(_cancel("", "no-reply-to"))
     assert cancels.received == 6
+
+
+def test_the_in_flight_gauge_returns_to_zero_for_calls_that_leave_without_a_reply(
+    broker: MemoryBroker, settings: Settings, service: Service, probe: Probe
+) -> None:
+    """A dispatched call that gets no reply (cancelled while it ran, or while it waited, or
+    past its deadline at pickup) is no longer in flight."""
+    registry = CollectorRegistry()
+    reqrep.metrics.enable(registry)
+    try:
+        with (
+            Worker(service, settings=settings, concurrency=1, transport=broker.transport) as w,
+            Requestor(settings=settings, service="cancels", transport=broker.transport) as rq,
+        ):
+            running = rq.call_async("poll", "running", timeout=30)
+            assert probe.event(probe.started, "running").wait(WAIT)
+            waiting = rq.call_async("poll", "waiting", timeout=30)
+            wait_until(lambda: w.stats.received == 2, WAIT, "both at the worker")
+            assert waiting.cancel()
+            wait_until(lambda: _cancels_seen(w) == 1, WAIT, "the first cancel")
+            assert running.cancel()
+            wait_until(lambda: w.stats.cancelled == 2, WAIT, "both cancelled")
+            gauge = registry.get_sample_value(
+                "reqrep_worker_requests_in_flight", {"service": "cancels"}
+            )
+            assert gauge == 0
+    finally:
+        reqrep.metrics.disable(registry)
