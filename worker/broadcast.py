@@ -9,6 +9,11 @@ acknowledged when it arrives, as everything on the control queue is: a worker th
 it runs leaves it unanswered (the asker reports that worker as missing), and no other worker
 runs it instead.
 
+At most ``limit`` broadcasts (the worker's concurrency) run or wait here at once: whoever may
+publish to the control exchange could otherwise queue handler runs without end, as the request
+queue's prefetch prevents for requests. One more is answered at once with a ``TooManyPending``
+error.
+
 A plain service (``worker/plain.py``) takes no broadcasts: its workers answer
 ``method_not_found``, as workers of older versions do.
 
@@ -45,11 +50,15 @@ class Broadcasts:
         settings: Settings,
         dispatch: Callable[[Job], None],
         submit: Callable[[Callable[[], None]], None],
+        *,
+        limit: int,
     ) -> None:
         self._service = service
         self._max_bytes = settings.max_message_bytes
         self._dispatch = dispatch
         self._submit = submit
+        self._limit = limit
+        self.in_flight = 0  # dispatched, not yet answered (I/O thread)
         self.received = 0  # broadcasts run here
 
     def on_message(self, delivery: Delivery, answer: Answer) -> None:
@@ -67,10 +76,17 @@ class Broadcasts:
                 f"service {self._service.name!r} has no method {method!r}",
                 {"methods": self._service.methods},
             )
+        if problem is None and self.in_flight >= self._limit:
+            problem = envelope.ErrorInfo(
+                envelope.HANDLER_ERROR,
+                "TooManyPending",
+                f"this worker runs {self.in_flight} broadcasts already; try again later",
+            )
         if problem is not None or handler is None:
             answer(envelope.error_body(problem or _no_method()))
             return
         self.received += 1
+        self.in_flight += 1
         self._dispatch(
             Job(
                 0,  # no delivery tag of the request queue: nothing to settle
@@ -84,9 +100,15 @@ class Broadcasts:
                 admission.deadline_of(headers),
                 trace=tracecontext.extract(headers),
                 delivery=delivery,
-                answer=lambda body: self._submit(lambda: answer(body)),
+                answer=lambda body: self._submit(lambda: self._done(answer, body)),
             )
         )
+
+    def _done(self, answer: Answer, body: bytes | None) -> None:
+        """A broadcast job is over: its answer goes out (None: none, it was skipped)."""
+        self.in_flight -= 1
+        if body is not None:
+            answer(body)
 
     def _refusal(
         self, method: object, content_type: object, size: int

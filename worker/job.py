@@ -37,8 +37,8 @@ class Job:
     delivery: Delivery | None = None  # the request as delivered (to send it round again)
     cancel: CancelSignal | None = None  # set when its caller cancels it (worker/cancel.py)
     # Where a broadcast's reply goes (worker/broadcast.py), instead of the request's reply
-    # path; any thread.
-    answer: Callable[[bytes], None] | None = None
+    # path (None: it gets none, it was skipped); any thread.
+    answer: Callable[[bytes | None], None] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

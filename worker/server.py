@@ -95,7 +95,9 @@ class Worker:
         self._broadcasts = (
             None
             if isinstance(service, PlainService)
-            else Broadcasts(service, self.settings, self._dispatch, self._on_io_thread)
+            else Broadcasts(
+                service, self.settings, self._dispatch, self._on_io_thread, limit=concurrency
+            )
         )
         self._control = ControlResponder(
             self.settings,
@@ -377,9 +379,10 @@ class Worker:
 
     def _skip(self, job: Job, reason: str) -> None:
         self._probe.dropped(job.method)  # dispatched, and leaves without a reply
-        if job.answer is not None:
-            return  # a broadcast: acknowledged when it arrived, nothing to settle
         try:
+            if job.answer is not None:  # a broadcast: acked when it came, nothing to settle
+                job.answer(None)
+                return
             self._consumer.skip(job, reason)
         except ReqrepError as exc:
             log.debug("%s job %s not acked (%s); redelivered", reason, job.correlation_id, exc)

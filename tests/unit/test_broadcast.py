@@ -31,7 +31,9 @@ def settings() -> Settings:
     return Settings(url=URL, timeout=5.0, connect_timeout=2.0)
 
 
-def _service(name: str, hold: threading.Event | None = None) -> Service:
+def _service(
+    name: str, hold: threading.Event | None = None, started: threading.Event | None = None
+) -> Service:
     service = Service(name)
     served = threading.local()
 
@@ -43,6 +45,8 @@ def _service(name: str, hold: threading.Event | None = None) -> Service:
     def stuck(_payload: Any) -> str:
         if hold is None:
             return "quick"
+        if started is not None:
+            started.set()
         hold.wait(10)  # this worker's handler is stuck until the test lets it go
         return "late"
 
@@ -133,3 +137,27 @@ def test_what_a_broadcast_refuses(broker: MemoryBroker, settings: Settings) -> N
             [reply] = rq.broadcast("anything", service="plain-q", timeout=2).replies
         assert reply.error is not None
         assert reply.error.code == "method_not_found"  # plain services take no broadcasts
+
+
+def test_a_worker_runs_at_most_its_concurrency_in_broadcasts(
+    broker: MemoryBroker, settings: Settings
+) -> None:
+    """Whoever may publish to the control exchange cannot queue handler runs without end."""
+    hold, started = threading.Event(), threading.Event()
+    service = _service("fleet", hold, started)
+    with (
+        Worker(service, settings=settings, concurrency=1, transport=broker.transport),
+        Requestor(settings=settings, service="fleet", transport=broker.transport) as rq,
+    ):
+        first = threading.Thread(target=lambda: rq.broadcast("stuck", timeout=5))
+        first.start()
+        try:
+            assert started.wait(5)
+            [busy] = rq.broadcast("whoami", timeout=2, min_replies=1).replies
+        finally:
+            hold.set()
+            first.join(10)
+        assert busy.error is not None
+        assert busy.error.type == "TooManyPending"
+        [after] = rq.broadcast("whoami", timeout=2, min_replies=1).replies  # it is free again
+        assert after.ok
