@@ -25,13 +25,14 @@ Threads: ``Gather`` runs on the requestor's I/O thread; its outcome goes to a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
 import os
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
 from reqrep.common import control, envelope, serialization, topology, tracecontext
@@ -41,6 +42,7 @@ from reqrep.common.config import Settings
 from reqrep.common.control import WorkerInfo
 from reqrep.common.errors import (
     AccessRefused,
+    ClosedError,
     ConnectionLost,
     NoSuchService,
     RemoteError,
@@ -127,7 +129,9 @@ class Gather:
         self._workers: dict[str, WorkerInfo] = {}  # id -> its ping answer
         self._replies: dict[str, BroadcastReply] = {}  # id -> its reply, in arrival order
         self._discovered = False  # the discovery window has passed
+        self._over = False  # finished, failed or abandoned: nothing more happens
         self._timers: list[object] = []
+        self.future.add_done_callback(self._on_future_done)
 
     def start(self) -> None:
         """Open the broadcast's channel (I/O thread)."""
@@ -142,7 +146,7 @@ class Gather:
         )
 
     def _on_open(self, channel: Channel) -> None:
-        if self.future.done():
+        if self._over:
             channel.close()
             return
         self._channel = channel
@@ -226,7 +230,7 @@ class Gather:
             self._finish()
 
     def _finish(self) -> None:
-        if self.future.done():
+        if self._over:
             return
         replies = [
             dataclasses.replace(r, info=r.info or self._workers.get(r.worker))
@@ -234,10 +238,11 @@ class Gather:
         ]
         missing = [info for wid, info in self._workers.items() if wid not in self._replies]
         self._close()
-        self.future.set_result(BroadcastResult(replies, missing))
+        with contextlib.suppress(InvalidStateError):  # its awaiter gave up (cancelled it)
+            self.future.set_result(BroadcastResult(replies, missing))
 
     def _on_close(self, channel: Channel, failure: Failure) -> None:
-        if self.future.done() or channel is not self._channel:
+        if self._over or channel is not self._channel:
             return
         self._channel = None
         if failure.with_connection:
@@ -250,11 +255,21 @@ class Gather:
             self._fail(ConnectionLost(f"broadcast: {failure.text}"))
 
     def _fail(self, error: ReqrepError) -> None:
+        if self._over:
+            return
         self._close()
-        if not self.future.done():
+        with contextlib.suppress(InvalidStateError):
             self.future.set_exception(error)
 
+    def _on_future_done(self, future: Future[BroadcastResult]) -> None:
+        """Any thread: a future cancelled by its waiter (an asyncio task cancelled) ends the
+        broadcast now, on the I/O thread."""
+        if future.cancelled():
+            with contextlib.suppress(ClosedError):
+                self._link.submit(self._close)
+
     def _close(self) -> None:
+        self._over = True
         for timer in self._timers:
             self._link.cancel(timer)
         self._timers.clear()

@@ -161,3 +161,32 @@ def test_a_worker_runs_at_most_its_concurrency_in_broadcasts(
         assert busy.error.type == "TooManyPending"
         [after] = rq.broadcast("whoami", timeout=2, min_replies=1).replies  # it is free again
         assert after.ok
+
+
+def test_a_cancelled_await_ends_the_broadcast_at_once(
+    broker: MemoryBroker, settings: Settings
+) -> None:
+    hold, started = threading.Event(), threading.Event()
+
+    def answer_queues() -> int:
+        return sum(name.startswith("amq.gen-") for name in broker.queue_names())
+
+    async def main() -> None:
+        async with AsyncRequestor(
+            settings=settings, service="fleet", transport=broker.transport
+        ) as arq:
+            task = asyncio.ensure_future(arq.broadcast("stuck", timeout=30))
+            while not started.is_set():
+                await asyncio.sleep(0.01)
+            assert answer_queues() == 2  # the requestor's callback queue, and the broadcast's
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            while answer_queues() > 1:  # the broadcast's queue goes with its channel
+                await asyncio.sleep(0.01)
+
+    with Worker(_service("fleet", hold, started), settings=settings, transport=broker.transport):
+        try:
+            asyncio.run(asyncio.wait_for(main(), 10))
+        finally:
+            hold.set()
