@@ -11,6 +11,7 @@ from reqrep.common.errors import (
     ClosedError,
     ConfigError,
     ConnectionLost,
+    ForeignReply,
     MessageTooLarge,
     MethodNotFound,
     NoSuchService,
@@ -23,6 +24,7 @@ from reqrep.common.errors import (
     SerializationError,
     StartupError,
     TooManyPending,
+    TopologyConflict,
 )
 from reqrep.common.observe import Observer
 from reqrep.common.tracecontext import CorrelationFilter
@@ -39,6 +41,7 @@ __all__ = [
     "ConfigError",
     "ConnectionLost",
     "CorrelationFilter",
+    "ForeignReply",
     "MessageTooLarge",
     "MethodNotFound",
     "NoSuchService",
@@ -53,6 +56,7 @@ __all__ = [
     "Settings",
     "StartupError",
     "TooManyPending",
+    "TopologyConflict",
     "redact_url",
 ]
 

@@ -52,6 +52,7 @@ from reqrep.common._transport import Address, Channel, Connection, Failure, Loop
 from reqrep.common.addresses import host_of, redact_url, shuffled
 from reqrep.common.config import Settings
 from reqrep.common.errors import BrokerUnreachable, ClosedError, ConnectionLost, ReqrepError
+from reqrep.common.refused import setup_refused
 
 __all__ = ["CLOSE_GRACE", "TASK_ROUNDS", "Link", "LinkOwner", "State"]
 
@@ -124,7 +125,7 @@ class Link:
     """One connection to the broker, kept open, and the thread that owns it.
 
     Threads: ``start``, ``stop``, ``submit`` and the properties ``name``, ``state``,
-    ``address``, ``reconnects``, ``blocked`` and ``error`` from any thread. Everything else
+    ``address``, ``reconnects``, ``up``, ``blocked`` and ``error`` from any thread. Everything else
     (``channel``, ``connection``, ``generation``, ``is_open``, ``call_later``, ``cancel``,
     ``guarded``, ``ready``, ``reopen_channel``, ``open_extra_channel``, ``batching``) on the
     I/O thread only.
@@ -169,6 +170,7 @@ class Link:
         self._reopening = False  # the channel is being replaced
         self._reopen_delay = 0.0  # grows while the broker keeps closing our channels
         self._blocked: str | None = None  # why the broker blocks this connection, if it does
+        self._up = False  # a connection is open (read from any thread: ``up``)
         # -- tasks --
         self._tasks: deque[Callable[[], None]] = deque()
         self._wake_pending = False
@@ -196,6 +198,12 @@ class Link:
     def reconnects(self) -> int:
         """How many times a lost connection (or channel) was re-established."""
         return max(0, self.generation - 1)
+
+    @property
+    def up(self) -> bool:
+        """Whether a connection is open now (its channel may be being replaced): what a
+        fail-fast call asks before it is sent."""
+        return self._up and self._state in ACCEPTS_WORK
 
     @property
     def blocked(self) -> str | None:
@@ -431,6 +439,7 @@ class Link:
             return
         self._blocked = None
         self._refused.clear()
+        self._up = True
         self._open_channel()
 
     def _on_open_failed(self, connection: Connection, failure: Failure) -> None:
@@ -519,6 +528,7 @@ class Link:
         log.warning("%s: connection attempt crashed (%r); trying again", self._where(), exc)
         if self.connection is not None:
             self.connection.abandon()
+        self._up = False
         self.connection = None
         self.channel = None
         self._retry_or_give_up(BrokerUnreachable(f"{self._where()}: {exc!r}"), fatal=False)
@@ -554,9 +564,7 @@ class Link:
         if self._state is State.STARTING:
             # The broker refused the set-up (e.g. a queue exists with other arguments), which
             # retrying cannot fix.
-            self._error = ConnectionLost(
-                f"{self._where()}: channel closed: {failure.text}", permanent=True
-            )
+            self._error = setup_refused(self._where(), failure)
             if self.connection is not None:
                 self.connection.close()
             return
@@ -578,6 +586,7 @@ class Link:
     def _on_connection_closed(self, connection: Connection, failure: Failure) -> None:
         if connection is not self.connection and self.connection is not None:
             return  # abandoned after a crash while connecting
+        self._up = False
         self.connection = None
         self.channel = None
         self._reopening = False
@@ -596,8 +605,8 @@ class Link:
             self._owner.on_lost(error)
             self._schedule_retry()
         else:  # closed during set-up
-            setup_refused = state is State.STARTING and self._error is not None
-            self._retry_or_give_up(self._error or error, fatal=setup_refused)
+            refused = state is State.STARTING and self._error is not None
+            self._retry_or_give_up(self._error or error, fatal=refused)
 
     def _on_blocked(self, _connection: Connection, reason: str) -> None:
         self._blocked = reason

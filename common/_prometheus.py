@@ -135,6 +135,9 @@ class PrometheusObserver(Observer):
     def request_dispatched(self, service: str, method: str) -> None:
         self._child(self.in_flight, service).inc()
 
+    def request_dropped(self, service: str, method: str) -> None:
+        self._child(self.in_flight, service).dec()
+
     def handler_done(self, service: str, method: str, code: str, seconds: float) -> None:
         self._child(self.in_flight, service).dec()
         self._child(self.answered, service, method, code).inc()

@@ -56,8 +56,11 @@ _ENV_FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "tls_key_password": ("REQREP_TLS_KEY_PASSWORD", str),
     "tls_server_name": ("REQREP_TLS_SERVER_NAME", str),
     "wait_for_workers": ("REQREP_WAIT_FOR_WORKERS", _flag),
+    "fail_fast": ("REQREP_FAIL_FAST", _flag),
     "dlq_max_length": ("REQREP_DLQ_MAX_LENGTH", int),
 }
+# Settings whose variable, set and empty, means an empty value rather than the default.
+_EMPTY_IS_A_VALUE = frozenset({"queue_prefix"})
 _TLS_FIELDS = ("tls_ca", "tls_cert", "tls_key", "tls_key_password", "tls_server_name")
 
 
@@ -67,7 +70,9 @@ class Settings:
 
     ``url`` is an AMQP URL (``amqp://user:password@host:port/vhost``), or several separated by
     commas (the nodes of a cluster; a sequence of URLs is joined so); ``timeout`` the default call
-    timeout in seconds; ``queue_prefix`` + service name is a service's request queue.
+    timeout in seconds; ``queue_prefix`` + service name is a service's request queue (an empty
+    prefix, also ``REQREP_QUEUE_PREFIX=`` set and empty, names it by the service alone; reqrep's
+    exchanges then keep the names of the default prefix: ``topology.namespace``).
     ``reconnect_max`` caps the backoff between reconnection attempts; ``max_message_bytes`` bounds
     request and reply bodies, checked on both sides; a request whose worker died
     ``max_redeliveries`` times is refused as poison on its next delivery.
@@ -82,6 +87,8 @@ class Settings:
     ``tls_key_password`` never appears in a repr.
     ``wait_for_workers=False`` (the default) makes a call to a service whose queue has no
     consumer fail at once with NoWorkers; ``True`` lets it wait in the queue for a worker.
+    ``fail_fast=True`` makes a requestor's calls fail at once with BrokerUnreachable while its
+    connection is down, instead of being held (within their deadline) until it is back.
     ``dlq_max_length`` caps a service's dead-letter queue (the oldest are dropped); like every
     queue argument it takes effect when workers first declare the queue.
     """
@@ -106,6 +113,7 @@ class Settings:
     tls_server_name: str | None = None
     wait_for_workers: bool = False
     dlq_max_length: int = topology.DEAD_LETTER_MAX_LENGTH
+    fail_fast: bool = False
 
     def __post_init__(self) -> None:
         # A sequence of URLs is kept as the one string AMQP_URL would hold.
@@ -127,7 +135,7 @@ class Settings:
             raise ConfigError(f"dedupe_bytes must be a whole number, got {self.dedupe_bytes!r}")
         if self.dedupe_bytes < 0:
             raise ConfigError(f"dedupe_bytes must be >= 0, got {self.dedupe_bytes!r}")
-        for name in ("sign_replies", "persistent", "wait_for_workers"):
+        for name in ("sign_replies", "persistent", "wait_for_workers", "fail_fast"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
         for name in _TLS_FIELDS:
@@ -166,12 +174,15 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Build settings from ``env`` (default ``os.environ``); non-None ``overrides`` win."""
+        """Build settings from ``env`` (default ``os.environ``); non-None ``overrides`` win.
+
+        A variable set to the empty string counts as unset, except ``REQREP_QUEUE_PREFIX``:
+        empty, it means no prefix."""
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
         for name, (var, kind) in _ENV_FIELDS.items():
             raw = env.get(var)
-            if raw is None or raw == "":
+            if raw is None or (raw == "" and name not in _EMPTY_IS_A_VALUE):
                 continue
             try:
                 values[name] = kind(raw)

@@ -20,6 +20,16 @@ requests and are answered even while every handler thread is busy:
   unknown control ``type`` is answered with a ``method_not_found`` error reply.
 
 An asker cannot know how many workers there are: it collects answers until its timeout.
+
+A ``cancel`` (``type`` = ``cancel``, routing key ``service.<S>``) tells the workers of ``S`` that
+the call its ``reply_to`` and ``correlation_id`` name was cancelled by its caller; its header
+``x-deadline`` is the call's deadline. It is never answered (``worker/cancel.py``).
+
+A ``broadcast`` (``type`` = ``broadcast``, the method in the header ``x-reqrep-method``, the
+payload as the body, like a request's) runs the method on every worker of ``S``; each answers
+with the reply a call would get (``worker/broadcast.py``). Every answer carries the header
+``x-reqrep-worker``: the answering worker's ``WorkerInfo.id``, which ties a broadcast's replies
+to the workers that answered the ping sent beside it (``requestor/broadcast.py``).
 """
 
 from __future__ import annotations
@@ -31,10 +41,24 @@ from typing import Any
 
 from reqrep.common.errors import SerializationError
 
-__all__ = ["ALL", "PING", "WorkerInfo", "reqrep_version", "service_key"]
+__all__ = [
+    "ALL",
+    "BROADCAST",
+    "CANCEL",
+    "METHOD_HEADER",
+    "PING",
+    "WORKER_HEADER",
+    "WorkerInfo",
+    "reqrep_version",
+    "service_key",
+]
 
 ALL = "all"
 PING = "ping"
+CANCEL = "cancel"  # a caller cancelled a call: never answered (worker/cancel.py)
+BROADCAST = "broadcast"  # a call to every worker: answered by each (worker/broadcast.py)
+METHOD_HEADER = "x-reqrep-method"  # a broadcast's method
+WORKER_HEADER = "x-reqrep-worker"  # on every answer: the answering worker's ``WorkerInfo.id``
 
 
 def service_key(service: str) -> str:
@@ -72,6 +96,7 @@ class WorkerInfo:
     connection: str  # the worker's connection_name on the broker
     reconnects: int = 0
     stats: dict[str, int] = dataclasses.field(default_factory=dict)
+    id: str = ""  # this worker's random id, its control queue's last part (x-reqrep-worker)
 
     def to_wire(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -108,6 +133,7 @@ _KINDS: dict[str, type | tuple[type, ...]] = {
     "draining": bool,
     "connection": str,
     "reconnects": int,
+    "id": str,
 }
 _NEUTRAL: dict[type | tuple[type, ...], Any] = {
     str: "",

@@ -16,6 +16,7 @@ __all__ = [
     "BAD_REQUEST",
     "HANDLER_ERROR",
     "METHOD_NOT_FOUND",
+    "NO_METHOD",
     "POISON_REQUEST",
     "REPLY_TYPE",
     "ErrorInfo",
@@ -31,6 +32,15 @@ METHOD_NOT_FOUND = "method_not_found"
 BAD_REQUEST = "bad_request"
 POISON_REQUEST = "poison_request"
 REPLY_TYPE = "reply"
+
+# What a request without a method is told; its client may be no reqrep client (a plain AMQP RPC
+# client sent its body to an enveloped queue): the text says what reqrep expects.
+NO_METHOD = (
+    "request has no method: reqrep expects the method's name in the AMQP 'type' property, a "
+    "JSON payload with content_type 'application/json', a reply_to and a correlation_id "
+    "(docs/protocol.md); plain requests, a body without a method, are served by a "
+    "PlainService on a queue of its own"
+)
 
 # Error text crosses the wire; a handler that raises with a megabyte message must not make a
 # megabyte reply.
@@ -107,7 +117,7 @@ def decode_reply(body: bytes) -> Any:
 def check_request(method: object, content_type: object) -> ErrorInfo | None:
     """Why a request cannot be served, judged from its properties; None if it can."""
     if not method:
-        return ErrorInfo(BAD_REQUEST, "BadRequest", "request has no method (AMQP 'type' property)")
+        return ErrorInfo(BAD_REQUEST, "BadRequest", NO_METHOD)
     if not isinstance(method, str):
         return ErrorInfo(BAD_REQUEST, "BadRequest", "the method (AMQP 'type') is not UTF-8")
     if not serialization.is_json_content_type(content_type):

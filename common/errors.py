@@ -5,10 +5,12 @@
     ReqrepError
     ├── ConfigError                  bad settings, URL or arguments       (also ValueError)
     ├── SerializationError           a payload or body is not valid JSON  (also ValueError)
+    │   └── ForeignReply             a reply that is no envelope: no reqrep worker sent it
     ├── ReqrepConnectionError        the broker connection               (also ConnectionError)
     │   ├── BrokerUnreachable        could not connect at all
     │   ├── ConnectionLost           an open connection dropped; pending calls fail with it
-    │   └── AccessRefused            the user may not use a queue or exchange (403)
+    │   ├── AccessRefused            the user may not use a queue or exchange (403)
+    │   └── TopologyConflict         a queue or exchange exists with other arguments (406)
     ├── ClosedError                  the Requestor/Worker was closed; no more use
     ├── StartupError                 a service's startup hook or resource failed; not serving
     └── CallError                    one call did not produce a result
@@ -50,6 +52,7 @@ __all__ = [
     "ClosedError",
     "ConfigError",
     "ConnectionLost",
+    "ForeignReply",
     "MessageTooLarge",
     "MethodNotFound",
     "NoSuchService",
@@ -62,6 +65,7 @@ __all__ = [
     "SerializationError",
     "StartupError",
     "TooManyPending",
+    "TopologyConflict",
 ]
 
 
@@ -75,6 +79,16 @@ class ConfigError(ReqrepError, ValueError):
 
 class SerializationError(ReqrepError, ValueError):
     """A value cannot be encoded to JSON, or bytes cannot be decoded from it."""
+
+
+class ForeignReply(SerializationError):
+    """The reply to an enveloped call is not reqrep's envelope: the program that answered is
+    no reqrep worker (a plain AMQP RPC server, say). ``body`` is the reply as it came; call
+    such a server with ``Requestor.call_plain``."""
+
+    def __init__(self, message: str, *, body: bytes) -> None:
+        super().__init__(message)
+        self.body = body
 
 
 class ReqrepConnectionError(ReqrepError, ConnectionError):
@@ -103,6 +117,19 @@ class AccessRefused(ReqrepConnectionError):
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args, permanent=True)
+
+
+class TopologyConflict(ReqrepConnectionError):
+    """The broker refused to declare a queue or exchange that exists with other arguments
+    (406 PRECONDITION_FAILED), e.g. a queue another program declared first. ``kind``
+    (``queue`` or ``exchange``), ``name`` and ``argument`` (``x-queue-type``, ``durable``...)
+    say which; trying again cannot help (``permanent``)."""
+
+    def __init__(self, message: str, *, kind: str, name: str, argument: str) -> None:
+        super().__init__(message, permanent=True)
+        self.kind = kind
+        self.name = name
+        self.argument = argument
 
 
 class ClosedError(ReqrepError):

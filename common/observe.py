@@ -35,6 +35,7 @@ from typing import Any
 
 from reqrep.common import envelope, serialization, tracecontext
 from reqrep.common.errors import RemoteError, SerializationError
+from reqrep.common.plain import PlainReply
 
 __all__ = [
     "CallInfo",
@@ -102,8 +103,14 @@ class Observer:
         """A request was delivered."""
 
     def request_skipped(self, service: str, method: str, reason: str) -> None:
-        """Not run, no reply: ``expired`` (past its deadline), ``unanswerable`` (no reply_to
-        or correlation_id), ``stale`` (finished after its channel was lost: redelivered)."""
+        """Not run, no reply: ``expired`` (past its deadline), ``cancelled`` (by its caller),
+        ``unanswerable`` (no reply_to or correlation_id), ``stale`` (finished after its channel
+        was lost: redelivered)."""
+
+    def request_dropped(self, service: str, method: str) -> None:
+        """A dispatched request left the handlers without a reply (its caller had gone: past
+        its deadline at pickup, or cancelled): no longer in flight. ``request_skipped`` says
+        why."""
 
     def request_answered(self, service: str, method: str, code: str) -> None:
         """Answered without a handler: ``method_not_found``, ``bad_request``, ``poison_request``."""
@@ -259,6 +266,10 @@ class Probe:
         if self._observers:
             self._emit("handler_done", self.service, method, reply_code(body), seconds)
 
+    def dropped(self, method: str) -> None:
+        if self._observers:
+            self._emit("request_dropped", self.service, method)
+
     def dedupe_hit(self, method: object) -> None:
         if self._observers:
             self._emit("dedupe_hit", self.service, self._label(method))
@@ -354,8 +365,9 @@ def outcome_of(error: BaseException | None) -> str:
 
 
 def reply_code(body: bytes) -> str:
-    """``ok`` for a success reply body (common/envelope.py), else its error code."""
-    if body.startswith(_OK_PREFIX):
+    """``ok`` for a success reply body (common/envelope.py, or a plain one: common/plain.py),
+    else its error code."""
+    if body.startswith(_OK_PREFIX) or isinstance(body, PlainReply):
         return "ok"
     try:
         reply = serialization.loads(body)

@@ -1,21 +1,24 @@
 """Queue and exchange names and their arguments: the broker-side layout, in one place.
 
-For a service ``S`` with prefix ``P`` (default ``reqrep.``):
+For a service ``S`` with prefix ``P`` (default ``reqrep.``; it may be empty: then queues are named
+by the service alone, and reqrep's exchanges and control queues keep ``reqrep.``, see
+``namespace``):
 
-- ``Prequests``: a durable direct exchange through which requestors publish requests; each
+- ``Nrequests``: a durable direct exchange through which requestors publish requests; each
   worker binds its request queue to it with the queue's own name as the routing key. Requestors
   need write permission on it alone, not on the default exchange, through which they could
   publish into any queue (a dead-letter queue, another requestor's callback queue). A request
   published to the queue through the default exchange is served the same way.
-- ``PS``: the request queue, durable; quorum by default. Dead-letters to ``Pdlx`` with routing key
+- ``PS``: the request queue, durable; quorum by default. Dead-letters to ``Ndlx`` with routing key
   ``PS.dead``. On quorum queues ``x-delivery-limit`` is a backstop above the workers' own limit:
   workers refuse a poison request first (so its caller gets an error), the broker only if a
   request kills its worker before the worker can even look at it.
-- ``Pdlx``: a durable direct exchange shared by the services under ``P``.
+- ``Ndlx``: a durable direct exchange shared by the services under ``P``; ``N`` is
+  ``namespace(P)``: ``P``, or ``reqrep.`` when ``P`` is empty.
 - ``PS.dead``: the dead-letter queue, durable, bounded to ``dlq_max_length`` messages (default
   ``DEAD_LETTER_MAX_LENGTH``; the oldest are dropped), for inspection (``reqrep dlq``).
-- ``Pcontrol``: a durable direct exchange for control requests (``reqrep ping``); each worker
-  connection binds one exclusive, auto-delete queue ``Pcontrol.S.<id>`` to it (see
+- ``Ncontrol``: a durable direct exchange for control requests (``reqrep ping``); each worker
+  connection binds one exclusive, auto-delete queue ``Ncontrol.S.<id>`` to it (see
   ``common/control.py``).
 
 Every argument here is accepted by RabbitMQ 3.10 and 4.x. Queue arguments cannot change once a
@@ -31,6 +34,7 @@ from reqrep.common.errors import ConfigError
 
 __all__ = [
     "DEAD_LETTER_MAX_LENGTH",
+    "NAMESPACE",
     "check_name",
     "check_queue_name",
     "control_exchange",
@@ -38,12 +42,16 @@ __all__ = [
     "dead_letter_exchange",
     "dead_letter_queue",
     "dead_letter_queue_arguments",
+    "namespace",
     "request_exchange",
     "request_queue",
     "request_queue_arguments",
 ]
 
 DEAD_LETTER_MAX_LENGTH = 10_000
+# Where reqrep's own names live when queues have no prefix: bare "dlx" or "control" exchanges
+# would say nothing of whose they are, and could be anybody's.
+NAMESPACE = "reqrep."
 _BACKSTOP_MARGIN = 2  # the broker's delivery limit sits this far above the workers'
 
 
@@ -79,21 +87,27 @@ def request_queue(prefix: str, service: str) -> str:
     return f"{prefix}{service}"
 
 
+def namespace(prefix: str) -> str:
+    """What reqrep's exchanges and control queues are named under: the queue prefix, or
+    ``NAMESPACE`` when the prefix is empty (queues named by the service alone)."""
+    return prefix or NAMESPACE
+
+
 def request_exchange(prefix: str) -> str:
-    return f"{prefix}requests"
+    return f"{namespace(prefix)}requests"
 
 
 def dead_letter_exchange(prefix: str) -> str:
-    return f"{prefix}dlx"
+    return f"{namespace(prefix)}dlx"
 
 
 def control_exchange(prefix: str) -> str:
-    return f"{prefix}control"
+    return f"{namespace(prefix)}control"
 
 
 def control_queue(prefix: str, service: str, instance: str) -> str:
-    """One worker connection's control queue: under the prefix, so worker permissions cover it."""
-    return f"{prefix}control.{service}.{instance}"
+    """One worker connection's control queue: in the namespace, so worker permissions cover it."""
+    return f"{namespace(prefix)}control.{service}.{instance}"
 
 
 def dead_letter_queue(queue: str) -> str:

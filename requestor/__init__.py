@@ -2,20 +2,24 @@
 ``AsyncRequestor`` is its asyncio face; ``Admin`` is the operator's session (ping, status,
 dead letters).
 
-Modules: ``client`` (Requestor), ``aio`` (AsyncRequestor) and ``admin`` (Admin) are the public
-ones; the modules whose names start with ``_`` are internal (the call table ``_calls``, the
-shared send path ``_core``, the I/O side ``_io``, the worker check ``_presence``...).
+Modules: ``client`` (Requestor), ``aio`` (AsyncRequestor), ``admin`` (Admin) and
+``broadcast`` (what a broadcast returns) are the public ones; the modules whose names start
+with ``_`` are internal (the call table ``_calls``, the shared send path ``_core``, the I/O side
+``_io``, the worker check ``_presence``...).
 """
 
 from reqrep.requestor._calls import ReplyStats
 from reqrep.requestor.admin import Admin, DeadLetter, Replayed, ServiceStatus, WorkerInfo
 from reqrep.requestor.aio import AsyncRequestor
+from reqrep.requestor.broadcast import BroadcastReply, BroadcastResult
 from reqrep.requestor.client import Requestor
 from reqrep.requestor.middleware import OutgoingCall
 
 __all__ = [
     "Admin",
     "AsyncRequestor",
+    "BroadcastReply",
+    "BroadcastResult",
     "DeadLetter",
     "OutgoingCall",
     "Replayed",

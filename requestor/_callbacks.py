@@ -84,11 +84,22 @@ def _run_one(fn: _Callback, future: Future[Any]) -> None:
 
 
 class ReplyFuture(Future[Any]):
-    """A Future whose done-callbacks never run on an I/O thread (see the module docstring)."""
+    """A Future whose done-callbacks never run on an I/O thread (see the module docstring).
 
-    def __init__(self, runner: CallbackRunner) -> None:
+    It stays pending (never "running") until its call ends, so ``cancel()`` works; a
+    successful ``cancel()`` runs ``on_cancel`` (which cancels the call itself) on the thread
+    that cancelled it."""
+
+    def __init__(self, runner: CallbackRunner, on_cancel: Callable[[], None] | None = None) -> None:
         super().__init__()
         self._runner = runner
+        self._on_cancel = on_cancel
+
+    def cancel(self) -> bool:
+        cancelled = super().cancel()
+        if cancelled and self._on_cancel is not None:
+            self._on_cancel()
+        return cancelled
 
     def add_done_callback(self, fn: _Callback) -> None:
         runner = self._runner

@@ -31,9 +31,10 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from reqrep.common import envelope
+from reqrep.common import plain
 from reqrep.common.errors import CallTimeout, ReqrepError, TooManyPending
 from reqrep.common.logthrottle import LogThrottle
+from reqrep.common.serialization import CONTENT_TYPE
 
 __all__ = ["Call", "CallState", "Deliver", "ReplyHandler", "ReplyStats", "timeout_error"]
 
@@ -78,10 +79,14 @@ class Call:
     rejections: int = 0  # nacks so far
     generation: int = 0  # the channel it was last published on
     tag: int = 0  # its publisher-confirm tag on that channel
+    plain: bool = False  # a plain call (common/plain.py): to the queue, the reply's body back
+    content_type: str | None = CONTENT_TYPE  # of the request's body
+    fail_fast: bool = False  # fail at once, not held, while no connection is up
+    sent_to: str = ""  # the reply_to of its last publish ("": never published)
 
     @property
     def what(self) -> str:
-        return f"{self.service}.{self.method}"
+        return f"{self.service}.{self.method}" if self.method else f"queue {self.queue!r}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,8 +167,9 @@ class ReplyHandler:
         if call is not None and error is not None:
             _deliver(call, None, error)
 
-    def resolve(self, correlation_id: Any, body: bytes) -> bool:
-        """End the call ``correlation_id`` with a reply body; False if nobody waits for it."""
+    def resolve(self, correlation_id: Any, body: bytes, kind: Any = None) -> bool:
+        """End the call ``correlation_id`` with a reply body (of AMQP type ``kind``); False if
+        nobody waits for it."""
         cid = correlation_id if isinstance(correlation_id, str) else ""
         with self._lock:
             call = self._calls.pop(cid, None)
@@ -187,7 +193,11 @@ class ReplyHandler:
                 self._on_discard("late" if late else "unknown")
             return False
         try:
-            result = envelope.decode_reply(body)
+            result = (
+                plain.plain_result(body, kind)
+                if call.plain
+                else plain.enveloped_result(body, call.what)
+            )
         except ReqrepError as exc:
             _deliver(call, None, exc)
         else:

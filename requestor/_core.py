@@ -10,15 +10,17 @@ event loop. Internal to the requestor package.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import itertools
 import os
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
+from concurrent.futures import Future
 from typing import Any
 
-from reqrep.common import callheaders, serialization, tracecontext
+from reqrep.common import callheaders, plain, serialization, topology, tracecontext
 from reqrep.common._link import State
 from reqrep.common._transport import Transport, pika_transport
 from reqrep.common.config import Settings, check_seconds
@@ -26,6 +28,7 @@ from reqrep.common.errors import CallTimeout, ClosedError, ConfigError, MessageT
 from reqrep.common.observe import CallInfo, Probe
 from reqrep.requestor._calls import Call, Deliver, ReplyHandler, ReplyStats, timeout_error
 from reqrep.requestor._io import RequestorIO
+from reqrep.requestor.broadcast import BroadcastResult, Gather
 
 __all__ = ["RequestorCore", "retries_for"]
 
@@ -55,9 +58,12 @@ class RequestorCore:
         trusted_repliers: Collection[str] | None,
         wait_for_workers: bool | None,
         transport: Transport | None,
+        fail_fast: bool | None = None,
     ) -> None:
         base = settings if settings is not None else Settings.from_env()
-        self.settings = base.replace(url=url, timeout=timeout, wait_for_workers=wait_for_workers)
+        self.settings = base.replace(
+            url=url, timeout=timeout, wait_for_workers=wait_for_workers, fail_fast=fail_fast
+        )
         self.service = service
         self._trusted = None if trusted_repliers is None else frozenset(trusted_repliers)
         self._transport = transport
@@ -139,6 +145,7 @@ class RequestorCore:
         retries: int,
         idempotency_key: str | None,
         headers: Mapping[str, str] | None = None,
+        fail_fast: bool | None = None,
     ) -> Call:
         """Check a call's arguments and encode its request (touches no connection).
 
@@ -148,9 +155,47 @@ class RequestorCore:
 
         Raises ConfigError, SerializationError, MessageTooLarge or CallTimeout.
         """
-        settings = self.settings
         service = _check_name("service", service or self.service)
         method = _check_name("method", method)
+        body = serialization.dumps(payload)
+        queue = self.settings.request_queue(service)
+        call = self._call(service, method, queue, body, timeout, retries, idempotency_key, headers)
+        call.fail_fast = self.settings.fail_fast if fail_fast is None else fail_fast
+        return call
+
+    def prepare_plain(
+        self,
+        queue: str,
+        body: Any,
+        *,
+        content_type: str | None,
+        timeout: float | None,
+        retries: int,
+        idempotency_key: str | None,
+        fail_fast: bool | None = None,
+    ) -> Call:
+        """``prepare`` for a plain call (``common/plain.py``): ``body`` (bytes as they are,
+        text as UTF-8, any other value as JSON) to ``queue``, named verbatim."""
+        queue = topology.check_name("queue", queue)
+        data, default_type = plain.encode_result(body)
+        call = self._call(queue, "", queue, data, timeout, retries, idempotency_key)
+        call.plain = True
+        call.content_type = content_type if content_type is not None else default_type
+        call.fail_fast = self.settings.fail_fast if fail_fast is None else fail_fast
+        return call
+
+    def _call(  # noqa: PLR0917 - the parts of every call, in one place
+        self,
+        service: str,
+        method: str,
+        queue: str,
+        body: bytes,
+        timeout: float | None,
+        retries: int,
+        idempotency_key: str | None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Call:
+        settings = self.settings
         seconds = settings.timeout if timeout is None else timeout
         if timeout is None and (left := tracecontext.remaining()) is not None:
             if left <= 0:
@@ -160,7 +205,6 @@ class RequestorCore:
             seconds = min(seconds, left)
         check_seconds("timeout", seconds)
         own = callheaders.check(headers)
-        body = serialization.dumps(payload)
         if len(body) > settings.max_message_bytes:
             raise MessageTooLarge(
                 f"request of {len(body)} bytes exceeds max_message_bytes="
@@ -173,7 +217,7 @@ class RequestorCore:
             correlation_id=correlation_id,
             service=service,
             method=method,
-            queue=settings.request_queue(service),
+            queue=queue,
             message_id=idempotency_key or correlation_id,
             body=body,
             deadline=time.monotonic() + seconds,
@@ -186,10 +230,58 @@ class RequestorCore:
             app_headers={callheaders.HEADERS_HEADER: own} if own else {},
         )
 
+    def broadcast(
+        self,
+        method: str,
+        payload: Any,
+        *,
+        service: str | Sequence[str] | None,
+        timeout: float | None,
+        min_replies: int | None,
+    ) -> Future[BroadcastResult]:
+        """Start a broadcast (``requestor/broadcast.py``); its future ends by ``timeout``.
+        Raises ConfigError, SerializationError, MessageTooLarge, ClosedError, or
+        BrokerUnreachable while no connection is up (a broadcast is not held)."""
+        named = service if service is not None else self.service
+        services = [named] if isinstance(named, str) or named is None else list(named)
+        services = [_check_name("service", s) for s in services]
+        if not services:
+            raise ConfigError("broadcast to no service: name at least one")
+        method = _check_name("method", method)
+        seconds = self.settings.timeout if timeout is None else timeout
+        check_seconds("timeout", seconds)
+        if min_replies is not None and (
+            isinstance(min_replies, bool) or not isinstance(min_replies, int) or min_replies < 1
+        ):
+            raise ConfigError(f"min_replies must be a whole number >= 1, got {min_replies!r}")
+        body = serialization.dumps(payload)
+        if len(body) > self.settings.max_message_bytes:
+            raise MessageTooLarge(
+                f"broadcast of {len(body)} bytes exceeds max_message_bytes="
+                f"{self.settings.max_message_bytes}"
+            )
+        io = self._live_io()
+        if not io.link.up:
+            raise io.unreachable("the broadcast")
+        gather = Gather(
+            io.link,
+            self.settings,
+            services,
+            method,
+            body,
+            timeout=seconds,
+            min_replies=min_replies,
+        )
+        io.link.submit(gather.start)
+        return gather.future
+
     def send(self, call: Call, deliver: Deliver) -> None:
         """Register ``call`` with ``deliver`` as where its outcome goes, then queue it for the
-        I/O thread. Raises TooManyPending or ClosedError (then nothing was sent)."""
+        I/O thread. Raises TooManyPending, ClosedError, or BrokerUnreachable for a fail-fast
+        call while no connection is up (then nothing was sent)."""
         io = self._live_io()
+        if call.fail_fast and not io.link.up:
+            raise io.unreachable()
         if self.probe.active:
             info = CallInfo(
                 call.service, call.method, call.queue, call.correlation_id, call.message_id
@@ -208,6 +300,15 @@ class RequestorCore:
     def forget(self, correlation_id: str, error: BaseException | None) -> None:
         """The caller stopped waiting: a later reply is late."""
         self.replies.forget(correlation_id, error)
+
+    def cancel(self, call: Call, error: BaseException) -> None:
+        """The caller cancelled ``call``: forget it now, and tell its workers (a worker that
+        holds it stops it; see worker/cancel.py). Any thread; never blocks."""
+        self.replies.forget(call.correlation_id, error)
+        io = self._io
+        if io is not None:
+            with contextlib.suppress(ClosedError):  # closing: the call goes with the connection
+                io.cancel(call)
 
     def timed_out(self, call: Call) -> CallTimeout:
         """The error of a call whose caller's timeout passed: why it never went out, if it did

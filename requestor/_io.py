@@ -57,6 +57,7 @@ from reqrep.common._transport import (
 )
 from reqrep.common.config import Settings
 from reqrep.common.errors import (
+    BrokerUnreachable,
     CallError,
     ClosedError,
     ConnectionLost,
@@ -66,8 +67,8 @@ from reqrep.common.errors import (
     ReqrepError,
 )
 from reqrep.common.observe import Probe
-from reqrep.common.serialization import CONTENT_TYPE
 from reqrep.requestor._calls import Call, CallState, ReplyHandler
+from reqrep.requestor._cancel import CancelSender
 from reqrep.requestor._presence import WorkerPresence
 
 __all__ = ["DEADLINE_HEADER", "RequestorIO"]
@@ -120,6 +121,7 @@ class RequestorIO(LinkOwner):
         self._broker_limit: int | None = None  # the broker's max_message_size, once learnt
         self._exchange = topology.request_exchange(settings.queue_prefix)
         self._no_exchange_until = -math.inf  # the exchange was missing: fail calls until then
+        self._cancels = CancelSender(settings.queue_prefix, self.link.open_extra_channel)
         self._presence = (  # fail fast with NoWorkers unless the caller would rather wait
             None
             if settings.wait_for_workers
@@ -129,6 +131,11 @@ class RequestorIO(LinkOwner):
     def publish(self, call: Call) -> None:
         """Queue a call for publishing (any thread); raises ClosedError once closed."""
         self.link.submit(lambda: self._publish(call))
+
+    def cancel(self, call: Call) -> None:
+        """Tell the workers that ``call``, forgotten already, was cancelled (any thread); raises
+        ClosedError once closed."""
+        self.link.submit(lambda: self._cancels.send(call))
 
     # -- LinkOwner (I/O thread) ---------------------------------------------------------------
 
@@ -163,19 +170,23 @@ class RequestorIO(LinkOwner):
         are not touched: they go out on the next connection."""
         self._keep_queue = False
         self._unconfirmed.clear()
+        self._cancels.reset()
         if self._presence is not None:
             self._presence.reset()
-        stranded = []
+        stranded, unsent = [], []
         for call in self._replies.live():
             if call.state not in (CallState.UNCONFIRMED, CallState.SENT):
+                if call.fail_fast:  # not held for the next connection
+                    unsent.append(call)
                 continue
-            if call.retries > 0:
+            if call.retries > 0 and not call.fail_fast:
                 call.retries -= 1
                 call.state = CallState.HELD
             else:
                 stranded.append(call)
         lost = ConnectionLost(f"{error} (the request may or may not have been run)")
         failed = self._replies.fail_many(stranded, lost)
+        self._replies.fail_many(unsent, self.unreachable())
         if failed:
             log.warning("%d pending calls failed: %s", failed, error)
 
@@ -209,8 +220,12 @@ class RequestorIO(LinkOwner):
             self._on_reply_guarded,
             auto_ack=True,
             exclusive=True,
-            on_ok=lambda _tag: self.link.ready(),
+            on_ok=lambda _tag: self._on_consuming(),
         )
+
+    def _on_consuming(self) -> None:
+        self.link.ready()
+        self._cancels.prepare()  # a cancel then goes out at once, before a close that follows
 
     def _on_reply_guarded(self, delivery: Delivery) -> None:
         """A reply we cannot handle fails its own call, not the connection (and every call)."""
@@ -241,7 +256,7 @@ class RequestorIO(LinkOwner):
                 ),
             )
             return
-        self._replies.resolve(properties.correlation_id, body)
+        self._replies.resolve(properties.correlation_id, body, properties.type)
 
     # -- publishing ---------------------------------------------------------------------------
 
@@ -271,33 +286,36 @@ class RequestorIO(LinkOwner):
             return
         channel = self.link.channel
         if channel is None or not self.link.is_open or self.link.blocked is not None:
-            call.state = CallState.HELD
+            self._hold(call)
             return
         if self._broker_limit is not None and len(call.body) > self._broker_limit:
             self._replies.fail(call.correlation_id, _too_large(len(call.body), self._broker_limit))
             return
-        if time.monotonic() < self._no_exchange_until:
+        if time.monotonic() < self._no_exchange_until and not call.plain:
             self._replies.fail(call.correlation_id, self._no_exchange(call.service))
             return
         left_ms = math.ceil((call.deadline - time.monotonic()) * 1000)
         if left_ms <= 0:
             return  # the sweep ends it with CallTimeout
         properties = Properties(
-            content_type=CONTENT_TYPE,
+            content_type=call.content_type,
             headers={DEADLINE_HEADER: call.deadline_ms, **call.headers, **call.app_headers},
             delivery_mode=2 if self._settings.persistent else 1,
             correlation_id=call.correlation_id,
             reply_to=self.reply_queue,
             expiration=str(left_ms),
             message_id=call.message_id,
-            type=call.method,
+            type=call.method or None,
         )
+        # A plain call goes to its queue through the default exchange, as plain clients do.
+        exchange = "" if call.plain else self._exchange
         try:
-            channel.publish(self._exchange, call.queue, call.body, properties, mandatory=True)
+            channel.publish(exchange, call.queue, call.body, properties, mandatory=True)
         except PublishError:
             call.state = CallState.HELD  # never sent: it goes out after the recovery
             return
         call.generation = self.link.generation
+        call.sent_to = self.reply_queue
         if self._settings.persistent:
             self._published += 1
             call.tag = self._published
@@ -306,13 +324,22 @@ class RequestorIO(LinkOwner):
         else:
             call.state = CallState.SENT
 
+    def _hold(self, call: Call) -> None:
+        """No channel to send ``call`` on now: hold it for the next one, or, if it is a
+        fail-fast call and no connection is up, fail it at once."""
+        if call.fail_fast and not self.link.up:
+            self._replies.fail(call.correlation_id, self.unreachable())
+        else:
+            call.state = CallState.HELD
+
     def _on_return(self, returned: Returned) -> None:
         cid = returned.properties.correlation_id
         log.debug("request %s returned: %s %s", cid, returned.reply_code, returned.reply_text)
         if isinstance(cid, str) and cid:
+            call = self._replies.get(cid)
             queue, prefix = returned.routing_key, self._settings.queue_prefix
             service = queue[len(prefix) :] if prefix and queue.startswith(prefix) else queue
-            self._replies.fail(cid, NoSuchService(service))
+            self._replies.fail(cid, NoSuchService(call.service if call is not None else service))
 
     def _on_confirm(self, confirm: Confirm) -> None:
         settled = self._settle(confirm.tag, confirm.multiple)
@@ -424,6 +451,14 @@ class RequestorIO(LinkOwner):
             self._replies.expire_due(time.monotonic(), self.why_unsent)
         finally:
             self.link.call_later(SWEEP_INTERVAL, self._sweep)
+
+    def unreachable(self, what: str = "the fail-fast call") -> BrokerUnreachable:
+        """The error of a fail-fast call (or ``what``) while no connection is up (any
+        thread)."""
+        return BrokerUnreachable(
+            f"{self.link.name}: no connection to the broker ({self.link.address}; reconnecting): "
+            f"{what} was not sent"
+        )
 
     def why_unsent(self, call: Call) -> str | None:
         """Why ``call`` never went out, if it did not: what its CallTimeout should say. Any

@@ -89,7 +89,11 @@ def resolve(
 
 
 def prepare(
-    core: RequestorCore, outgoing: OutgoingCall, retries: int | None, key: str | None
+    core: RequestorCore,
+    outgoing: OutgoingCall,
+    retries: int | None,
+    key: str | None,
+    fail_fast: bool | None = None,
 ) -> Call:
     """``core.prepare`` for the call middleware let through."""
     return core.prepare(
@@ -100,4 +104,5 @@ def prepare(
         retries=retries_for(outgoing.idempotent, retries),
         idempotency_key=key,
         headers=outgoing.headers,
+        fail_fast=fail_fast,
     )

@@ -343,25 +343,29 @@ class Admin:
 
     def delete_service(self, service: str) -> None:
         """Delete ``service``'s request and dead-letter queues, and the exchanges of this
-        settings' prefix (for tests that made them under a prefix of their own)."""
+        settings' prefix (for tests that made them under a prefix of their own). With an empty
+        prefix the exchanges are those of the default one, shared: they stay."""
         queue = self.settings.request_queue(service)
         prefix = self.settings.queue_prefix
 
         def delete(op: _Op) -> None:
+            def exchanges(channel: Channel) -> None:
+                if not prefix:
+                    op.done()
+                    return
+                channel.delete_exchange(
+                    topology.dead_letter_exchange(prefix),
+                    lambda: channel.delete_exchange(
+                        topology.control_exchange(prefix),
+                        lambda: channel.delete_exchange(topology.request_exchange(prefix), op.done),
+                    ),
+                )
+
             def steps(channel: Channel) -> None:
                 channel.delete_queue(
                     queue,
                     lambda: channel.delete_queue(
-                        topology.dead_letter_queue(queue),
-                        lambda: channel.delete_exchange(
-                            topology.dead_letter_exchange(prefix),
-                            lambda: channel.delete_exchange(
-                                topology.control_exchange(prefix),
-                                lambda: channel.delete_exchange(
-                                    topology.request_exchange(prefix), op.done
-                                ),
-                            ),
-                        ),
+                        topology.dead_letter_queue(queue), lambda: exchanges(channel)
                     ),
                 )
 

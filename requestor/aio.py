@@ -24,8 +24,9 @@ from reqrep.common.aio import LoopInbox
 from reqrep.common.config import Settings
 from reqrep.common.errors import CallTimeout
 from reqrep.requestor._calls import Call, ReplyStats
-from reqrep.requestor._core import RequestorCore
+from reqrep.requestor._core import RequestorCore, retries_for
 from reqrep.requestor._typed import AsyncTypedHandler, P, Rep, Req, TypedHandler, prepare, resolve
+from reqrep.requestor.broadcast import BroadcastResult
 from reqrep.requestor.middleware import OutgoingCall
 
 __all__ = ["AsyncRequestor"]
@@ -42,8 +43,8 @@ class AsyncRequestor:
             total = await rq.call("add", {"a": 1, "b": 2}, timeout=5)
 
     The arguments, call options and errors are those of ``Requestor``. Cancelling the task that
-    awaits a call forgets the call at once: a reply that comes later is discarded and counted as
-    late, as is one after a CallTimeout.
+    awaits a call forgets the call at once and tells its worker, which stops it (a reply that
+    comes later anyway is discarded and counted as late, as is one after a CallTimeout).
 
     One AsyncRequestor may serve several event loops, in several threads: each call's outcome
     goes to the loop it was made on. ``middleware`` (``async def`` functions) wrap each call
@@ -66,6 +67,7 @@ class AsyncRequestor:
         settings: Settings | None = None,
         trusted_repliers: Collection[str] | None = None,
         wait_for_workers: bool | None = None,
+        fail_fast: bool | None = None,
         transport: Transport | None = None,
         middleware: Sequence[chains.AsyncMiddleware] = (),
     ) -> None:
@@ -77,6 +79,7 @@ class AsyncRequestor:
             settings=settings,
             trusted_repliers=trusted_repliers,
             wait_for_workers=wait_for_workers,
+            fail_fast=fail_fast,
             transport=transport,
         )
         self._lock = threading.Lock()
@@ -189,6 +192,7 @@ class AsyncRequestor:
         retries: int | None = None,
         idempotency_key: str | None = None,
         headers: Mapping[str, str] | None = None,
+        fail_fast: bool | None = None,
     ) -> Rep: ...
     @overload
     async def call(
@@ -202,6 +206,7 @@ class AsyncRequestor:
         retries: int | None = None,
         idempotency_key: str | None = None,
         headers: Mapping[str, str] | None = None,
+        fail_fast: bool | None = None,
     ) -> Rep: ...
     @overload
     async def call(
@@ -215,6 +220,7 @@ class AsyncRequestor:
         retries: int | None = None,
         idempotency_key: str | None = None,
         headers: Mapping[str, str] | None = None,
+        fail_fast: bool | None = None,
     ) -> Any: ...
 
     async def call(
@@ -228,6 +234,7 @@ class AsyncRequestor:
         retries: int | None = None,
         idempotency_key: str | None = None,
         headers: Mapping[str, str] | None = None,
+        fail_fast: bool | None = None,
     ) -> Any:
         """Call ``method`` of ``service`` and return its result; see ``Requestor.call`` (a
         method's name, or a registered handler function for a typed call)."""
@@ -235,13 +242,58 @@ class AsyncRequestor:
         outgoing = target.outgoing(headers)
 
         async def send(call: OutgoingCall) -> Any:
-            return await self._call(call, retries, idempotency_key)
+            return await self._wait(prepare(self._core, call, retries, idempotency_key, fail_fast))
 
         chain = chains.build_async(self._middleware, send) if self._middleware else send
         return target.result(await chain(outgoing))
 
-    async def _call(self, outgoing: OutgoingCall, retries: int | None, key: str | None) -> Any:
-        call = prepare(self._core, outgoing, retries, key)
+    async def call_plain(
+        self,
+        queue: str,
+        body: Any,
+        *,
+        content_type: str | None = None,
+        timeout: float | None = None,
+        idempotent: bool = False,
+        retries: int | None = None,
+        idempotency_key: str | None = None,
+        fail_fast: bool | None = None,
+    ) -> bytes:
+        """Call a plain AMQP RPC server and return the reply's body; see
+        ``Requestor.call_plain``."""
+        call = self._core.prepare_plain(
+            queue,
+            body,
+            content_type=content_type,
+            timeout=timeout,
+            retries=retries_for(idempotent, retries),
+            idempotency_key=idempotency_key,
+            fail_fast=fail_fast,
+        )
+        result: bytes = await self._wait(call)
+        return result
+
+    async def broadcast(
+        self,
+        method: str,
+        payload: Any = None,
+        *,
+        service: str | Sequence[str] | None = None,
+        timeout: float | None = None,
+        min_replies: int | None = None,
+    ) -> BroadcastResult:
+        """Call ``method`` on every live worker and gather the replies; see
+        ``Requestor.broadcast``."""
+        opening = self._opening
+        if opening is None or not opening.done():
+            await self.open()
+        future = self._core.broadcast(
+            method, payload, service=service, timeout=timeout, min_replies=min_replies
+        )
+        return await asyncio.wrap_future(future)
+
+    async def _wait(self, call: Call) -> Any:
+        """Send ``call`` and await its outcome on the running loop."""
         opening = self._opening
         if opening is None or not opening.done():
             await self.open()
@@ -258,8 +310,9 @@ class AsyncRequestor:
         try:
             return await future
         except asyncio.CancelledError as exc:
-            # The caller stopped waiting: forget the call now, not at its deadline.
-            self._core.forget(call.correlation_id, exc)
+            # The caller stopped waiting: forget the call now, not at its deadline, and tell
+            # its worker, which stops it.
+            self._core.cancel(call, exc)
             raise
         except CallTimeout as exc:
             self._core.forget(call.correlation_id, exc)

@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import CancelledError, Future, InvalidStateError
+from concurrent.futures import TimeoutError as FutureTimeout
 from types import TracebackType
 from typing import Any, overload
 
 from reqrep.common import middleware as chains
 from reqrep.common._transport import Transport
 from reqrep.common.config import Settings
-from reqrep.common.errors import ConfigError
+from reqrep.common.errors import CallTimeout, ConfigError
 from reqrep.requestor._callbacks import CallbackRunner, ReplyFuture
-from reqrep.requestor._calls import ReplyStats
-from reqrep.requestor._core import RequestorCore
+from reqrep.requestor._calls import Call, ReplyStats
+from reqrep.requestor._core import RequestorCore, retries_for
 from reqrep.requestor._typed import AsyncTypedHandler, P, Rep, Req, TypedHandler, prepare, resolve
 from reqrep.requestor._waiter import CallWaiter
+from reqrep.requestor.broadcast import BroadcastResult
 from reqrep.requestor.middleware import OutgoingCall
 
 __all__ = ["Requestor"]
+
+_BROADCAST_GRACE = 5.0  # seconds past its timeout a broadcast may take to report
 
 
 class Requestor:
@@ -41,7 +45,8 @@ class Requestor:
 
     If the connection drops, calls whose requests were sent fail at once with ConnectionLost
     (unless marked retryable), and the requestor reconnects by itself; calls made meanwhile are
-    sent once it is back, within their own deadline. After ``close()`` every call raises
+    sent once it is back, within their own deadline, or, with ``fail_fast`` (here, per call, or
+    ``REQREP_FAIL_FAST``), fail at once with BrokerUnreachable. After ``close()`` every call raises
     ClosedError. ``transport`` is for tests (``reqrep.testing.MemoryBroker``): by default the
     requestor talks to RabbitMQ through pika. ``middleware`` (plain functions) wrap each
     ``call`` (``requestor/middleware.py``).
@@ -60,6 +65,7 @@ class Requestor:
         settings: Settings | None = None,
         trusted_repliers: Collection[str] | None = None,
         wait_for_workers: bool | None = None,
+        fail_fast: bool | None = None,
         transport: Transport | None = None,
         middleware: Sequence[chains.Middleware] = (),
     ) -> None:
@@ -71,6 +77,7 @@ class Requestor:
             settings=settings,
             trusted_repliers=trusted_repliers,
             wait_for_workers=wait_for_workers,
+            fail_fast=fail_fast,
             transport=transport,
         )
         self._callbacks = CallbackRunner(self._core.name.removeprefix("reqrep-"))
@@ -148,6 +155,7 @@ class Requestor:
         retries: int | None = None,
         idempotency_key: str | None = None,
         headers: Mapping[str, str] | None = None,
+        fail_fast: bool | None = None,
     ) -> Rep: ...
     @overload
     def call(
@@ -161,6 +169,7 @@ class Requestor:
         retries: int | None = None,
         idempotency_key: str | None = None,
         headers: Mapping[str, str] | None = None,
+        fail_fast: bool | None = None,
     ) -> Rep: ...
     @overload
     def call(
@@ -174,6 +183,7 @@ class Requestor:
         retries: int | None = None,
         idempotency_key: str | None = None,
         headers: Mapping[str, str] | None = None,
+        fail_fast: bool | None = None,
     ) -> Any: ...
 
     def call(
@@ -187,6 +197,7 @@ class Requestor:
         retries: int | None = None,
         idempotency_key: str | None = None,
         headers: Mapping[str, str] | None = None,
+        fail_fast: bool | None = None,
     ) -> Any:
         """Call ``method`` of ``service`` and wait for its result.
 
@@ -200,7 +211,9 @@ class Requestor:
         ConnectionLost, unless it is safe to send again: ``idempotent=True`` (resend as often as
         the deadline allows) or ``retries=N`` (at most N resends). A resent request keeps its
         idempotency key (``idempotency_key``, by default a fresh random id per call), so a worker
-        that already ran it answers from its cache instead of running it twice.
+        that already ran it answers from its cache instead of running it twice. While no
+        connection is up, the call waits for one within its timeout, unless ``fail_fast``
+        (default: the Requestor's): then it raises BrokerUnreachable at once.
 
         Raises CallTimeout, RemoteError (MethodNotFound, BadRequest, PoisonRequest, AppError),
         NoSuchService, NoWorkers, ConnectionLost, BrokerUnreachable, ClosedError, MessageTooLarge,
@@ -210,13 +223,76 @@ class Requestor:
         outgoing = target.outgoing(headers)
 
         def send(call: OutgoingCall) -> Any:
-            return self._call(call, retries, idempotency_key)
+            return self._wait(prepare(self._core, call, retries, idempotency_key, fail_fast))
 
         chain = chains.build(self._middleware, send) if self._middleware else send
         return target.result(chain(outgoing))
 
-    def _call(self, outgoing: OutgoingCall, retries: int | None, key: str | None) -> Any:
-        call = prepare(self._core, outgoing, retries, key)
+    def call_plain(
+        self,
+        queue: str,
+        body: Any,
+        *,
+        content_type: str | None = None,
+        timeout: float | None = None,
+        idempotent: bool = False,
+        retries: int | None = None,
+        idempotency_key: str | None = None,
+        fail_fast: bool | None = None,
+    ) -> bytes:
+        """Call a plain AMQP RPC server (one that speaks no reqrep envelope, such as the
+        RabbitMQ tutorial's): publish ``body`` to ``queue``, named verbatim, through the
+        default exchange, and return the reply's body as it came.
+
+        ``body``: bytes are sent as they are (with ``content_type`` if given), text as UTF-8
+        (``text/plain; charset=utf-8``), any other value as JSON. The request carries
+        ``reply_to``, ``correlation_id``, the deadline and the idempotency key as a call does;
+        the options and errors are those of ``call``. A reply typed ``error`` (a reqrep
+        PlainService whose handler raised) raises its RemoteError.
+        """
+        call = self._core.prepare_plain(
+            queue,
+            body,
+            content_type=content_type,
+            timeout=timeout,
+            retries=retries_for(idempotent, retries),
+            idempotency_key=idempotency_key,
+            fail_fast=fail_fast,
+        )
+        result: bytes = self._wait(call)
+        return result
+
+    def broadcast(
+        self,
+        method: str,
+        payload: Any = None,
+        *,
+        service: str | Sequence[str] | None = None,
+        timeout: float | None = None,
+        min_replies: int | None = None,
+    ) -> BroadcastResult:
+        """Call ``method`` on every live worker of ``service`` (or of several services) and
+        gather their replies, each tagged by its worker.
+
+        The live workers are those that answer a ping sent with it within a second (or the
+        timeout, if shorter). It returns once each of them has replied, once ``min_replies``
+        replies are in, or at ``timeout`` (default: the Requestor's), with ``.replies`` and
+        ``.missing`` (the live workers that did not reply). A reply that is an error is one of
+        the replies (``reply.error``), not raised. Raises ConfigError, SerializationError,
+        NoSuchService (no worker of this prefix ever ran), AccessRefused, ClosedError, or
+        BrokerUnreachable / ConnectionLost if there is no connection (it is not held).
+        """
+        future = self._core.broadcast(
+            method, payload, service=service, timeout=timeout, min_replies=min_replies
+        )
+        seconds = self.settings.timeout if timeout is None else timeout
+        try:
+            return future.result(seconds + _BROADCAST_GRACE)
+        except FutureTimeout:  # the I/O thread ends it by its timeout; it did not
+            raise CallTimeout(f"the broadcast of {method!r} did not end in time") from None
+
+    def _wait(self, call: Call) -> Any:
+        """Send ``call`` and wait for its outcome (the caller's thread)."""
         # No Future: the caller waits on a plain lock that the completing thread lets go.
         waiter = CallWaiter()
         self._core.send(call, waiter.deliver)
@@ -240,6 +316,7 @@ class Requestor:
         retries: int | None = None,
         idempotency_key: str | None = None,
         headers: Mapping[str, str] | None = None,
+        fail_fast: bool | None = None,
     ) -> Future[Rep]: ...
     @overload
     def call_async(
@@ -253,6 +330,7 @@ class Requestor:
         retries: int | None = None,
         idempotency_key: str | None = None,
         headers: Mapping[str, str] | None = None,
+        fail_fast: bool | None = None,
     ) -> Future[Rep]: ...
     @overload
     def call_async(
@@ -266,6 +344,7 @@ class Requestor:
         retries: int | None = None,
         idempotency_key: str | None = None,
         headers: Mapping[str, str] | None = None,
+        fail_fast: bool | None = None,
     ) -> Future[Any]: ...
 
     def call_async(
@@ -279,20 +358,25 @@ class Requestor:
         retries: int | None = None,
         idempotency_key: str | None = None,
         headers: Mapping[str, str] | None = None,
+        fail_fast: bool | None = None,
     ) -> Future[Any]:
         """Start a call; the future completes with its result or a typed error, by its timeout.
 
-        The options are those of ``call`` (a typed call's future holds the reply type). The
-        future cannot be cancelled. Its done-callbacks run on the requestor's callback thread,
+        The options are those of ``call`` (a typed call's future holds the reply type).
+        ``future.cancel()`` cancels the call: it is forgotten at once and its worker is told,
+        which stops it (a queued request is skipped, an async handler cancelled, a plain one
+        sees ``current().cancelled()``). Done-callbacks run on the requestor's callback thread,
         never on its I/O thread: they may block or make calls. ConfigError on a Requestor with
         middleware (``requestor/middleware.py`` says why).
         """
         if self._middleware:
             raise ConfigError("call_async does not run middleware: use call() (on a thread)")
         target = resolve(method, payload, service=service, timeout=timeout, idempotent=idempotent)
-        call = prepare(self._core, target.outgoing(headers), retries, idempotency_key)
-        future: Future[Any] = ReplyFuture(self._callbacks)
-        future.set_running_or_notify_cancel()  # a running future cannot be cancelled by users
+        call = prepare(self._core, target.outgoing(headers), retries, idempotency_key, fail_fast)
+        # Pending, not running: Future.cancel() works, and cancels the call (see ReplyFuture).
+        future: Future[Any] = ReplyFuture(
+            self._callbacks, on_cancel=lambda: self._core.cancel(call, CancelledError())
+        )
 
         def settle(result: Any, error: BaseException | None) -> None:
             if error is None and target.contract is not None:

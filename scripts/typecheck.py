@@ -26,6 +26,7 @@ else:  # Python 3.10
 
 ROOT = Path(__file__).resolve().parents[1]
 EXTRA = ("tests", "bench", "scripts")  # checked under their own names
+THIRD_PARTY = "third_party"  # a folder of other projects' code (tests/third_party/): not checked
 
 
 def package_dirs() -> dict[str, Path]:
@@ -57,6 +58,8 @@ def sources() -> list[BuildSource]:
             found[name] = BuildSource(str(path.relative_to(ROOT)), name, None, str(ROOT))
     for extra in EXTRA:
         for path in sorted((ROOT / extra).rglob("*.py")):
+            if THIRD_PARTY in path.relative_to(ROOT).parts:
+                continue  # other projects' code, kept as it came
             name = module_name(path, extra, ROOT / extra)
             found[name] = BuildSource(str(path.relative_to(ROOT)), name, None, str(ROOT))
     return list(found.values())

@@ -63,8 +63,15 @@ class Admin:
             return fn(self.channel)
 
     def queue_exists(self, name: str) -> bool:
+        return self._exists(lambda channel: channel.queue_declare(name, passive=True))
+
+    def exchange_exists(self, name: str) -> bool:
+        return self._exists(lambda channel: channel.exchange_declare(name, passive=True))
+
+    def _exists(self, look: Callable[[Any], object]) -> bool:
+        """Whether a passive declaration succeeds (the broker answers 404 otherwise)."""
         try:
-            self._chan().queue_declare(name, passive=True)
+            look(self._chan())
         except pika.exceptions.ChannelClosedByBroker:
             return False
         return True
@@ -153,6 +160,11 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.02)
+
+
+def rabbitmqctl(*args: str) -> None:
+    """Run ``rabbitmqctl -q ARGS`` against the test broker's node (``RABBITMQ_NODENAME``)."""
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, timeout=120, capture_output=True)
 
 
 def close_connections(name_part: str, reason: str = "test") -> int:

@@ -1,9 +1,11 @@
-"""The serving side: a ``Service`` holds handlers; a ``Worker`` serves it from its queue."""
+"""The serving side: a ``Service`` holds handlers; a ``Worker`` serves it from its queue. A
+``PlainService`` answers plain AMQP RPC (no reqrep envelope) on a queue named verbatim."""
 
 from reqrep.worker.consumer import ConsumerStats
 from reqrep.worker.context import CallContext, current
 from reqrep.worker.invoke import HandlerCall
 from reqrep.worker.lifecycle import Lifespan, Resources
+from reqrep.worker.plain import PlainService
 from reqrep.worker.server import Worker
 from reqrep.worker.service import Handler, Service
 
@@ -13,6 +15,7 @@ __all__ = [
     "Handler",
     "HandlerCall",
     "Lifespan",
+    "PlainService",
     "Resources",
     "Service",
     "Worker",

@@ -29,7 +29,9 @@ __all__ = [
     "Poison",
     "Unanswerable",
     "classify",
+    "deadline_of",
     "screen",
+    "too_large",
 ]
 
 DEADLINE_HEADER = "x-deadline"  # the caller's deadline, Unix time in milliseconds
@@ -107,16 +109,11 @@ def classify(
     delivery: Delivery, service: Service, settings: Settings
 ) -> Handler | envelope.ErrorInfo:
     """The handler for a request, or why it has none (answered at once, off the pool)."""
-    problem = envelope.check_request(delivery.method, delivery.content_type)
+    problem = envelope.check_request(delivery.method, delivery.content_type) or too_large(
+        delivery, settings
+    )
     if problem is not None:
         return problem
-    limit = settings.max_message_bytes
-    if delivery.size > limit:
-        return envelope.ErrorInfo(
-            envelope.BAD_REQUEST,
-            "MessageTooLarge",
-            f"request body of {delivery.size} bytes exceeds max_message_bytes={limit}",
-        )
     handler = service.get(delivery.method)
     if handler is None:
         return envelope.ErrorInfo(
@@ -126,6 +123,23 @@ def classify(
             {"methods": service.methods},
         )
     return handler
+
+
+def too_large(delivery: Delivery, settings: Settings) -> envelope.ErrorInfo | None:
+    """Why a request is refused for its size, if it is."""
+    limit = settings.max_message_bytes
+    if delivery.size <= limit:
+        return None
+    return envelope.ErrorInfo(
+        envelope.BAD_REQUEST,
+        "MessageTooLarge",
+        f"request body of {delivery.size} bytes exceeds max_message_bytes={limit}",
+    )
+
+
+def deadline_of(headers: Any) -> int | None:
+    """The deadline (``x-deadline``, Unix time in milliseconds) a message carries, if usable."""
+    return _int_header(headers, DEADLINE_HEADER) if isinstance(headers, dict) else None
 
 
 def _int_header(headers: dict[str, Any], name: str) -> int | None:

@@ -25,6 +25,7 @@ unacknowledged, so results of requests from an older channel are only cached, ne
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -36,10 +37,12 @@ from reqrep.common._transport import Channel, Connection, Delivery, Failure, Que
 from reqrep.common.config import Settings
 from reqrep.common.errors import ReqrepError
 from reqrep.common.observe import Probe
-from reqrep.worker import admission
+from reqrep.worker import admission, plain
 from reqrep.worker._declare import chain, declare_steps
+from reqrep.worker.cancel import Cancellations
 from reqrep.worker.dedupe import ReplyCache
 from reqrep.worker.job import Job, Waiter
+from reqrep.worker.plain import PlainService
 from reqrep.worker.replies import ConsumerStats, Replies
 from reqrep.worker.service import Service
 
@@ -63,7 +66,7 @@ class Consumer(LinkOwner):
     def __init__(
         self,
         settings: Settings,
-        service: Service,
+        service: Service | PlainService,
         *,
         prefetch: int,
         dispatch: Callable[[Job], None],
@@ -74,12 +77,17 @@ class Consumer(LinkOwner):
         on_setup: Callable[[Connection], None] | None = None,
         probe: Probe | None = None,
         watchdog: float = WATCHDOG,
+        cancels: Cancellations | None = None,
     ) -> None:
         self._settings = settings
+        self._cancels = cancels if cancels is not None else Cancellations()
         self._watchdog = watchdog
         self._last_delivery = time.monotonic()  # or the start of the current consumer
         self._on_setup = on_setup  # given each new connection once consuming (control channel)
-        self.queue = settings.request_queue(service.name)
+        self.queue = plain.queue_of(service, settings)
+        # A plain service's one handler serves every request, whatever its ``type``.
+        self._plain = service if isinstance(service, PlainService) else None
+        self._plain_method = self._plain.method if self._plain is not None else None
         self.drained = threading.Event()
         self._service = service
         self._prefetch = prefetch
@@ -101,8 +109,14 @@ class Consumer(LinkOwner):
             stats=self.stats,
             probe=self._probe,
             on_settled=self._check_drained,
+            plain=self._plain is not None,
         )
         self._throttled = self._replies.throttled
+        self._declare_steps = (
+            declare_steps
+            if self._plain is None
+            else functools.partial(plain.declare_steps, open_channel=self.link.open_extra_channel)
+        )
 
     # -- any thread -------------------------------------------------------------------------
 
@@ -137,10 +151,11 @@ class Consumer(LinkOwner):
         Only a reply that came from running the handler (``ran``) is cached. Any thread."""
         self.link.submit(lambda: self._complete_job(job, body, ran=ran))
 
-    def skip(self, job: Job) -> None:
+    def skip(self, job: Job, reason: str = "expired") -> None:
         """Acknowledge ``job`` (and its waiting twins) without a reply: it expired before a
-        handler thread picked it up. Any thread."""
-        self.link.submit(lambda: self._skip_expired(job))
+        handler thread picked it up, or its caller cancelled it (``reason`` says which). Any
+        thread."""
+        self.link.submit(lambda: self._skip(job, reason))
 
     def drain(self) -> None:
         """Stop taking requests; ``drained`` is set once every received one is answered.
@@ -165,7 +180,7 @@ class Consumer(LinkOwner):
         self._replies.reset(channel)
         self._consumer_tag = None
         channel.on_cancel(self.link.guarded(self._on_broker_cancel))
-        steps = declare_steps(
+        steps = self._declare_steps(
             channel,
             self._settings,
             self.queue,
@@ -293,7 +308,7 @@ class Consumer(LinkOwner):
         log.debug("request %s: %r (tag %s)", props.correlation_id, props.type, tag)
         self._probe.received(props.type, message.redelivered)
         delivery = admission.Delivery(
-            method=props.type,
+            method=props.type if self._plain_method is None else self._plain_method,
             correlation_id=props.correlation_id,
             reply_to=props.reply_to,
             content_type=props.content_type,
@@ -338,7 +353,17 @@ class Consumer(LinkOwner):
         )
         if key is not None and self._answer_duplicate(key, tag, delivery, message):
             return
-        found = admission.classify(delivery, self._service, self._settings)
+        if self._cancels.taken_back(delivery.reply_to, delivery.correlation_id):
+            self.stats.cancelled += 1  # cancelled while it waited in the queue
+            self._probe.skipped(delivery.method, "cancelled")
+            self._replies.settle(tag, generation, ack=True)
+            return
+        service = self._service
+        found = (
+            plain.classify(delivery, service, self._settings)
+            if isinstance(service, PlainService)
+            else admission.classify(delivery, service, self._settings)
+        )
         if isinstance(found, envelope.ErrorInfo):
             error = envelope.error_body(found)
             self._probe.answered(delivery.method, found.code)
@@ -365,6 +390,7 @@ class Consumer(LinkOwner):
                 tracecontext.extract(delivery.headers),
                 message,
                 callheaders.extract(delivery.headers),
+                self._cancels.start(delivery.reply_to, delivery.correlation_id),
             )
         )
 
@@ -410,6 +436,7 @@ class Consumer(LinkOwner):
     # -- I/O thread: finished jobs and draining ------------------------------------------------
 
     def _complete_job(self, job: Job, body: bytes, *, ran: bool = True) -> None:
+        self._cancels.finish(job.reply_to, job.correlation_id)
         waiters: list[Waiter] = []
         if job.cache_key is not None:
             if ran:
@@ -433,14 +460,19 @@ class Consumer(LinkOwner):
                     request=waiter.delivery,
                 )
 
-    def _skip_expired(self, job: Job) -> None:
-        self.stats.expired += 1
-        self._probe.skipped(job.method, "expired")
-        self._replies.settle(job.tag, job.generation, ack=True)
+    def _skip(self, job: Job, reason: str) -> None:
+        self._cancels.finish(job.reply_to, job.correlation_id)
         waiters = self._running.pop(job.cache_key, []) if job.cache_key is not None else []
-        for waiter in waiters:  # twins of the same call share its deadline
-            self.stats.expired += 1
-            self._replies.settle(waiter.tag, waiter.generation, ack=True)
+        # Twins of the same call share its deadline, and its caller.
+        for tag, generation in [(job.tag, job.generation)] + [
+            (w.tag, w.generation) for w in waiters
+        ]:
+            if reason == "cancelled":
+                self.stats.cancelled += 1
+            else:
+                self.stats.expired += 1
+            self._replies.settle(tag, generation, ack=True)
+        self._probe.skipped(job.method, reason)
 
     def _begin_drain(self) -> None:
         if self._draining:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from reqrep.common.errors import ReqrepError
+from reqrep.worker.cancel import CancelSignal
 
 __all__ = ["CallContext", "current"]
 
@@ -24,7 +25,8 @@ class CallContext:
     none); ``delivery_count`` is how many times the broker delivered it before (quorum queues);
     ``traceparent`` is the caller's W3C trace context, if the request carried one (calls this
     handler makes continue that trace by themselves); ``headers`` are the caller's own
-    (``call(..., headers=...)``).
+    (``call(..., headers=...)``); ``cancelled()`` turns true once the caller cancels the call
+    or its deadline passes.
     """
 
     service: str
@@ -36,6 +38,15 @@ class CallContext:
     delivery_count: int
     traceparent: str | None = None
     headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    _cancel: CancelSignal | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    def cancelled(self) -> bool:
+        """Whether the caller has given up on this call: it cancelled it (then no reply is
+        sent), or its deadline passed. A long handler may look now and then and stop early."""
+        signal = self._cancel
+        if signal is not None and signal.is_set():
+            return True
+        return self.deadline is not None and time.time() >= self.deadline
 
     def remaining(self) -> float | None:
         """Seconds left before the caller gives up (never negative), or None: pass it on as the

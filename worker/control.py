@@ -25,15 +25,22 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from reqrep.common import control, envelope, topology
-from reqrep.common._transport import Channel, Connection, Delivery, Failure, Properties
+from reqrep.common._transport import (
+    Channel,
+    Connection,
+    Delivery,
+    Failure,
+    Properties,
+    PublishError,
+)
 from reqrep.common.config import Settings
 from reqrep.common.logthrottle import LogThrottle
 from reqrep.common.serialization import CONTENT_TYPE
 
-__all__ = ["PER_ASKER", "PREFETCH", "QUEUE_MAX", "RATE", "ControlResponder"]
+__all__ = ["PER_ASKER", "PREFETCH", "QUEUE_MAX", "RATE", "Answer", "ControlResponder"]
 
 log = logging.getLogger("reqrep.worker")
 
@@ -44,14 +51,20 @@ PER_ASKER = 5.0  # answers a second to one reply queue (and a burst of as many)
 _ASKERS = 1024  # reply queues whose buckets are kept, the most recent
 _ANSWERABLE = ("amq.gen-", "amq.rabbitmq.reply-to")  # what an asker's reply queue looks like
 
+Answer = Callable[[bytes], None]  # publishes one answer to the asker (I/O thread)
+
 
 class ControlResponder:
     """Declares the worker's control queue and answers what arrives on it.
 
     Threads: every method runs on the worker's I/O thread; ``open(connection)`` is called once
     the worker's channel is set up on each new connection, ``describe()`` on every answered
-    ping. ``ready`` is set there once the first control queue is consumed (or failed for good);
-    the Worker's controlling thread waits on it, so that a worker that has started answers pings.
+    ping. ``silent`` maps control types that are never answered (``cancel``) to what handles
+    them, on the I/O thread; ``later`` those answered once their work is done (``broadcast``):
+    each is given the delivery and an ``Answer`` to call, on the I/O thread, with the body.
+    ``id`` (random, per worker) tags every answer (``control.WORKER_HEADER``). ``ready`` is
+    set on the I/O thread once the first control queue is consumed (or failed for good); the
+    Worker's controlling thread waits on it, so that a worker that has started answers pings.
     """
 
     def __init__(
@@ -60,14 +73,19 @@ class ControlResponder:
         service: str,
         describe: Callable[[], control.WorkerInfo],
         *,
+        silent: Mapping[str, Callable[[Delivery], None]] | None = None,
+        later: Mapping[str, Callable[[Delivery, Answer], None]] | None = None,
         rate: float = RATE,
         per_asker: float = PER_ASKER,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._exchange = topology.control_exchange(settings.queue_prefix)
-        self._queue = topology.control_queue(settings.queue_prefix, service, os.urandom(6).hex())
+        self.id = os.urandom(6).hex()  # this worker's, in every answer (control.WORKER_HEADER)
+        self._queue = topology.control_queue(settings.queue_prefix, service, self.id)
         self._service = service
         self._describe = describe
+        self._silent = dict(silent or {})  # control types never answered (cancel), by type
+        self._later = dict(later or {})  # control types answered once done (broadcast), by type
         self._channel: Channel | None = None
         self._clock = clock
         self._all = _Bucket(rate, clock())
@@ -125,6 +143,10 @@ class ControlResponder:
 
     def _answer(self, channel: Channel, delivery: Delivery) -> None:
         props = delivery.properties
+        silent = self._silent.get(props.type) if isinstance(props.type, str) else None
+        if silent is not None:
+            silent(delivery)  # answered by nobody: no reply queue to check, no token to spend
+            return
         reply_to, correlation_id = props.reply_to, props.correlation_id
         if not (isinstance(reply_to, str) and reply_to.startswith(_ANSWERABLE)):
             self.dropped += 1
@@ -136,21 +158,40 @@ class ControlResponder:
             self.dropped += 1
             self._throttled.warning("pings arrive too fast: the excess is not answered")
             return
+        later = self._later.get(props.type) if isinstance(props.type, str) else None
+        if later is not None:
+            later(delivery, lambda body: self.answer(reply_to, correlation_id, body))
+            return
         if props.type == control.PING:
             body = envelope.success_body(self._describe().to_wire())
         else:
+            methods = [control.PING, *self._silent, *self._later]
             body = envelope.error_body(
                 envelope.ErrorInfo(
                     envelope.METHOD_NOT_FOUND,
                     "MethodNotFound",
                     f"unknown control request {props.type!r}",
-                    {"methods": [control.PING]},
+                    {"methods": methods},
                 )
             )
+        self.answer(reply_to, correlation_id, body)
+
+    def answer(self, reply_to: str, correlation_id: str, body: bytes) -> None:
+        """Publish an answer to an asker (not mandatory: an asker that has gone misses
+        nothing), tagged with this worker's id. Dropped if the control channel is gone."""
+        channel = self._channel
+        if channel is None or not channel.is_open:
+            return
         properties = Properties(
-            content_type=CONTENT_TYPE, correlation_id=correlation_id, type=envelope.REPLY_TYPE
+            content_type=CONTENT_TYPE,
+            correlation_id=correlation_id,
+            type=envelope.REPLY_TYPE,
+            headers={control.WORKER_HEADER: self.id},
         )
-        channel.publish("", reply_to, body, properties)
+        try:
+            channel.publish("", reply_to, body, properties)
+        except PublishError:
+            return  # the channel is closing
         self.answered += 1
 
     def _take_token(self, asker: str) -> bool:

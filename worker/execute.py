@@ -21,7 +21,7 @@ from reqrep.common.contracts import InvalidPayload
 from reqrep.common.errors import AppError, RemoteError, SerializationError
 from reqrep.common.observe import Probe
 from reqrep.worker import context
-from reqrep.worker.consumer import Job
+from reqrep.worker.job import Job
 
 __all__ = ["DEADLINE_GRACE", "NotRun", "call_context", "execute", "execute_async", "handler_ran"]
 
@@ -94,6 +94,7 @@ async def execute_async(
         )
     except asyncio.CancelledError:
         handler.cancel()
+        handler.add_done_callback(_retrieve)  # whatever it raises as it unwinds is not "lost"
         raise
     if not done:
         handler.cancel()
@@ -122,6 +123,7 @@ def call_context(job: Job, service: str) -> context.CallContext:
         delivery_count=job.delivery_count,
         traceparent=job.trace.get(tracecontext.TRACE_HEADER),
         headers=job.headers,
+        _cancel=job.cancel,
     )
 
 

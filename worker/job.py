@@ -8,9 +8,10 @@ waits as a ``Waiter`` for the same reply. Both are immutable: any thread may rea
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 
 from reqrep.common._transport import Delivery
+from reqrep.worker.cancel import CancelSignal
 from reqrep.worker.service import Handler
 
 __all__ = ["Job", "Waiter"]
@@ -35,6 +36,10 @@ class Job:
     trace: dict[str, str] = dataclasses.field(default_factory=dict)  # W3C trace headers
     delivery: Delivery | None = None  # the request as delivered (to send it round again)
     headers: dict[str, str] = dataclasses.field(default_factory=dict)  # the caller's own
+    cancel: CancelSignal | None = None  # set when its caller cancels it (worker/cancel.py)
+    # Where a broadcast's reply goes (worker/broadcast.py), instead of the request's reply
+    # path (None: it gets none, it was skipped); any thread.
+    answer: Callable[[bytes | None], None] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -41,6 +41,7 @@ from reqrep.common._transport import Returned as ReturnedReply
 from reqrep.common.config import Settings
 from reqrep.common.logthrottle import LogThrottle
 from reqrep.common.observe import Probe
+from reqrep.common.plain import ERROR_TYPE, PlainReply
 from reqrep.common.serialization import CONTENT_TYPE
 
 __all__ = ["REFUSED_HEADER", "REPLY_ATTEMPTS", "ConsumerStats", "Replies"]
@@ -70,6 +71,7 @@ class ConsumerStats:
     refused_dead_lettered: int = 0  # requests dead-lettered after REPLY_ATTEMPTS refused replies
     replies_too_large: int = 0  # replies over the broker's max_message_size: an error instead
     consumer_restarts: int = 0  # stalled consumers the watchdog replaced
+    cancelled: int = 0  # cancelled by their callers: acknowledged, no reply (worker/cancel.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,8 +101,10 @@ class Replies:
         stats: ConsumerStats,
         probe: Probe,
         on_settled: Callable[[], None],
+        plain: bool = False,
     ) -> None:
         self._link = link
+        self._plain = plain  # replies to plain requests (common/plain.py)
         self._settings = settings
         self._queue = queue
         self.stats = stats
@@ -164,10 +168,11 @@ class Replies:
                     f"{self._broker_limit}",
                 )
             )
+        content_type, kind = self._kind_of(body)
         properties = Properties(
-            content_type=CONTENT_TYPE,
+            content_type=content_type,
             correlation_id=correlation_id,
-            type=envelope.REPLY_TYPE,
+            type=kind,
             # The broker refuses a user_id that is not the connection's own user (406): a
             # requestor that trusts it knows which user sent the reply.
             user_id=self._user_id,
@@ -185,6 +190,15 @@ class Replies:
             return
         self._published += 1
         self._pending[self._published] = _Sent(tag, reject, request=request)
+
+    def _kind_of(self, body: bytes) -> tuple[str | None, str | None]:
+        """A reply's content type and AMQP type: an envelope's, or a plain reply's (its own
+        content type, or an error object typed ``error``)."""
+        if isinstance(body, PlainReply):
+            return body.content_type, None
+        if self._plain:
+            return CONTENT_TYPE, ERROR_TYPE
+        return CONTENT_TYPE, envelope.REPLY_TYPE
 
     def on_confirm(self, confirm: Confirm) -> None:
         if confirm.multiple:  # tags are in publishing order: the settled ones come first

@@ -10,7 +10,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -21,6 +21,8 @@ from reqrep.common.config import Settings
 from reqrep.common.errors import ConfigError, ReqrepError, StartupError
 from reqrep.common.observe import Probe
 from reqrep.worker.aio import HandlerLoop
+from reqrep.worker.broadcast import Broadcasts
+from reqrep.worker.cancel import Cancellations
 from reqrep.worker.consumer import WATCHDOG, Consumer, ConsumerStats, Job
 from reqrep.worker.control import ControlResponder
 from reqrep.worker.dedupe import ReplyCache
@@ -28,6 +30,7 @@ from reqrep.worker.execute import execute, execute_async, handler_ran
 from reqrep.worker.invoke import bind
 from reqrep.worker.lifecycle import HOOK_TIMEOUT, Lifecycle, check_resources
 from reqrep.worker.limits import MethodLimits
+from reqrep.worker.plain import PlainService, execute_plain, execute_plain_async, queue_of
 from reqrep.worker.pool import HandlerPool
 from reqrep.worker.service import Handler, Service
 
@@ -69,7 +72,7 @@ class Worker:
 
     def __init__(
         self,
-        service: Service,
+        service: Service | PlainService,
         url: str | Sequence[str] | None = None,
         *,
         settings: Settings | None = None,
@@ -114,13 +117,32 @@ class Worker:
             }
         )
         self._started = time.monotonic()
-        self._control = ControlResponder(self.settings, service.name, self._describe)
+        self._cancels = Cancellations()
+        self._broadcasts = (
+            None
+            if isinstance(service, PlainService)
+            else Broadcasts(
+                service, self.settings, self._dispatch, self._on_io_thread, limit=concurrency
+            )
+        )
+        self._control = ControlResponder(
+            self.settings,
+            service.name,
+            self._describe,
+            silent={control.CANCEL: self._cancels.on_message},
+            later={}
+            if self._broadcasts is None
+            else {control.BROADCAST: self._broadcasts.on_message},
+        )
         self._probe = Probe(
             "worker",
             service.name,
-            queue=self.settings.request_queue(service.name),
+            queue=queue_of(service, self.settings),
             known=lambda m: service.get(m) is not None,
         )
+        plain = isinstance(service, PlainService)
+        self._execute = execute_plain if plain else execute
+        self._execute_async = execute_plain_async if plain else execute_async
         self._consumer = Consumer(
             self.settings,
             service,
@@ -133,6 +155,7 @@ class Worker:
             on_setup=self._control.open,
             probe=self._probe,
             watchdog=watchdog,
+            cancels=self._cancels,
         )
 
     def __repr__(self) -> str:
@@ -144,6 +167,12 @@ class Worker:
     @property
     def stats(self) -> ConsumerStats:
         return self._consumer.stats
+
+    @property
+    def id(self) -> str:
+        """This worker's random id: ``WorkerInfo.id`` in pings, the tag of its broadcast
+        replies."""
+        return self._control.id
 
     @property
     def name(self) -> str:
@@ -175,10 +204,11 @@ class Worker:
 
         Raises StartupError if a startup hook fails or a handler's resource is missing (before
         connecting), BrokerUnreachable only for what a retry cannot fix (a refused login or
-        vhost) and ConnectionLost if the broker refuses the queue's declaration. Otherwise, if
-        the worker is not consuming after ``connect_timeout`` (no broker answers yet, or a
-        quorum queue waits for a leader), it keeps trying across all its URLs in the
-        background, and serves as soon as it consumes.
+        vhost), AccessRefused, and TopologyConflict if a queue exists with other arguments (or
+        ConnectionLost if the broker refuses the set-up otherwise). Otherwise, if the worker
+        is not consuming after ``connect_timeout`` (no broker answers yet, or a quorum queue
+        waits for a leader), it keeps trying across all its URLs in the background, and serves
+        as soon as it consumes.
         """
         self._started = time.monotonic()
         if self.service.has_sync:
@@ -311,7 +341,12 @@ class Worker:
             connection=self.name,
             reconnects=self.reconnects,
             stats=dataclasses.asdict(self._consumer.stats),
+            id=self._control.id,
         )
+
+    def _on_io_thread(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the I/O thread (any thread; ClosedError once the worker has stopped)."""
+        self._consumer.link.submit(fn)
 
     # -- the I/O thread, pool threads and the handler loop --------------------------------------
 
@@ -375,10 +410,10 @@ class Worker:
 
     def _run_job(self, job: Job) -> None:
         try:
-            if self._expired(job):
+            if self._gone(job):
                 return
             started = time.monotonic()
-            body = execute(
+            body = self._execute(
                 job,
                 service=self.service.name,
                 max_bytes=self.settings.max_message_bytes,
@@ -390,34 +425,67 @@ class Worker:
 
     async def _run_async_job(self, job: Job) -> None:
         try:
-            if self._expired(job):  # called once a slot of the handler loop is free
+            if self._gone(job):  # called once a slot of the handler loop is free
                 return
             started = time.monotonic()
-            body = await execute_async(
-                job,
-                service=self.service.name,
-                max_bytes=self.settings.max_message_bytes,
-                probe=self._probe,
+            # The caller's cancel cancels this task, and with it the handler's (execute_async).
+            loop, task = asyncio.get_running_loop(), asyncio.current_task()
+            take_back = (
+                job.cancel.on_set(lambda: _cancel_soon(loop, task))
+                if job.cancel is not None and task is not None
+                else None
             )
+            try:
+                body = await self._execute_async(
+                    job,
+                    service=self.service.name,
+                    max_bytes=self.settings.max_message_bytes,
+                    probe=self._probe,
+                )
+            except asyncio.CancelledError:
+                if job.cancel is None or not job.cancel.is_set():
+                    raise  # the worker is stopping: no reply, the broker redelivers the request
+                body = b""  # its caller cancelled it: _reply sends nothing
+            finally:
+                if take_back is not None:
+                    take_back()
             self._reply(job, body, started)
         finally:
             self._release(job)
 
-    def _expired(self, job: Job) -> bool:
-        """Pool thread or handler loop, at pickup: a job prefetched behind slow handlers that
-        waited past its caller's deadline is acked, not run, and gets no reply (nobody waits
-        for it any more)."""
-        if job.deadline_ms is None or time.time() * 1000 <= job.deadline_ms:
+    def _gone(self, job: Job) -> bool:
+        """Pool thread or handler loop, at pickup: a job whose caller has gone is acked, not
+        run, and gets no reply: its caller cancelled it, or it waited here (prefetched behind
+        slow handlers) past its caller's deadline."""
+        if job.cancel is not None and job.cancel.is_set():
+            self._skip(job, "cancelled")
+        elif job.deadline_ms is not None and time.time() * 1000 > job.deadline_ms:
+            self._skip(job, "expired")
+        else:
             return False
-        try:
-            self._consumer.skip(job)
-        except ReqrepError as exc:
-            log.debug("expired job %s not acked (%s); redelivered", job.correlation_id, exc)
         return True
 
+    def _skip(self, job: Job, reason: str) -> None:
+        self._probe.dropped(job.method)  # dispatched, and leaves without a reply
+        try:
+            if job.answer is not None:  # a broadcast: acked when it came, nothing to settle
+                job.answer(None)
+                return
+            self._consumer.skip(job, reason)
+        except ReqrepError as exc:
+            log.debug("%s job %s not acked (%s); redelivered", reason, job.correlation_id, exc)
+
     def _reply(self, job: Job, body: bytes, started: float) -> None:
+        if job.cancel is not None and job.cancel.is_set():
+            # Its caller cancelled it while it ran: nobody reads a reply, and a result cut
+            # short is no result to cache.
+            self._skip(job, "cancelled")
+            return
         self._probe.handler_done(job.method, body, time.monotonic() - started)
         try:
+            if job.answer is not None:  # a broadcast: its asker gets the reply
+                job.answer(body)
+                return
             self._consumer.reply(job, body, ran=handler_ran(body))
         except ReqrepError as exc:
             log.warning(
@@ -429,6 +497,11 @@ class Worker:
 
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _cancel_soon(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` on its loop (any thread: the worker's I/O thread sets cancel signals)."""
+    loop.call_soon_threadsafe(task.cancel)
 
 
 def default_prefetch(concurrency: int) -> int:

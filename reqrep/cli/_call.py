@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from reqrep.cli._broadcast import call_all
 from reqrep.cli._output import emit_json, exit_for
 from reqrep.common.config import Settings
 from reqrep.common.errors import ReqrepError
@@ -53,6 +54,13 @@ def _parse_payload(_ctx: click.Context, _param: click.Parameter, value: str | No
     "instead of failing at once with exit code 10  [default: $REQREP_WAIT_FOR_WORKERS or off]",
 )
 @click.option(
+    "--all",
+    "every_worker",
+    is_flag=True,
+    help="Call every live worker of the service (a broadcast) and print one JSON line per "
+    "reply, tagged by its worker; the timeout bounds the wait for the slowest.",
+)
+@click.option(
     "--url",
     envvar="AMQP_URL",
     show_envvar=True,
@@ -66,6 +74,7 @@ def call_command(
     timeout: float | None,
     idempotent: bool,
     wait_for_workers: bool,
+    every_worker: bool,
     url: str | None,
 ) -> None:
     """Call METHOD of a service with a JSON PAYLOAD and print the JSON result.
@@ -74,11 +83,17 @@ def call_command(
     6 no such service, 7 broker unreachable, 8 other error, 9 refused (login, vhost, TLS
     certificate, access to a queue or exchange, a worker's set-up),
     10 no workers.
+
+    With --all, every live worker of the service runs it: one JSON line per reply, tagged by
+    its worker; a worker that did not reply in time is named on stderr (exit 3).
     """
     try:
         settings = Settings.from_env(
             url=url, timeout=timeout, wait_for_workers=wait_for_workers or None
         )
+        if every_worker:
+            call_all(settings, service, method, payload)
+            return
         with Requestor(settings=settings, service=service) as requestor:
             result = requestor.call(method, payload, idempotent=idempotent)
     except ReqrepError as exc:

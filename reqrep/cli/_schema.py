@@ -11,6 +11,7 @@ from reqrep.cli._worker import load_service
 from reqrep.common.config import Settings
 from reqrep.common.errors import ConfigError
 from reqrep.schema import asyncapi
+from reqrep.worker.plain import PlainService
 
 __all__ = ["schema_command"]
 
@@ -44,6 +45,12 @@ def schema_command(*, spec: str, fmt: str, output: str | None, app_dir: str | No
     JSON Schemas, its queue and exchange with their AMQP bindings, the protocol's headers and
     the error reply. Queue names use $REQREP_QUEUE_PREFIX. Needs reqrep[pydantic]."""
     service = load_service(spec, app_dir)
+    if isinstance(service, PlainService):
+        raise click.BadParameter(
+            f"{spec} is a PlainService: its messages are plain bodies, not reqrep's envelope, "
+            "and have no schema to describe",
+            param_hint="MODULE:SERVICE",
+        )
     document = asyncapi(service, Settings.from_env())
     if fmt == "json":
         text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"

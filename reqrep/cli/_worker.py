@@ -12,6 +12,7 @@ from reqrep.cli._output import exit_for
 from reqrep.cli._worker_ops import Ops
 from reqrep.common.config import QUEUE_TYPES, Settings
 from reqrep.common.errors import ReqrepError
+from reqrep.worker.plain import PlainService
 from reqrep.worker.server import Worker
 from reqrep.worker.service import Service
 from reqrep.worker.supervisor import Supervisor
@@ -28,7 +29,7 @@ CHILD = (
 )
 
 
-def load_service(spec: str, app_dir: str | None = None) -> Service:
+def load_service(spec: str, app_dir: str | None = None) -> Service | PlainService:
     """Import ``module:attribute`` and return the Service it names. Modules are looked for
     in ``app_dir`` (default: the current directory) first, as uvicorn and celery do."""
     module_name, _, attr = spec.partition(":")
@@ -52,8 +53,10 @@ def load_service(spec: str, app_dir: str | None = None) -> Service:
     except Exception as exc:  # noqa: BLE001 - any import failure is a bad SPEC for the user
         raise click.BadParameter(f"cannot import {module_name!r}: {exc}") from None
     service = getattr(module, attr, None)
-    if not isinstance(service, Service):
-        raise click.BadParameter(f"{spec!r} is not a worker.Service (got {type(service).__name__})")
+    if not isinstance(service, (Service, PlainService)):
+        raise click.BadParameter(
+            f"{spec!r} is not a worker.Service or PlainService (got {type(service).__name__})"
+        )
     return service
 
 

@@ -151,7 +151,7 @@ class LocalRequestor:
     async def acall(
         self, method: str | Callable[..., Any], payload: Any = None, **options: Any
     ) -> Any:
-        """Like ``AsyncRequestor.call``; cancelling the awaiting task forgets the call."""
+        """Like ``AsyncRequestor.call``; cancelling the awaiting task cancels the call."""
         self._ensure_open()
         return await self._async.call(method, payload, **options)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,12 +19,24 @@ from reqrep.requestor import Requestor
 from reqrep.worker import Worker
 from reqrep.worker.demo import build
 from tests.extra_node import Alarm, ExtraNode, TlsFiles, why_no_extra_node
+from tests.support import rabbitmqctl
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "/integration/" in str(item.path):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture
+def broker_restart() -> Iterator[threading.Event]:
+    """Set the event once the test stopped the broker app (``rabbitmqctl stop_app``): it is
+    always started again afterwards."""
+    stopped = threading.Event()
+    yield stopped
+    if stopped.is_set():
+        rabbitmqctl("start_app")
+        rabbitmqctl("await_startup")
 
 
 @pytest.fixture

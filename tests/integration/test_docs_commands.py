@@ -141,6 +141,7 @@ KNOWN_BUGS: tuple[tuple[str, str, str], ...] = ()
 
 _MAKES_VENV = re.compile(r"^python3 -m venv \.venv\b")
 _SERVICE = re.compile(r"""Service\(\s*["']([\w.:-]+)["']""")
+_PLAIN = re.compile(r"""PlainService\(\s*["']([\w.:-]+)["']""")  # queues named verbatim
 _USER = re.compile(r"^rabbitmqctl set_permissions -p \S+ (\S+) ")
 
 
@@ -313,10 +314,16 @@ class BlockRun:
                 (scratch / name).write_text(file_block.text, encoding="utf-8")
             (scratch / ".venv").symlink_to(Path(sys.prefix), target_is_directory=True)
 
+    def _code(self) -> str:
+        return "\n".join(b.text for b in blocks(self.block.path) if b.lang == "python")
+
+    def plain_queues(self) -> set[str]:
+        """The queues of the document's plain services: named verbatim, under no prefix."""
+        return set(_PLAIN.findall(self._code()))
+
     def services(self) -> set[str]:
         """Every service whose queues this block may have made (for the clean-up)."""
-        code = "\n".join(b.text for b in blocks(self.block.path) if b.lang == "python")
-        names = {"demo", *_SERVICE.findall(code)}
+        names = {"demo", *_SERVICE.findall(self._code())}
         if self.block.lang == "sh":
             names |= {c.serves for c in commands(self.block) if c.serves}
         return names
@@ -373,7 +380,8 @@ class BlockRun:
                 start_new_session=True,
             )
         self.background.append((command, proc, log))
-        queue = f"{self.prefix}{command.serves}"
+        served = command.serves or ""
+        queue = served if served in self.plain_queues() else f"{self.prefix}{served}"
 
         def consuming() -> bool:
             if proc.poll() is not None:
@@ -435,6 +443,8 @@ class BlockRun:
                 _ctl("delete_user", name)
         for service in self.services():
             self.admin.delete_service_queues(self.prefix, service)
+        for queue in self.plain_queues():
+            self.admin.delete_queue(queue)
         for exchange in ("dlx", "control", "requests"):
             self.admin.delete_exchange(f"{self.prefix}{exchange}")
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -18,7 +17,7 @@ import pytest
 from reqrep.common import ConnectionLost, Settings
 from reqrep.requestor import Requestor
 from reqrep.worker import Service, Worker
-from tests.support import WorkerProcess
+from tests.support import WorkerProcess, rabbitmqctl
 
 
 @pytest.fixture
@@ -90,20 +89,6 @@ def test_sigstop_a_worker_holding_requests(
                 other.stop()
 
 
-def _rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, timeout=120, capture_output=True)
-
-
-@pytest.fixture
-def broker_restart() -> Iterator[threading.Event]:
-    """Call ``stop()`` to stop the broker app; it is always started again afterwards."""
-    stopped = threading.Event()
-    yield stopped
-    if stopped.is_set():
-        _rabbitmqctl("start_app")
-        _rabbitmqctl("await_startup")
-
-
 @pytest.mark.broker_restart
 def test_broker_restart(
     settings: Settings, service_name: str, broker_restart: threading.Event
@@ -117,7 +102,7 @@ def test_broker_restart(
         with Requestor(settings=settings.replace(timeout=60), service=service_name) as rq:
             assert rq.call("echo", "before") == "before"
             pending = rq.call_async("hold", "x")
-            _rabbitmqctl("stop_app")
+            rabbitmqctl("stop_app")
             broker_restart.set()
             with pytest.raises(ConnectionLost):
                 pending.result(30)
@@ -126,8 +111,8 @@ def test_broker_restart(
                 rq.call_async("echo", i, idempotent=True) for i in range(10)
             ]
             hold.set()
-            _rabbitmqctl("start_app")
-            _rabbitmqctl("await_startup")
+            rabbitmqctl("start_app")
+            rabbitmqctl("await_startup")
             broker_restart.clear()
             assert [f.result(60) for f in during] == list(range(10))
             assert rq.call("echo", "after") == "after"

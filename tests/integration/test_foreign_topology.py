@@ -65,15 +65,14 @@ def queue_type(request: pytest.FixtureRequest) -> str:
 def test_the_protocol_documents_these_declarations() -> None:
     text = PROTOCOL.read_text()
     for row in (
-        "| `{prefix}dlx` | exchange, type `direct`, durable, not auto-delete, not internal "
-        "| none |",
+        "| `{ns}dlx` | exchange, type `direct`, durable, not auto-delete, not internal | none |",
         "| `{prefix}S.dead` | queue, durable, not exclusive, not auto-delete | `x-queue-type`: "
         "same as the request queue's; `x-max-length`: `10000` (integer) |",
-        "| binding | `{prefix}S.dead` to `{prefix}dlx` | routing key `{prefix}S.dead` | none |",
+        "| binding | `{prefix}S.dead` to `{ns}dlx` | routing key `{prefix}S.dead` | none |",
         "| request queue | `{prefix}S` | queue, durable, not exclusive, not auto-delete |",
-        "| `{prefix}requests` | exchange, type `direct`, durable, not auto-delete, not internal |",
-        "| binding | `{prefix}S` to `{prefix}requests` | routing key `{prefix}S` | none |",
-        "| `x-dead-letter-exchange` | `{prefix}dlx` |",
+        "| `{ns}requests` | exchange, type `direct`, durable, not auto-delete, not internal |",
+        "| binding | `{prefix}S` to `{ns}requests` | routing key `{prefix}S` | none |",
+        "| `x-dead-letter-exchange` | `{ns}dlx` |",
         "| `x-dead-letter-routing-key` | `{prefix}S.dead` |",
         "**`7`** with the default `REQREP_MAX_REDELIVERIES=5`",
     ):

@@ -8,7 +8,8 @@ do what it is documented for, and nothing the attacks below need.
 - A user who may publish through the default exchange may publish into any queue: junk into a
   dead-letter queue (evicting real dead letters from its head), or forged replies into another
   requestor's callback queue. So requestors publish requests through the ``reqrep.requests``
-  exchange, and may write to nothing else.
+  exchange, and cancels and broadcasts through ``reqrep.control``, and may write to nothing
+  else.
 - Operators ping the workers and read, replay and purge dead letters; workers must be visible to
   them under the worker permissions (their control queues are named under the prefix).
 
@@ -41,7 +42,7 @@ from tests.support import Admin, wait_until
 
 # The documented patterns (docs/operations.md), with "reqrep\." standing for the queue prefix.
 WORKER = (r"^reqrep\.", r"^(amq\.default|reqrep\..*)$", r"^reqrep\.")
-REQUESTOR = (r"^amq\.gen-", r"^reqrep\.requests$", r"^amq\.gen-")
+REQUESTOR = (r"^amq\.gen-", r"^reqrep\.(requests|control)$", r"^amq\.gen-")
 OPERATOR = (
     r"^(amq\.gen-.*|reqrep\.control)$",
     r"^reqrep\.(control|requests)$",

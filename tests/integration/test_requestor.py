@@ -105,7 +105,7 @@ def test_async_call_times_out(gated_worker: Worker, requestor: Requestor, gate: 
     future = requestor.call_async("gate", None, timeout=0.2)
     with pytest.raises(CallTimeout):
         future.result(10)
-    assert not future.cancel()  # futures of calls cannot be cancelled
+    assert not future.cancel()  # it ended: too late to cancel it
 
 
 def test_remote_error_carries_type_and_message(demo_worker: Worker, requestor: Requestor) -> None:

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import CancelledError, Future, InvalidStateError
 from typing import Any
 
 from reqrep.requestor._callbacks import CallbackRunner, ReplyFuture
@@ -61,8 +61,9 @@ def expect(
     timeout: float = 2.0,
     what: str = "svc.method",
 ) -> Future[Any]:
-    future: Future[Any] = ReplyFuture(_runner)
-    future.set_running_or_notify_cancel()
+    future: Future[Any] = ReplyFuture(
+        _runner, on_cancel=lambda: handler.forget(cid, CancelledError())
+    )
 
     def deliver(result: Any, error: BaseException | None) -> None:
         try:

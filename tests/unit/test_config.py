@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from reqrep.common import topology
 from reqrep.common.config import DEFAULT_URL, Settings, redact_url
 from reqrep.common.errors import ConfigError
 
@@ -226,6 +227,28 @@ def test_replace_validates() -> None:
 def test_request_queue_is_prefix_plus_service() -> None:
     assert Settings().request_queue("demo") == "reqrep.demo"
     assert Settings(queue_prefix="test-1.").request_queue("svc") == "test-1.svc"
+
+
+def test_an_empty_prefix_in_the_environment_means_no_prefix() -> None:
+    """Set and empty, REQREP_QUEUE_PREFIX names queues by the service alone; it used to fall
+    back to the default prefix without a word."""
+    settings = Settings.from_env({"REQREP_QUEUE_PREFIX": ""})
+    assert settings.queue_prefix == ""
+    assert settings.request_queue("rpc_queue") == "rpc_queue"
+    assert Settings.from_env({}).queue_prefix == "reqrep."
+
+
+def test_without_a_prefix_reqreps_own_names_keep_the_default_namespace() -> None:
+    """No bare ``dlx``, ``control`` or ``requests`` exchange: they say nothing of whose they
+    are."""
+    assert topology.request_exchange("") == "reqrep.requests"
+    assert topology.dead_letter_exchange("") == "reqrep.dlx"
+    assert topology.control_exchange("") == "reqrep.control"
+    assert topology.control_queue("", "billing", "ab12") == "reqrep.control.billing.ab12"
+    assert topology.dead_letter_queue(Settings(queue_prefix="").request_queue("b")) == "b.dead"
+    # A prefix of one's own keeps its names as they were.
+    assert topology.request_exchange("test-1.") == "test-1.requests"
+    assert topology.control_queue("test-1.", "b", "ab12") == "test-1.control.b.ab12"
 
 
 # -- the password never shows ------------------------------------------------------------------

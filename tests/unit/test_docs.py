@@ -21,7 +21,7 @@ import pytest
 from reqrep.cli import cli
 from reqrep.common import callheaders, config, control, errors, exitcodes, tracecontext
 from reqrep.common._prometheus import PrometheusObserver
-from reqrep.worker import admission, replies
+from reqrep.worker import admission, cancel, replies
 from reqrep.worker import control as worker_control
 from reqrep.worker.replies import ConsumerStats
 from tests.unit.doc_text import (
@@ -245,6 +245,13 @@ def test_the_protocol_names_every_header_and_limit() -> None:
         callheaders.HEADERS_HEADER,
     ):
         assert f"`{header}`" in text, header
+    for kind in (control.PING, control.CANCEL, control.BROADCAST):
+        assert f"| `type` | `{kind}` |" in text, kind
+    for header in (control.METHOD_HEADER, control.WORKER_HEADER):
+        assert f"`{header}`" in text, header
+    assert (
+        f"at most {cancel.REMEMBER:g} s, and at most the {cancel.MAX_REMEMBERED:,} latest" in text
+    )
     assert f"holds at most {worker_control.QUEUE_MAX} pings" in text
     assert f"a prefetch of {worker_control.PREFETCH}" in text
     assert (

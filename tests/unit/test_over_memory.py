@@ -203,3 +203,22 @@ def test_admin_pings_and_reads_dead_letters(
         [status] = ops.status(["demo"], timeout=0.2)
         assert (status.consumers, status.dead_letters) == (1, 0)
         assert ops.dead_letters("demo") == []
+
+
+def test_a_fail_fast_call_raises_at_once_while_no_connection_is_up(
+    broker: MemoryBroker, settings: Settings, worker: Worker
+) -> None:
+    """Its twin against RabbitMQ (the broker app stopped) is tests/integration/test_fail_fast.py."""
+    with _requestor(broker, settings) as rq, _requestor(broker, settings, fail_fast=True) as fast:
+        assert fast.call("echo", "up") == "up"
+        broker.stop()
+        wait_until(lambda: not (rq.connected or fast.connected), 5, "the requestors to notice")
+        with pytest.raises(BrokerUnreachable, match="fail-fast call was not sent"):
+            rq.call("echo", 1, fail_fast=True)
+        with pytest.raises(BrokerUnreachable):
+            fast.call("echo", 1)
+        held = rq.call_async("echo", "held", timeout=30)  # the default: held, then sent
+        broker.start()
+        assert held.result(10) == "held"
+        wait_until(lambda: fast.connected, 5, "the fail-fast requestor to reconnect")
+        assert fast.call("echo", "back") == "back"

@@ -231,13 +231,16 @@ def test_expire_due_then_later_deadlines() -> None:
 # -- futures -----------------------------------------------------------------------------------
 
 
-def test_futures_cannot_be_cancelled_by_users() -> None:
+def test_a_cancelled_future_forgets_its_call() -> None:
+    """As call_async's futures do: the call leaves the table at once; its reply is late."""
     handler = ReplyHandler()
     future = _expect(handler, "c1")
-    assert future.cancel() is False
-    assert not future.cancelled()
-    handler.resolve("c1", success_body("still delivered"))
-    assert future.result(WAIT) == "still delivered"
+    assert future.cancel() is True
+    assert future.cancelled()
+    assert handler.stats().pending == 0
+    assert handler.resolve("c1", success_body("too late")) is False
+    assert handler.stats().late == 1
+    assert future.cancel() is True  # cancelled already: still cancelled, nothing more happens
 
 
 def test_first_completion_wins() -> None:

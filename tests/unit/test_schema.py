@@ -22,6 +22,7 @@ from reqrep.cli import cli
 from reqrep.common.config import Settings
 from reqrep.schema import asyncapi
 from reqrep.worker.demo import service as demo
+from reqrep.worker.plain import PlainService
 from tests.typed_services import shop
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -114,6 +115,17 @@ def test_an_untyped_method_takes_any_json() -> None:
 def test_yaml_and_json_say_the_same() -> None:
     as_json: Any = json.loads(_schema("tests.typed_services:shop"))
     assert yaml.safe_load(_schema("tests.typed_services:shop", "--format", "yaml")) == as_json
+
+
+def test_a_plain_service_has_no_schema() -> None:
+    plain = "tests.unit.test_schema:PLAIN"
+    result = CliRunner().invoke(cli, ["schema", plain], prog_name="reqrep")
+    assert result.exit_code == 2
+    assert "is a PlainService" in result.output
+
+
+PLAIN = PlainService("rpc_queue")
+PLAIN.handler(lambda body: body)
 
 
 def test_a_spec_that_is_not_a_service_is_a_usage_error() -> None:
