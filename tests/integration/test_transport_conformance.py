@@ -20,14 +20,13 @@ Each test uses its own queue and exchange names and deletes them afterwards.
 
 from __future__ import annotations
 
+import os
 import shutil
-import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from datetime import datetime, timedelta, timezone
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 
@@ -41,6 +40,7 @@ from reqrep.common._transport import (
     pika_transport,
 )
 from reqrep.common._transport._memory import MemoryBroker
+from tests.support import close_connections
 from tests.transport_harness import TIMEOUT, Chan, ChannelClosed, Client, take
 
 
@@ -818,11 +818,12 @@ def test_the_same_death_twice_counts_up(world: World) -> None:
 
 
 def _rabbitmqctl_reaches(url: str) -> bool:
-    parts = urlsplit(url)
-    return shutil.which("rabbitmqctl") is not None and (parts.hostname, parts.port) == (
-        "127.0.0.1",
-        5672,
-    )
+    """rabbitmqctl (with ``RABBITMQ_NODENAME``) runs the test broker's node unless that broker
+    is a testcontainers one."""
+    return shutil.which("rabbitmqctl") is not None and url in {
+        os.environ.get("AMQP_URL"),
+        DEFAULT_URL,
+    }
 
 
 def test_a_connection_the_broker_closes_reports_it(world: World) -> None:
@@ -834,20 +835,7 @@ def test_a_connection_the_broker_closes_reports_it(world: World) -> None:
     else:
         if not _rabbitmqctl_reaches(world.url):
             pytest.skip("rabbitmqctl does not reach this broker")
-        listing = subprocess.run(
-            ["rabbitmqctl", "-q", "list_connections", "pid", "client_properties"],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        ).stdout
-        [pid] = [line.split("\t")[0] for line in listing.splitlines() if name in line]
-        subprocess.run(
-            ["rabbitmqctl", "-q", "close_connection", pid, "tests say so"],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
+        assert close_connections(name, "tests say so") == 1
     failure = client.closed.result(10)
     assert (failure.code, failure.text) == (320, "320 CONNECTION_FORCED - tests say so")
     assert failure.by_broker
