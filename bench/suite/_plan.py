@@ -33,6 +33,7 @@ class Case:
     mode: str = ""
     extra_args: tuple[str, ...] = ()
     extra: str = ""  # "tuned" or "floors": run only when named (--only) or with --with-<extra>
+    exchange_suffixes: tuple[str, ...] = ()  # exchanges the case declares: queue name + suffix
 
     @property
     def is_reqrep(self) -> bool:
@@ -230,5 +231,5 @@ def plan_case(case: Case, opts: Options, tag: str) -> Plan:
         client_env=env,
         client_limit=client_limit,
         queues=[tag],
-        exchanges=[],
+        exchanges=[tag + suffix for suffix in case.exchange_suffixes],
     )
