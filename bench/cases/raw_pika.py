@@ -117,6 +117,14 @@ class Server(Loop):
 
     def _answer(self, tag: int, reply_to: str, correlation_id: str, body: bytes) -> None:
         """Publish the reply; ack the request now, or (durable) once the reply is confirmed."""
+        self._publish_reply(reply_to, correlation_id, body)
+        if self.durable:
+            self.published += 1
+            self.awaiting[self.published] = tag
+        else:
+            self._ack(tag)
+
+    def _publish_reply(self, reply_to: str, correlation_id: str, body: bytes) -> None:
         assert self.channel is not None
         if self.reqrep_props:
             properties = pika.BasicProperties(
@@ -125,11 +133,6 @@ class Server(Loop):
         else:
             properties = pika.BasicProperties(correlation_id=correlation_id)
         self.channel.basic_publish("", reply_to, body, properties, mandatory=self.reqrep_props)
-        if self.durable:
-            self.published += 1
-            self.awaiting[self.published] = tag
-        else:
-            self._ack(tag)
 
     def _on_confirm(self, frame: pika.frame.Method) -> None:
         """Ack each request whose reply the broker confirmed (nack: requeue the request)."""

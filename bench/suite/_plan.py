@@ -33,6 +33,7 @@ class Case:
     mode: str = ""
     extra_args: tuple[str, ...] = ()
     extra: str = ""  # "tuned" or "floors": run only when named (--only) or with --with-<extra>
+    exchange_suffixes: tuple[str, ...] = ()  # exchanges the case declares: queue name + suffix
 
     @property
     def is_reqrep(self) -> bool:
@@ -110,6 +111,44 @@ CASES: tuple[Case, ...] = (
         extra="floors",
     ),
     Case("aio-pika-rpc", "aio_pika.patterns.JsonRPC, N in flight", "bench.cases.aiopika_rpc"),
+    # FastStream's two documented request-reply flows, with reqrep's durability; beside them
+    # AsyncRequestor with the same durability and the same shape of client (N coroutines).
+    Case(
+        "faststream-reply-to",
+        "FastStream, broker.publish(reply_to=own queue) + reply subscriber, N in flight, "
+        "quorum, persistent, confirms",
+        "bench.cases.faststream_rpc",
+        durable=True,
+        extra_args=("--pattern", "reply-to"),
+    ),
+    Case(
+        "faststream-request",
+        "FastStream, await broker.request() (direct reply-to; one call at a time per broker, "
+        "N waiting), quorum, persistent, confirms",
+        "bench.cases.faststream_rpc",
+        durable=True,
+        extra_args=("--pattern", "request"),
+    ),
+    Case(
+        "reqrep-asyncio-durable",
+        "AsyncRequestor, N in flight, reqrep defaults (quorum, persistent, confirms)",
+        durable=True,
+        mode="asyncio",
+    ),
+    Case(
+        "faststream-request-serial",
+        "FastStream, await broker.request(), one at a time, quorum, persistent, confirms",
+        "bench.cases.faststream_rpc",
+        durable=True,
+        extra_args=("--pattern", "request", "--outstanding", "1"),
+    ),
+    Case(
+        "faststream-reply-to-serial",
+        "FastStream, publish(reply_to=own queue), one at a time, quorum, persistent, confirms",
+        "bench.cases.faststream_rpc",
+        durable=True,
+        extra_args=("--pattern", "reply-to", "--outstanding", "1"),
+    ),
 )
 CASE_NAMES = tuple(case.name for case in CASES)
 
@@ -192,5 +231,5 @@ def plan_case(case: Case, opts: Options, tag: str) -> Plan:
         client_env=env,
         client_limit=client_limit,
         queues=[tag],
-        exchanges=[],
+        exchanges=[tag + suffix for suffix in case.exchange_suffixes],
     )

@@ -111,6 +111,12 @@ SKIPS = (
         check_help=True,
     ),
     Skip(
+        "takes many minutes (two runs per property and round); its options are checked "
+        "against its --help",
+        pattern=r"-m bench\.props ",
+        check_help=True,
+    ),
+    Skip(
         "needs a 3-node cluster named rabbit1-3 (tests/cluster/ runs the cluster scenarios)",
         pattern=r"^export AMQP_URL=.*rabbit1",
         rest=True,

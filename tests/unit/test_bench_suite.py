@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.cases import case_parser
 from bench.suite._cli import parse_args, select_cases
-from bench.suite._plan import CASES, PROTOCOL_PAIR, SERIAL_PAIR
+from bench.suite._plan import CASES, PROTOCOL_PAIR, SERIAL_PAIR, Options, plan_case
 from bench.suite._run import run_order, summarize
 
 
@@ -60,3 +61,37 @@ def test_call_async_is_compared_with_bare_pika_carrying_the_same_properties() ->
     props = next(case for case in CASES if case.name == theirs)
     assert props.durable
     assert "--reqrep-properties" in props.extra_args
+
+
+def test_faststream_runs_beside_aio_pika_and_async_requestor_with_reqrep_durability() -> None:
+    """Both of FastStream's documented flows, N in flight and one at a time, each saying in its
+    summary what it does and how durable it is; AsyncRequestor with the same durability sits
+    with them."""
+    names = [case.name for case in CASES]
+    flows = ("faststream-reply-to", "faststream-request")
+    serial = tuple(f"{name}-serial" for name in reversed(flows))
+    group = ("aio-pika-rpc", *flows, "reqrep-asyncio-durable", *serial)
+    start = names.index(group[0])
+    assert tuple(names[start : start + len(group)]) == group
+    assert set(group) <= set(_names([]))  # in the default run
+    by_name = {case.name: case for case in CASES}
+    for name in (*flows, *serial):
+        case = by_name[name]
+        assert case.module == "bench.cases.faststream_rpc"
+        assert case.durable
+        assert "quorum, persistent, confirms" in case.summary
+        pattern = case.extra_args[case.extra_args.index("--pattern") + 1]
+        assert pattern in name
+        assert ("--outstanding" in case.extra_args) == name.endswith("-serial")
+    assert by_name["reqrep-asyncio-durable"].durable
+    assert by_name["reqrep-asyncio-durable"].mode == "asyncio"
+
+
+def test_a_serial_case_overrides_the_calls_in_flight() -> None:
+    case = next(case for case in CASES if case.name == "faststream-request-serial")
+    plan = plan_case(case, Options(outstanding=64), "bench.t.faststream-request-serial.r1")
+    parser = case_parser("")
+    parser.add_argument("--pattern")
+    args = parser.parse_args(plan.client_argv[3:])  # after "python -m MODULE"
+    assert (args.role, args.outstanding, args.pattern) == ("client", 1, "request")
+    assert args.durable

@@ -1,0 +1,3 @@
+from bench.props import main
+
+main()
