@@ -112,3 +112,10 @@ def service_name(admin: Admin, prefix: str) -> Iterator[str]:
     yield name
     admin.delete_service_queues(prefix, name)
     admin.delete_service_queues(DEFAULT_PREFIX, name)
+
+
+@pytest.fixture(params=[False, True], ids=["threaded", "native"])
+def aio_native(request: pytest.FixtureRequest) -> bool:
+    """The path an AsyncRequestor takes (its ``native`` argument): its own I/O thread, or a
+    connection hosted on the caller's event loop. A test that takes it runs on both."""
+    return bool(request.param)

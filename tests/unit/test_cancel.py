@@ -109,11 +109,11 @@ def _in_flight(broker: MemoryBroker, settings: Settings) -> int:
 
 
 def test_cancelling_the_awaiting_task_cancels_the_async_handler(
-    broker: MemoryBroker, settings: Settings, worker: Worker, probe: Probe
+    broker: MemoryBroker, settings: Settings, worker: Worker, probe: Probe, aio_native: bool
 ) -> None:
     async def main() -> None:
         async with AsyncRequestor(
-            settings=settings, service="cancels", transport=broker.transport
+            settings=settings, service="cancels", transport=broker.transport, native=aio_native
         ) as arq:
             task = asyncio.ensure_future(arq.call("nap", "a", timeout=30))
             while not probe.event(probe.started, "a").is_set():
