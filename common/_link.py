@@ -159,6 +159,7 @@ class Link:
         self._state = State.NEW
         self._error: ReqrepError | None = None
         self._settled = threading.Event()  # start() is answered: open, or failed for good
+        self._ended = threading.Event()  # the Link has ended: _finish ran
         self._halting = False  # hosted: _end_hosted is on its way
         self._hosted = False  # on a loop the Link does not own (start_hosted): no thread
         self._on_settled: Callable[[], None] | None = None  # hosted: start is answered
@@ -250,21 +251,42 @@ class Link:
             self.stop()
             raise self._error or BrokerUnreachable(f"{self._where()}: connection failed")
 
-    def start_hosted(self, loop: Loop, settled: Callable[[], None]) -> None:
+    def start_hosted(
+        self, loop: Loop, settled: Callable[[], None], *, persist: bool = False
+    ) -> None:
         """Start on ``loop``, which its caller owns and runs (an ``AsyncioLoop``), with no thread
         of the Link's own (loop thread). Returns at once; ``settled`` runs on the loop once the
-        start is answered: ``state`` is then OPEN, or CLOSED with ``error`` saying why. The
-        caller bounds the wait itself (``connect_timeout`` is kept as by ``start``)."""
+        start is answered: ``state`` is then OPEN (or RECOVERING, with ``persist``, as for
+        ``start``), or CLOSED with ``error`` saying why. The caller bounds the wait itself
+        (``connect_timeout`` is kept as by ``start``)."""
         with self._lock:
             if self._state is not State.NEW:
                 raise ClosedError(f"{self._name}: start() may be called once")
             self._state = State.STARTING
         self._hosted = True
+        self._persist = persist
         self._on_settled = settled
         self._start_deadline = time.monotonic() + self._settings.connect_timeout
         self._loop = loop
+        if persist:
+            loop.call_later(self._settings.connect_timeout, self._on_persist_deadline)
         loop.call_later(0, self._connect)
         self._owner.on_thread_start()
+
+    def start_on(self, loop: Loop, *, persist: bool = False) -> None:
+        """``start``, hosted on ``loop`` (an ``AsyncioLoop`` another thread runs): from a
+        thread that is not the loop's, which waits and raises as ``start`` does."""
+        loop.call_soon_threadsafe(lambda: self.start_hosted(loop, lambda: None, persist=persist))
+        if not self._settled.wait(self._settings.connect_timeout * 2 + 5):
+            self._error = BrokerUnreachable(f"{self._where()}: timed out while connecting")
+        if self._state not in ACCEPTS_WORK:
+            self.stop()
+            raise self._error or BrokerUnreachable(f"{self._where()}: connection failed")
+
+    @property
+    def ended(self) -> threading.Event:
+        """Set once the Link has ended (closed, or its thread crashed); any thread."""
+        return self._ended
 
     @property
     def hosted(self) -> bool:
@@ -463,6 +485,7 @@ class Link:
         try:
             self._owner.on_closed()
         finally:
+            self._ended.set()
             self._settle()
             if self._loop is not None:
                 self._loop.close()

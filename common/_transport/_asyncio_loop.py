@@ -9,8 +9,8 @@ The loop belongs to its caller, who runs it: ``run`` and ``stop`` are not for a 
 Link ends a hosted connection without them), and ``close`` only makes it drop what is still
 scheduled for reqrep (its timers, posted callbacks): the event loop itself goes on.
 
-Threads: made on the loop's thread; ``call_soon_threadsafe`` from any thread; everything else
-on the loop's thread.
+Threads: made on the loop's thread (or anywhere, given that thread's ident);
+``call_soon_threadsafe`` from any thread; everything else on the loop's thread.
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ class AsyncioLoop:
     """``Loop`` over a running asyncio event loop owned by its caller (see the module
     docstring)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, thread: int | None = None) -> None:
         self.loop = loop
-        self._thread = threading.get_ident()  # the thread that runs ``loop``
+        # The thread that runs ``loop``: this one, unless its ident is given.
+        self._thread = threading.get_ident() if thread is None else thread
         self._timers: set[asyncio.Handle] = set()
         self._closed = False
 

@@ -89,9 +89,15 @@ def settings() -> Settings:
 
 @pytest.fixture
 def worker(
-    broker: MemoryBroker, settings: Settings, service: Service, probe: Probe
+    broker: MemoryBroker, settings: Settings, service: Service, probe: Probe, worker_native: bool
 ) -> Iterator[Worker]:
-    with Worker(service, settings=settings, concurrency=1, transport=broker.transport) as w:
+    with Worker(
+        service,
+        settings=settings,
+        concurrency=1,
+        transport=broker.transport,
+        native=worker_native,
+    ) as w:
         yield w
         probe.release.set()
 
