@@ -290,6 +290,8 @@ def test_the_native_path_has_no_thread_and_serves_one_loop(
         assert await rq.call("echo", "here") == "here"
         with pytest.raises(NoSuchService):  # mandatory: returned at once
             await rq.call_plain(f"{service_name}-no-such-queue", b"x", timeout=5)
+        gathered = await rq.broadcast("echo", "all", timeout=5, min_replies=1)
+        assert [reply.result for reply in gathered.replies] == ["all"]
         started = {t.name for t in threading.enumerate()} - before
         assert not [name for name in started if name.startswith("reqrep-")], started
 
@@ -322,3 +324,22 @@ def test_heartbeats_keep_an_idle_native_connection(
             assert await rq.call("echo", "awake") == "awake"
 
     asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_a_native_loop_blocked_past_its_heartbeats_loses_the_connection_and_recovers(
+    worker: Worker, settings: Settings, service_name: str
+) -> None:
+    """What the guide warns of: the loop runs the heartbeats. Blocked for several intervals, the
+    connection is closed by the broker; reqrep reconnects and calls work again."""
+
+    async def main() -> None:
+        fast = settings.replace(heartbeat=1)
+        async with AsyncRequestor(settings=fast, service=service_name, native=True) as rq:
+            time.sleep(4)  # blocking the loop is what this test is about
+            deadline = time.monotonic() + 20
+            while rq.reconnects == 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert rq.reconnects >= 1
+            assert await rq.call("echo", "back", timeout=10, idempotent=True) == "back"
+
+    asyncio.run(asyncio.wait_for(main(), 60))
