@@ -29,6 +29,7 @@ from types import TracebackType
 from typing import Any, overload
 
 from reqrep.common import middleware as chains
+from reqrep.common._link import Link
 from reqrep.common._transport import AsyncioLoop, Transport
 from reqrep.common.aio import LoopInbox
 from reqrep.common.config import Settings
@@ -91,6 +92,7 @@ class AsyncRequestor:
         self._native = bool(native)
         self._home: AsyncioLoop | None = None  # native: the loop the connection lives on
         self._native_opening: asyncio.Future[None] | None = None  # on the home loop
+        self._closed_link: Link | None = None  # native: the Link close() waits to see end
         self._middleware = [chains.check(mw, "AsyncRequestor") for mw in middleware]
         self._core = RequestorCore(
             url,
@@ -236,7 +238,7 @@ class AsyncRequestor:
         if not self._native:
             await loop.run_in_executor(None, self._core.close, timeout)
             return
-        link = self._core.close(timeout)  # returns at once: the Link closes on its loop
+        link = self._close_native(timeout)
         home = self._home
         if link is None or home is None or home.loop is not loop:
             return
@@ -254,8 +256,21 @@ class AsyncRequestor:
     def close_sync(self, timeout: float = 10.0) -> None:
         """``close``, from synchronous code: a thread that is not running an event loop (a
         shutdown hook, a test's tear-down). On the native path the connection is closed by
-        its event loop, if that still runs; pending calls fail at once."""
-        self._core.close(timeout)
+        its event loop, if that still runs (``await close()`` there waits for it); pending
+        calls fail at once."""
+        if self._native:
+            self._close_native(timeout)
+        else:
+            self._core.close(timeout)
+
+    def _close_native(self, timeout: float) -> Link | None:
+        """Close the core (returns at once: the hosted Link closes on its loop); the Link that
+        was closed, now or by an earlier close."""
+        link = self._core.close(timeout)
+        with self._lock:
+            if link is not None:
+                self._closed_link = link
+            return self._closed_link
 
     async def __aenter__(self) -> AsyncRequestor:
         return await self.open()
@@ -395,7 +410,10 @@ class AsyncRequestor:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         if self._native:
-            deliver = _native_deliver(self._home_loop(loop), future)
+            home = self._home
+            deliver = _native_deliver(
+                home if home is not None and home.loop is loop else self._home_loop(loop), future
+            )
         else:
             inbox = self._inbox(loop)
 
@@ -440,8 +458,9 @@ def _native_deliver(
     def deliver(result: Any, error: BaseException | None) -> None:
         if home.in_loop_thread():
             _settle(future, result, error)
-        else:
-            home.call_soon_threadsafe(lambda: _settle(future, result, error))
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody awaits it now
+            home.loop.call_soon_threadsafe(_settle, future, result, error)
 
     return deliver
 

@@ -343,3 +343,19 @@ def test_a_native_loop_blocked_past_its_heartbeats_loses_the_connection_and_reco
             assert await rq.call("echo", "back", timeout=10, idempotent=True) == "back"
 
     asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_close_sync_from_another_thread_fails_a_pending_native_call(
+    worker: Worker, settings: Settings, service_name: str, gate: Gate
+) -> None:
+    async def main() -> None:
+        rq = await AsyncRequestor(settings=settings, service=service_name, native=True).open()
+        task = asyncio.ensure_future(rq.call("gate", "x", timeout=30))
+        while not gate.started.is_set():
+            await asyncio.sleep(0.01)
+        await asyncio.to_thread(rq.close_sync)  # the outcome crosses back to the loop
+        with pytest.raises(ClosedError):
+            await task
+        await rq.close()  # waits for the connection, closed on this loop, to end
+
+    asyncio.run(asyncio.wait_for(main(), 30))
