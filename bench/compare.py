@@ -32,6 +32,7 @@ CASES = (
     "reqrep-async",
     "reqrep-serial",
     "reqrep-asyncio",
+    "reqrep-asyncio-native",
 )
 
 

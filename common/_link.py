@@ -1,4 +1,4 @@
-"""Link: one connection to the broker, kept open by one named I/O thread.
+"""Link: one connection to the broker, kept open by one named I/O thread (or hosted on a loop).
 
 A broker connection is not thread-safe (pika's rule, kept by both transports): its loop thread
 alone may touch it, and other threads hand it work with ``Loop.call_soon_threadsafe``. A
@@ -29,6 +29,13 @@ back off if the broker keeps closing channels. ``reopen_channel()`` replaces it 
 (RabbitMQ 3.10 keeps nacking a quorum-queue publisher channel that first published while the
 queue's leader was down; a new channel works). Each new channel bumps ``generation``: delivery
 tags belong to one channel, so work of an older generation is void.
+
+Hosted. ``start_hosted(loop)`` runs the Link on an event loop it does not own (an
+``AsyncioLoop``: the caller's asyncio loop) instead of a thread of its own: the same connecting,
+channels and recovery, driven by that loop. ``submit`` from the loop's thread then runs the work
+at once (its writes are held and go out in one piece at the end of the loop's turn); from another
+thread it goes through ``call_soon_threadsafe``. Nothing of a hosted Link blocks: ``start_hosted``
+and ``stop`` return at once, and callbacks say when it is settled and when it has ended.
 
 Closing is bounded: the broker gets ``CLOSE_GRACE`` seconds to answer our close (none while it
 blocks the connection, as it then reads nothing from us), then the socket is dropped. Every
@@ -152,6 +159,12 @@ class Link:
         self._state = State.NEW
         self._error: ReqrepError | None = None
         self._settled = threading.Event()  # start() is answered: open, or failed for good
+        self._ended = threading.Event()  # the Link has ended: _finish ran
+        self._halting = False  # hosted: _end_hosted is on its way
+        self._hosted = False  # on a loop the Link does not own (start_hosted): no thread
+        self._on_settled: Callable[[], None] | None = None  # hosted: start is answered
+        self._on_end: list[Callable[[], None]] = []  # hosted: run once the Link has ended
+        self._held: Connection | None = None  # hosted: holds its writes until the turn ends
         self._thread: threading.Thread | None = None
         self._loop: Loop | None = None
         self._persist = False
@@ -238,8 +251,58 @@ class Link:
             self.stop()
             raise self._error or BrokerUnreachable(f"{self._where()}: connection failed")
 
+    def start_hosted(
+        self, loop: Loop, settled: Callable[[], None], *, persist: bool = False
+    ) -> None:
+        """Start on ``loop``, which its caller owns and runs (an ``AsyncioLoop``), with no thread
+        of the Link's own (loop thread). Returns at once; ``settled`` runs on the loop once the
+        start is answered: ``state`` is then OPEN (or RECOVERING, with ``persist``, as for
+        ``start``), or CLOSED with ``error`` saying why. The caller bounds the wait itself
+        (``connect_timeout`` is kept as by ``start``)."""
+        with self._lock:
+            if self._state is not State.NEW:
+                raise ClosedError(f"{self._name}: start() may be called once")
+            self._state = State.STARTING
+        self._hosted = True
+        self._persist = persist
+        self._on_settled = settled
+        self._start_deadline = time.monotonic() + self._settings.connect_timeout
+        self._loop = loop
+        if persist:
+            loop.call_later(self._settings.connect_timeout, self._on_persist_deadline)
+        loop.call_later(0, self._connect)
+        self._owner.on_thread_start()
+
+    def start_on(self, loop: Loop, *, persist: bool = False) -> None:
+        """``start``, hosted on ``loop`` (an ``AsyncioLoop`` another thread runs): from a
+        thread that is not the loop's, which waits and raises as ``start`` does."""
+        loop.call_soon_threadsafe(lambda: self.start_hosted(loop, lambda: None, persist=persist))
+        if not self._settled.wait(self._settings.connect_timeout * 2 + 5):
+            self._error = BrokerUnreachable(f"{self._where()}: timed out while connecting")
+        if self._state not in ACCEPTS_WORK:
+            self.stop()
+            raise self._error or BrokerUnreachable(f"{self._where()}: connection failed")
+
+    @property
+    def ended(self) -> threading.Event:
+        """Set once the Link has ended (closed, or its thread crashed); any thread."""
+        return self._ended
+
+    @property
+    def hosted(self) -> bool:
+        """Started with ``start_hosted``: on its caller's loop, without a thread."""
+        return self._hosted
+
+    def when_ended(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` once a hosted Link has ended (at once if it has); loop thread."""
+        if self._state is State.CLOSED:
+            fn()
+        else:
+            self._on_end.append(fn)
+
     def stop(self, timeout: float = 10.0) -> None:
-        """Close the connection and join the thread (not when called on the I/O thread)."""
+        """Close the connection and join the thread (not when called on the I/O thread). A
+        hosted Link is only told to close: ``when_ended`` says when it has."""
         with self._lock:
             if self._state is State.NEW:
                 self._state = State.CLOSED
@@ -256,6 +319,9 @@ class Link:
     def submit(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the I/O thread soon (also while reconnecting); ClosedError once
         closed. Tasks run in the order submitted; one that raises is logged."""
+        if self._hosted:
+            self._submit_hosted(fn)
+            return
         with self._lock:
             if self._state not in ACCEPTS_WORK:
                 raise ClosedError(f"{self._name} is {self._state.value}")
@@ -266,6 +332,46 @@ class Link:
         loop = self._loop
         assert loop is not None  # noqa: S101 - set before the state accepts work
         loop.call_soon_threadsafe(self._run_tasks)
+
+    def _submit_hosted(self, fn: Callable[[], None]) -> None:
+        if self._state not in ACCEPTS_WORK:
+            raise ClosedError(f"{self._name} is {self._state.value}")
+        loop = self._loop
+        assert loop is not None  # noqa: S101 - set before the state accepts work
+        if getattr(loop, "in_loop_thread", lambda: False)():
+            self._run_hosted(fn)
+        else:
+            loop.call_soon_threadsafe(lambda: self._run_hosted(fn))
+
+    def _run_hosted(self, fn: Callable[[], None]) -> None:
+        """Run a submitted task now, on the hosting loop: the first of a turn holds the
+        connection's writes, and the end of the turn (``_end_round``) sends them in one piece."""
+        if self._state is State.CLOSED:
+            return  # as a threaded Link drops the tasks queued at its end
+        if not self._wake_pending:
+            self._wake_pending = True
+            self.batching = True
+            connection = self._held = self.connection
+            if connection is not None:
+                connection.hold_writes()
+            assert self._loop is not None  # noqa: S101 - hosted: the loop is set
+            self._loop.call_later(0, self._end_round)
+        try:
+            fn()
+        except Exception:
+            log.exception("%s: task failed on the hosting loop", self._name)
+
+    def _end_round(self) -> None:
+        self._wake_pending = False
+        try:
+            self._owner.after_tasks()
+        except Exception:
+            log.exception("%s: after_tasks failed on the hosting loop", self._name)
+        finally:
+            self.batching = False
+            connection, self._held = self._held, None
+            if connection is not None:
+                connection.flush_writes()
 
     # -- I/O thread ---------------------------------------------------------------------------
 
@@ -304,7 +410,7 @@ class Link:
         first = not self._opened and self.generation == 1
         self._opened = True
         if previous is State.STARTING:
-            self._settled.set()
+            self._settle()
         elif previous is State.RECOVERING:
             log.warning("%s: %s", self._where(), "ready" if first else "ready again")
             self._owner.on_recovered()
@@ -379,9 +485,39 @@ class Link:
         try:
             self._owner.on_closed()
         finally:
-            self._settled.set()
+            self._ended.set()
+            self._settle()
             if self._loop is not None:
                 self._loop.close()
+            ended, self._on_end = self._on_end, []
+            for fn in ended:
+                try:
+                    fn()
+                except Exception:
+                    log.exception("%s: an end callback failed", self._name)
+
+    def _settle(self) -> None:
+        """start() is answered (open, or failed for good)."""
+        self._settled.set()
+        settled, self._on_settled = self._on_settled, None
+        if settled is not None:
+            settled()
+
+    def _halt(self) -> None:
+        """End the loop's work for this Link: a thread's loop stops (``_run`` then finishes);
+        a hosted Link, whose loop goes on, finishes on its next turn."""
+        loop = self._loop
+        assert loop is not None  # noqa: S101 - the I/O thread has a loop
+        if not self._hosted:
+            loop.stop()
+        elif not self._halting:
+            self._halting = True
+            loop.call_later(0, self._end_hosted)
+
+    def _end_hosted(self) -> None:
+        if self.connection is not None:  # we gave up on closing it politely
+            self.connection.abandon()
+        self._finish()
 
     def _run_tasks(self) -> None:
         # Tasks submitted while a batch runs join the next round here without a wake-up of
@@ -418,7 +554,7 @@ class Link:
         loop = self._loop
         assert loop is not None  # noqa: S101 - the I/O thread has a loop
         if self._state in (State.CLOSING, State.CLOSED):
-            loop.stop()
+            self._halt()
             return
         # Every attempt after the first goes to the next address: a dead node is left at once.
         self._address = self._next_address % len(self._addresses)
@@ -466,14 +602,14 @@ class Link:
         loop = self._loop
         assert loop is not None  # noqa: S101 - the I/O thread has a loop
         if self._state is State.CLOSING:
-            loop.stop()
+            self._halt()
         elif self._state is State.STARTING:
             # Keep trying until the start deadline, the last pause cut short to meet it.
             left = self._start_deadline - time.monotonic() - 0.05
             delay = min(self._next_delay(skip=skip), left)
             if fatal:
                 self._error = error
-                loop.stop()
+                self._halt()
             elif left <= 0 and self._persist:
                 self._error = error
                 self._on_persist_deadline()
@@ -481,7 +617,7 @@ class Link:
             elif left <= 0:
                 # Time is up: a refusal says more than the last dead port would.
                 self._error = next(iter(self._refused.values()), error)
-                loop.stop()
+                self._halt()
             else:
                 log.info("%s; retrying in %.2fs", error, delay)
                 self._retry_timer = loop.call_later(delay, self._connect)
@@ -517,7 +653,7 @@ class Link:
             self._settings.connect_timeout,
             len(self._urls),
         )
-        self._settled.set()
+        self._settle()
 
     def _survive_connect_crash(self, exc: Exception) -> bool:
         """A transport can raise out of its loop while a connection attempt meets a peer that
@@ -586,6 +722,8 @@ class Link:
     def _on_connection_closed(self, connection: Connection, failure: Failure) -> None:
         if connection is not self.connection and self.connection is not None:
             return  # abandoned after a crash while connecting
+        if self._state is State.CLOSED:
+            return  # a hosted Link that ended: its loop still told us of the socket's end
         self._up = False
         self.connection = None
         self.channel = None
@@ -594,7 +732,7 @@ class Link:
         state = self._state
         if state is State.CLOSING:
             assert self._loop is not None  # noqa: S101 - the I/O thread has a loop
-            self._loop.stop()
+            self._halt()
             return
         error = ConnectionLost(f"{self._where()}: connection lost: {failure.text}")
         if state is State.OPEN or self._opened:  # (also: lost while replacing the channel)
@@ -628,10 +766,10 @@ class Link:
             self._retry_timer = None
         connection = self.connection
         if connection is None:
-            loop.stop()
+            self._halt()
         elif self._blocked is not None:
             log.info("%s: blocked by the broker; dropping the socket", self._name)
-            loop.stop()  # it reads nothing from us, not even our close
+            self._halt()  # it reads nothing from us, not even our close
         else:
             with contextlib.suppress(Exception):
                 connection.close()
@@ -641,7 +779,7 @@ class Link:
         if self.connection is not None:
             log.warning("%s: no answer to close within %gs", self._where(), CLOSE_GRACE)
             assert self._loop is not None  # noqa: S101 - the I/O thread has a loop
-            self._loop.stop()  # _run drops the socket
+            self._halt()  # _run drops the socket
 
 
 def _name(fn: Callable[..., None]) -> str:

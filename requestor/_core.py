@@ -5,7 +5,9 @@ A ``RequestorCore`` holds the settings, the call table (``ReplyHandler``) and th
 same way (``send``: registered before it is published, reported to the observers once, queued
 for the I/O thread), and differ only in how their caller waits for the outcome: a blocking
 ``call()`` on a ``CallWaiter``, ``call_async`` on a Future, an ``AsyncRequestor`` call on its
-event loop. Internal to the requestor package.
+event loop. An ``AsyncRequestor`` on the native path opens the core with ``open_hosted``: the
+Link then lives on the caller's event loop, with no I/O thread (``common/_link.py``, hosted).
+Internal to the requestor package.
 """
 
 from __future__ import annotations
@@ -21,10 +23,16 @@ from concurrent.futures import Future
 from typing import Any
 
 from reqrep.common import callheaders, plain, serialization, topology, tracecontext
-from reqrep.common._link import State
-from reqrep.common._transport import Transport, pika_transport
+from reqrep.common._link import ACCEPTS_WORK, Link, State
+from reqrep.common._transport import Loop, Transport, pika_transport
 from reqrep.common.config import Settings, check_seconds
-from reqrep.common.errors import CallTimeout, ClosedError, ConfigError, MessageTooLarge
+from reqrep.common.errors import (
+    BrokerUnreachable,
+    CallTimeout,
+    ClosedError,
+    ConfigError,
+    MessageTooLarge,
+)
 from reqrep.common.observe import CallInfo, Probe
 from reqrep.requestor._calls import Call, Deliver, ReplyHandler, ReplyStats, timeout_error
 from reqrep.requestor._io import RequestorIO
@@ -107,31 +115,67 @@ class RequestorCore:
         io = self._io
         return io is not None and io.link.state is State.OPEN and io.link.blocked is None
 
+    def _new_io(self) -> RequestorIO:
+        return RequestorIO(
+            self.settings,
+            self.replies,
+            name=self.name,
+            transport=self._transport if self._transport is not None else pika_transport(),
+            trusted_repliers=self._trusted,
+            probe=self.probe,
+        )
+
     def open(self) -> None:
         with self._lock:
             if self._state is _State.CLOSED:
                 raise ClosedError("requestor is closed")
             if self._io is not None:
                 return
-            io = RequestorIO(
-                self.settings,
-                self.replies,
-                name=self.name,
-                transport=self._transport if self._transport is not None else pika_transport(),
-                trusted_repliers=self._trusted,
-                probe=self.probe,
-            )
+            io = self._new_io()
             io.link.start()
             self._io = io
             self._state = _State.OPEN
 
-    def close(self, timeout: float = 10.0) -> None:
+    def open_hosted(self, loop: Loop, done: Callable[[BaseException | None], None]) -> None:
+        """Start connecting on ``loop``, the caller's event loop (an ``AsyncioLoop``), with no
+        I/O thread: returns at once, and ``done`` gets None once open, or the error. Loop
+        thread. A failed attempt leaves the core as it was: the next one starts afresh."""
+        with self._lock:
+            if self._state is _State.CLOSED:
+                raise ClosedError("requestor is closed")
+            if self._io is not None:
+                done(None)
+                return
+            io = self._new_io()
+
+        def settled() -> None:  # on the loop
+            link = io.link
+            error: BaseException | None = None
+            if link.state in ACCEPTS_WORK:
+                with self._lock:
+                    if self._state is _State.CLOSED:
+                        error = ClosedError("requestor was closed while it connected")
+                    else:
+                        self._io = io
+                        self._state = _State.OPEN
+            else:
+                error = link.error or BrokerUnreachable(f"{link.name}: connection failed")
+            if error is not None:
+                link.stop()
+            done(error)
+
+        io.link.start_hosted(loop, settled)
+
+    def close(self, timeout: float = 10.0) -> Link | None:
+        """Close the connection and fail every pending call with ClosedError. Returns the Link
+        that was closed, if any: a hosted Link is only told to close (``Link.when_ended``)."""
         with self._lock:
             io, self._io = self._io, None
             self._state = _State.CLOSED
         if io is not None:
             io.link.stop(timeout)
         self.replies.fail_all(ClosedError("requestor was closed while the call was pending"))
+        return io.link if io is not None else None
 
     # -- calls --------------------------------------------------------------------------------
 

@@ -112,3 +112,17 @@ def service_name(admin: Admin, prefix: str) -> Iterator[str]:
     yield name
     admin.delete_service_queues(prefix, name)
     admin.delete_service_queues(DEFAULT_PREFIX, name)
+
+
+@pytest.fixture(params=[False, True], ids=["threaded", "native"])
+def worker_native(request: pytest.FixtureRequest) -> bool:
+    """Where a Worker's connection lives (its ``native`` argument): on an I/O thread, or on the
+    event loop of its async handlers. A test that takes it runs on both."""
+    return bool(request.param)
+
+
+@pytest.fixture(params=[False, True], ids=["threaded", "native"])
+def aio_native(request: pytest.FixtureRequest) -> bool:
+    """The path an AsyncRequestor takes (its ``native`` argument): its own I/O thread, or a
+    connection hosted on the caller's event loop. A test that takes it runs on both."""
+    return bool(request.param)

@@ -1,6 +1,7 @@
 """Drive a transport (``reqrep.common._transport``) from a test's thread, for either transport.
 
-A ``Client`` is one connection: its loop runs on a thread of its own, and the test hands it
+A ``Client`` is one connection: its loop runs on a thread of its own (with ``hosted``, an asyncio
+event loop the connection is hosted on, as a native AsyncRequestor's is), and the test hands it
 work (``call_soon_threadsafe``) and waits for the answers on futures and queues, each with a
 timeout: no sleeps. A ``Chan`` is one channel of it: each method starts the AMQP operation on
 the loop thread and waits for the broker's answer, or raises ``ChannelClosed`` when the broker
@@ -13,6 +14,7 @@ run on the client's loop thread and only put results where the test waits for th
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
 from collections.abc import Callable
@@ -20,6 +22,7 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from reqrep.common._transport import (
+    AsyncioLoop,
     Channel,
     Confirm,
     Connection,
@@ -31,7 +34,16 @@ from reqrep.common._transport import (
     Transport,
 )
 
-__all__ = ["TIMEOUT", "Chan", "ChannelClosed", "Client", "ConnectFailed", "LoopThread", "take"]
+__all__ = [
+    "TIMEOUT",
+    "Chan",
+    "ChannelClosed",
+    "Client",
+    "ConnectFailed",
+    "HostedLoopThread",
+    "LoopThread",
+    "take",
+]
 
 T = TypeVar("T")
 TIMEOUT = 5.0  # seconds any single wait may take before the test fails
@@ -123,13 +135,50 @@ class LoopThread:
         self.loop.close()
 
 
+class HostedLoopThread(LoopThread):
+    """An asyncio event loop run by a thread of its own, as an ``AsyncioLoop``: a connection
+    made on it is hosted there (pika's ``AsyncioConnection``). An exception a callback raises
+    reaches the loop's exception handler, which keeps it in ``errors``."""
+
+    def __init__(self, _transport: Transport, name: str) -> None:
+        self.errors: list[BaseException] = []
+        self.stopped = False
+        self.asyncio = asyncio.new_event_loop()
+        self.asyncio.set_exception_handler(self._on_error)
+        made: Future[AsyncioLoop] = Future()
+        self.asyncio.call_soon(lambda: made.set_result(AsyncioLoop(self.asyncio)))
+        self._thread = threading.Thread(target=self.asyncio.run_forever, name=name, daemon=True)
+        self._thread.start()
+        self.loop = made.result(TIMEOUT)  # made on the loop's thread, which it belongs to
+
+    def _on_error(self, _loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        error = context.get("exception")
+        self.errors.append(error if error is not None else RuntimeError(context["message"]))
+
+    def stop(self, timeout: float = TIMEOUT) -> None:
+        self.stopped = True
+        self.submit(self.loop.close)
+        self.asyncio.call_soon_threadsafe(self.asyncio.stop)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise AssertionError(f"the loop thread {self._thread.name} did not stop")
+        self.asyncio.close()
+
+
 class Client:
-    """One connection through ``transport``; raises ConnectFailed if it does not open."""
+    """One connection through ``transport``; raises ConnectFailed if it does not open. With
+    ``hosted``, the connection lives on an asyncio loop (``HostedLoopThread``)."""
 
     def __init__(
-        self, transport: Transport, url: str, settings: Any, name: str = "harness"
+        self,
+        transport: Transport,
+        url: str,
+        settings: Any,
+        name: str = "harness",
+        *,
+        hosted: bool = False,
     ) -> None:
-        self.io = LoopThread(transport, f"{name}-io")
+        self.io = (HostedLoopThread if hosted else LoopThread)(transport, f"{name}-io")
         self.closed: Future[Failure] = Future()
         self.blocked: queue.Queue[str] = queue.Queue()
         self.unblocked: queue.Queue[None] = queue.Queue()

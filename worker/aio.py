@@ -53,6 +53,12 @@ class HandlerLoop:
         self._last_beat = 0.0
 
     @property
+    def ident(self) -> int | None:
+        """The loop thread's ident, once started."""
+        thread = self._thread
+        return thread.ident if thread is not None else None
+
+    @property
     def loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
             raise RuntimeError(f"{self.name} is not started")
@@ -69,11 +75,15 @@ class HandlerLoop:
         threading.Thread(target=self._watch, name=f"{self.name}-watchdog", daemon=True).start()
 
     def spawn(self, make: Callable[[], Awaitable[None]]) -> None:
-        """Run ``make()`` on the loop once a slot is free (batched hand-over, never blocks)."""
+        """Run ``make()`` on the loop once a slot is free (batched hand-over, never blocks; on
+        the loop's own thread, where a native worker's connection lives, no hand-over)."""
         inbox = self._inbox
         if inbox is None:
             raise RuntimeError(f"{self.name} is not started")
-        inbox.put(lambda: self._start_task(make))
+        if threading.get_ident() == self.ident:
+            self._start_task(make)
+        else:
+            inbox.put(lambda: self._start_task(make))
 
     def stop(self, timeout: float = 5.0) -> None:
         """Cancel what still runs, stop the loop and join its thread. Idempotent."""

@@ -1,6 +1,7 @@
 """The worker's I/O side: declares the topology, consumes and admits requests, drains.
 
-``Consumer`` owns the worker's Link (its connection and I/O thread) and holds the reply side,
+``Consumer`` owns the worker's Link (its connection and I/O thread; for a native worker, a Link
+hosted on the worker's handler loop instead) and holds the reply side,
 ``Replies`` (``worker/replies.py``): publishing replies and settling requests (ack after the
 reply's confirm).
 
@@ -33,12 +34,21 @@ from collections.abc import Callable, Hashable
 
 from reqrep.common import callheaders, envelope, topology, tracecontext
 from reqrep.common._link import Link, LinkOwner, State
-from reqrep.common._transport import Channel, Connection, Delivery, Failure, QueueInfo, Transport
+from reqrep.common._transport import (
+    AsyncioLoop,
+    Channel,
+    Connection,
+    Delivery,
+    Failure,
+    QueueInfo,
+    Transport,
+)
 from reqrep.common.config import Settings
 from reqrep.common.errors import ReqrepError
 from reqrep.common.observe import Probe
 from reqrep.worker import admission, plain
 from reqrep.worker._declare import chain, declare_steps
+from reqrep.worker.aio import HandlerLoop
 from reqrep.worker.cancel import Cancellations
 from reqrep.worker.dedupe import ReplyCache
 from reqrep.worker.job import Job, Waiter
@@ -60,7 +70,8 @@ class Consumer(LinkOwner):
     Threads: ``start``, ``stop``, ``reply``, ``skip`` and ``drain`` may be called from any
     thread (the last three only queue work); ``dispatch``, ``on_closed`` and ``on_setup`` (given
     by the Worker) are called on the I/O thread and must not block. Everything else runs on the
-    I/O thread of the Link this Consumer holds.
+    I/O thread of the Link this Consumer holds (with ``host``, on that handler loop's thread,
+    where the Link is hosted: its "I/O thread" below).
     """
 
     def __init__(
@@ -78,8 +89,10 @@ class Consumer(LinkOwner):
         probe: Probe | None = None,
         watchdog: float = WATCHDOG,
         cancels: Cancellations | None = None,
+        host: HandlerLoop | None = None,
     ) -> None:
         self._settings = settings
+        self._host = host  # the handler loop the connection lives on (a native worker), if any
         self._cancels = cancels if cancels is not None else Cancellations()
         self._watchdog = watchdog
         self._last_delivery = time.monotonic()  # or the start of the current consumer
@@ -141,10 +154,18 @@ class Consumer(LinkOwner):
         return self.link.blocked
 
     def start(self, *, persist: bool = False) -> None:
-        self.link.start(persist=persist)
+        host = self._host
+        if host is None:
+            self.link.start(persist=persist)
+        else:  # the connection lives on the handler loop: no I/O thread
+            self.link.start_on(AsyncioLoop(host.loop, thread=host.ident), persist=persist)
 
     def stop(self, timeout: float = 10.0) -> None:
         self.link.stop(timeout)
+        host = self._host
+        waits = host is not None and threading.get_ident() != host.ident  # not on its own loop
+        if waits and not self.link.ended.wait(timeout):
+            log.warning("%s: not closed within %.1fs", self.link.name, timeout)
 
     def reply(self, job: Job, body: bytes, *, ran: bool = True) -> None:
         """Publish ``body`` as the reply to ``job`` (and its twins), then ack once confirmed.

@@ -64,10 +64,16 @@ class Worker:
     declares for it (contract, resources, middleware: ``worker/invoke.py``), and at most its
     ``concurrency`` calls of it run at once (``worker/limits.py``).
 
+    ``native=True`` puts the connection on the event loop of the ``async def`` handlers (no I/O
+    thread): a request is received, run as a task and answered on that one loop, with no hand-off
+    between threads (plain handlers still run on the pool and hand their replies back). The
+    guarantees are the same; the price is that a handler that blocks the loop now also delays the
+    connection's heartbeats, confirms and acks (the watchdog still reports it).
+
     Threads: ``start``, ``stop`` and ``wait`` run on a controlling thread; ``run`` on the main
     thread (it installs signal handlers). Handlers run on pool threads ``reqrep-handler-N``,
     async ones on the loop thread ``reqrep-aio-<service>``; every broker call happens on the
-    Consumer's I/O thread.
+    Consumer's I/O thread (with ``native``, on that loop thread).
     """
 
     def __init__(
@@ -84,6 +90,7 @@ class Worker:
         watchdog: float = WATCHDOG,
         transport: Transport | None = None,
         resources: Mapping[str, Any] | None = None,
+        native: bool = False,
     ) -> None:
         if concurrency < 1:
             raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
@@ -95,6 +102,7 @@ class Worker:
         self.concurrency = concurrency
         self.prefetch = prefetch or default_prefetch(concurrency)
         self.drain_timeout = drain_timeout
+        self.native = bool(native)
         self._wake = threading.Event()  # a stop was asked for, or the connection ended
         # Set by the signal handler, which must take no lock: Event.set() there can deadlock
         # the main thread if the signal lands while that thread holds the Event's own lock.
@@ -156,6 +164,7 @@ class Worker:
             probe=self._probe,
             watchdog=watchdog,
             cancels=self._cancels,
+            host=self._handler_loop if self.native else None,
         )
 
     def __repr__(self) -> str:
@@ -213,7 +222,7 @@ class Worker:
         self._started = time.monotonic()
         if self.service.has_sync:
             self._pool.start()
-        if self.service.has_async or self._lifecycle.needs_loop:
+        if self.service.has_async or self._lifecycle.needs_loop or self.native:
             self._handler_loop.start()
         try:
             self._lifecycle.start(self._run_on_loop)  # StartupError: nothing consumed

@@ -1,7 +1,9 @@
 """reqrep's AsyncRequestor as a benchmark client: ``--outstanding`` coroutines on one loop.
 
 ``python -m bench.cases.reqrep_client client --queue SERVICE --mode asyncio ...`` runs it (the
-server is reqrep's own worker, as for the other reqrep cases). Each coroutine awaits
+server is reqrep's own worker, as for the other reqrep cases); ``--mode asyncio-native`` runs it
+with ``AsyncRequestor(native=True)`` (the connection on the event loop, no I/O thread), and the
+``-serial`` modes run one coroutine (one call at a time). Each coroutine awaits
 ``AsyncRequestor.call(method, payload, timeout=30)`` in a loop, the shape of aio-pika's RPC
 client (``bench.cases.aiopika_rpc``), so the two compare at the same number of calls in flight.
 Latency: from just before ``call`` to the moment the awaiting coroutine resumes with the result.
@@ -64,12 +66,18 @@ async def _calls(
 
 
 def run_asyncio(
-    service: str, method: str, payload: Any, window: Window, outstanding: int
+    service: str,
+    method: str,
+    payload: Any,
+    window: Window,
+    outstanding: int,
+    *,
+    native: bool = False,
 ) -> tuple[int, dict[str, Any]]:
     """Run the calls; return how many were unfinished and the requestor's counters."""
 
     async def main() -> tuple[int, dict[str, Any]]:
-        async with AsyncRequestor(service=service, timeout=CALL_TIMEOUT) as rq:
+        async with AsyncRequestor(service=service, timeout=CALL_TIMEOUT, native=native) as rq:
             unfinished = await _calls(rq, method, payload, window, outstanding)
             return unfinished, dataclasses.asdict(rq.stats())
 

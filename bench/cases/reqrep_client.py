@@ -1,6 +1,6 @@
 """reqrep's Requestor as a benchmark client, in three shapes.
 
-``python -m bench.cases.reqrep_client client --queue SERVICE --mode async|threads|serial ...``
+``python -m bench.cases.reqrep_client client --queue SERVICE --mode MODE ...``
 
 The server is not here: it is reqrep's own worker, ``python -m reqrep worker MODULE:SERVICE``,
 started by the suite with ``REQREP_QUEUE_PREFIX`` (and the queue settings) in the environment,
@@ -11,7 +11,8 @@ which this client reads too (``Settings.from_env()``). ``--queue`` is the *servi
 - ``threads``: ``--outstanding`` threads share one Requestor, each calling ``call()`` in a loop.
 - ``serial``: one call at a time from the main thread.
 - ``asyncio``: ``--outstanding`` coroutines awaiting ``AsyncRequestor.call`` on one event loop
-  (``bench.cases.reqrep_asyncio``).
+  (``bench.cases.reqrep_asyncio``); ``asyncio-native`` the same with ``native=True`` (the
+  connection on that loop); ``asyncio-serial`` and ``asyncio-native-serial`` one coroutine.
 
 Every call is ``Requestor.call*(method, payload, timeout=30)``, payload a JSON string of about
 ``--payload`` bytes encoded (``--payload 0`` sends ``null``). Latency: from just before
@@ -36,6 +37,7 @@ __all__ = ["main"]
 
 CALL_TIMEOUT = 30.0
 MAX_ERRORS = 100
+ASYNCIO_MODES = ("asyncio", "asyncio-native", "asyncio-serial", "asyncio-native-serial")
 
 
 def run_async(rq: Requestor, method: str, payload: Any, window: Window, outstanding: int) -> int:
@@ -108,7 +110,7 @@ def run_threads(rq: Requestor, method: str, payload: Any, window: Window, thread
 def main() -> None:
     parser = case_parser(__doc__ or "")
     parser.add_argument(
-        "--mode", choices=["async", "threads", "serial", "asyncio"], default="async"
+        "--mode", choices=["async", "threads", "serial", *ASYNCIO_MODES], default="async"
     )
     parser.add_argument("--method", default="echo")
     args = parser.parse_args()
@@ -117,9 +119,12 @@ def main() -> None:
         parser.error("the server of the reqrep cases is `python -m reqrep worker ...`")
     window = Window(args.warmup, args.seconds)
     payload = json_payload(args.payload)
-    outstanding = 1 if args.mode == "serial" else args.outstanding
-    if args.mode == "asyncio":
-        unfinished, counters = run_asyncio(args.queue, args.method, payload, window, outstanding)
+    outstanding = 1 if args.mode.endswith("serial") else args.outstanding
+    if args.mode in ASYNCIO_MODES:
+        native = "native" in args.mode
+        unfinished, counters = run_asyncio(
+            args.queue, args.method, payload, window, outstanding, native=native
+        )
         window.report(
             outstanding=outstanding,
             unfinished=unfinished,

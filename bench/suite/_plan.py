@@ -57,6 +57,11 @@ CASES: tuple[Case, ...] = (
     ),
     Case("reqrep-async", "call_async, N in flight, classic, transient", mode="async"),
     Case("reqrep-asyncio", "AsyncRequestor, N in flight, classic, transient", mode="asyncio"),
+    Case(
+        "reqrep-asyncio-native",
+        "AsyncRequestor(native=True), N in flight, classic, transient",
+        mode="asyncio-native",
+    ),
     Case("reqrep-threads", "N threads calling call(), classic, transient", mode="threads"),
     Case(
         "raw-pika-durable",
@@ -103,6 +108,16 @@ CASES: tuple[Case, ...] = (
     ),
     Case("tutorial", "RabbitMQ tutorial RPC, one call at a time", "bench.cases.tutorial"),
     Case("reqrep-serial", "call(), one at a time, classic, transient", mode="serial"),
+    Case(
+        "reqrep-asyncio-serial",
+        "AsyncRequestor, one call at a time, classic, transient",
+        mode="asyncio-serial",
+    ),
+    Case(
+        "reqrep-asyncio-native-serial",
+        "AsyncRequestor(native=True), one call at a time, classic, transient",
+        mode="asyncio-native-serial",
+    ),
     Case(
         "raw-threaded-serial",
         "bare pika with reqrep's thread hand-offs only, one call at a time, classic, transient",

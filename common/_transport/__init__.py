@@ -9,6 +9,9 @@ reqrep's own types (``Properties``, ``Delivery``, ``Returned``, ``Confirm``, ``Q
 - ``MemoryBroker().transport`` (``_memory.py``): a broker in this process, for tests without
   RabbitMQ (``reqrep.testing``).
 
+Either transport also runs a connection hosted on a caller's asyncio event loop
+(``AsyncioLoop``: no I/O thread; pika's ``AsyncioConnection``) instead of a loop of its own.
+
 Internal to reqrep: the protocols may change between releases.
 """
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from reqrep.common._transport._api import Address, Channel, Connection, Loop, Transport
+from reqrep.common._transport._asyncio_loop import AsyncioLoop
 from reqrep.common._transport._types import (
     PROPERTY_NAMES,
     Confirm,
@@ -34,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "PROPERTY_NAMES",
     "Address",
+    "AsyncioLoop",
     "Channel",
     "Confirm",
     "Connection",

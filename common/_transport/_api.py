@@ -5,8 +5,10 @@ and an in-memory broker for tests (``_memory.py``). Everything above the seam (`
 the requestor, the worker, the operator's session) is written against these protocols and the
 types of ``_types.py``.
 
-Threads. A ``Loop`` runs callbacks on one thread, the connection's I/O thread. Every method of
-``Connection`` and ``Channel``, and every callback they make, runs on that thread; the only
+Threads. A ``Loop`` runs callbacks on one thread, the connection's I/O thread (or, for a
+connection hosted on a caller's asyncio loop, ``AsyncioLoop``, the thread that runs that
+loop). Every method of ``Connection`` and ``Channel``, and every callback they make, runs on
+that thread; the only
 method another thread may call is ``Loop.call_soon_threadsafe``. This is pika's rule, kept for
 both transports so that code above the seam cannot depend on the in-memory one being laxer.
 
@@ -37,7 +39,8 @@ __all__ = ["Address", "Channel", "Connection", "Loop", "Transport"]
 
 
 class Loop(Protocol):
-    """An event loop owned by one thread (``run`` runs it there until ``stop``)."""
+    """An event loop owned by one thread (``run`` runs it there until ``stop``). A hosted loop
+    (``AsyncioLoop``) is run by its owner instead: ``run`` and ``stop`` are not for it."""
 
     def call_later(self, delay: float, fn: Callable[[], None]) -> object:
         """Run ``fn`` on the loop after ``delay`` seconds; returns a handle for ``cancel``."""
@@ -212,7 +215,8 @@ class Transport(Protocol):
         on_blocked: Callable[[Connection, str], None],
         on_unblocked: Callable[[Connection], None],
     ) -> Connection:
-        """Start connecting (loop thread). Exactly one of ``on_open`` and ``on_open_failed``
-        follows; after ``on_open``, ``on_closed`` follows once when the connection ends.
-        ``on_blocked`` / ``on_unblocked``: the broker stopped (started again) reading what this
-        connection publishes (a memory or disk alarm)."""
+        """Start connecting (loop thread; ``loop`` is one of ``new_loop``, or an
+        ``AsyncioLoop``: the connection is then hosted on that asyncio loop). Exactly one of
+        ``on_open`` and ``on_open_failed`` follows; after ``on_open``, ``on_closed`` follows
+        once when the connection ends. ``on_blocked`` / ``on_unblocked``: the broker stopped
+        (started again) reading what this connection publishes (a memory or disk alarm)."""

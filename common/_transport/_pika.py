@@ -1,4 +1,5 @@
-"""The pika transport: reqrep's seam (``_api.py``) over pika's ``SelectConnection``.
+"""The pika transport: reqrep's seam (``_api.py``) over pika's ``SelectConnection``, or over
+its ``AsyncioConnection`` for a connection hosted on a caller's asyncio loop (``AsyncioLoop``).
 
 The only module of reqrep, with ``_pika_fast.py`` and ``_pika_codec.py`` beside it, that
 imports pika (``tests/unit/test_layers.py`` checks it). It turns pika's objects into reqrep's
@@ -23,6 +24,7 @@ from urllib.parse import unquote, urlsplit
 import pika
 import pika.exceptions
 from pika import spec
+from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.adapters.select_connection import IOLoop, SelectConnection
 from pika.adapters.utils.connection_workflow import (
     AMQPConnectionWorkflowFailed,
@@ -31,13 +33,20 @@ from pika.adapters.utils.connection_workflow import (
 )
 
 from reqrep.common import tls
+from reqrep.common._transport._asyncio_loop import AsyncioLoop
 from reqrep.common._transport._pika_codec import (
     ack_frame,
     from_pika,
     publish_frames,
     to_pika,
 )
-from reqrep.common._transport._pika_fast import Consumer, ReqrepConnection, undecodable_stand_in
+from reqrep.common._transport._pika_fast import (
+    Consumer,
+    ReqrepAsyncioConnection,
+    ReqrepConnection,
+    ShortRoads,
+    undecodable_stand_in,
+)
 from reqrep.common._transport._types import (
     Confirm,
     Delivery,
@@ -170,12 +179,13 @@ class PikaLoop:
 
 
 class PikaConnection:
-    """One ``ReqrepConnection`` (or plain ``SelectConnection``) as a ``Connection``."""
+    """One ``ReqrepConnection`` (or plain ``SelectConnection``) as a ``Connection``; on an
+    ``AsyncioLoop``, a ``ReqrepAsyncioConnection`` (or plain ``AsyncioConnection``)."""
 
     def __init__(
         self,
         transport: PikaTransport,
-        loop: PikaLoop,
+        loop: PikaLoop | AsyncioLoop,
         address: PikaAddress,
         *,
         on_open: Callable[[Any], None],
@@ -188,16 +198,18 @@ class PikaConnection:
         self._fast = transport.fast
         self._on_blocked = on_blocked
         self._on_unblocked = on_unblocked
+        self.hosted = isinstance(loop, AsyncioLoop)
         callbacks: dict[str, Any] = {
             "on_open_callback": lambda _c: self._opened(on_open),
             "on_open_error_callback": lambda _c, exc: on_open_failed(self, self._failure(exc)),
             "on_close_callback": lambda _c, exc: on_closed(self, self._failure(exc)),
-            "custom_ioloop": loop.ioloop,
+            "custom_ioloop": loop.loop if isinstance(loop, AsyncioLoop) else loop.ioloop,
         }
         if transport.guard:
-            self.pika = ReqrepConnection(
-                address.parameters, guard=True, fast=transport.fast, **callbacks
-            )
+            kind = ReqrepAsyncioConnection if self.hosted else ReqrepConnection
+            self.pika = kind(address.parameters, guard=True, fast=transport.fast, **callbacks)
+        elif self.hosted:
+            self.pika = AsyncioConnection(address.parameters, **callbacks)
         else:
             self.pika = SelectConnection(address.parameters, **callbacks)
 
@@ -228,6 +240,12 @@ class PikaConnection:
             self.pika.close()
 
     def abandon(self) -> None:
+        if self.hosted:
+            # The event loop goes on: pika must take the socket out of it before closing it
+            # (a closed descriptor left registered would confuse the loop's selector).
+            with contextlib.suppress(Exception):
+                self.pika._adapter_disconnect_stream()  # pika internals: drop, no close frame
+            return
         transport = getattr(self.pika, "_transport", None)  # pika internals, if present
         sock = getattr(transport, "_sock", None)
         if sock is not None:
@@ -317,7 +335,7 @@ class PikaChannel:
             )
 
         self._channel.confirm_delivery(confirmed, callback=lambda _f: on_ok())
-        if isinstance(self._connection.pika, ReqrepConnection):
+        if isinstance(self._connection.pika, ShortRoads):
             self._connection.pika.confirms_on_short_road(self._channel, on_confirm)
 
     @_closed

@@ -1,6 +1,9 @@
 """reqrep's own pika connection: the short roads, and a guard, on its connections only.
 
-``ReqrepConnection`` is a ``SelectConnection`` subclass; ``_pika.py`` makes one per connection
+``ReqrepConnection`` is a ``SelectConnection`` subclass, ``ReqrepAsyncioConnection`` an
+``AsyncioConnection`` one (a connection hosted on a caller's asyncio loop), both with the same
+overrides (``ShortRoads``: pika's hooks they override are those of ``BaseConnection``, which both
+adapters share, as they share the socket transport); ``_pika.py`` makes one per connection
 reqrep opens. Nothing here assigns to a pika module or class: a user's own pika connections in
 the same process keep pika's behaviour (a test checks it). Which parts are on is decided per
 connection (``_pika.py``: only on the pika versions CI tests, and ``REQREP_PIKA_FASTPATH=0``
@@ -43,13 +46,14 @@ from collections.abc import Callable
 from typing import Any
 
 from pika import frame, spec
+from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.adapters.select_connection import SelectConnection
 from pika.adapters.utils.io_services_utils import _AsyncPlaintextTransport
 
 from reqrep.common._transport._pika_codec import decode_properties, decode_short_string, from_pika
 from reqrep.common._transport._types import Confirm, Delivery, Properties
 
-__all__ = ["RECV_BYTES", "Consumer", "ReqrepConnection"]
+__all__ = ["RECV_BYTES", "Consumer", "ReqrepAsyncioConnection", "ReqrepConnection", "ShortRoads"]
 
 log = logging.getLogger("reqrep.connection")
 
@@ -95,16 +99,23 @@ def undecodable_stand_in(properties: Any) -> str | None:
     return mark if isinstance(mark, str) else None
 
 
-class ReqrepConnection(SelectConnection):  # type: ignore[misc]  # pika has no stubs
-    """A ``SelectConnection`` with the guard and, if ``fast``, the short roads (see the module
-    docstring). Loop thread only, as any pika connection."""
+class ShortRoads:
+    """The guard and, if ``fast``, the short roads (see the module docstring), over pika's
+    ``BaseConnection`` hooks: the first base of ``ReqrepConnection`` and
+    ``ReqrepAsyncioConnection``, never used alone. Loop thread only, as any pika connection."""
+
+    # pika's, set by the connection class this is mixed into
+    _transport: Any
+    _frame_buffer: bytes
+    _channels: dict[int, Any]
+    frames_received: int
 
     def __init__(self, *args: Any, guard: bool, fast: bool, **kwargs: Any) -> None:
         self._reqrep_guard = guard
         self._reqrep_fast = fast
         # channel number -> (pika channel, handler) for confirms on the short road
         self._reqrep_confirms: dict[int, tuple[Any, Callable[[Confirm], None]]] = {}
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, **kwargs)  # pika's connection class, next in the MRO
 
     # -- confirms and writes, for the adapter ---------------------------------------------------
 
@@ -129,11 +140,11 @@ class ReqrepConnection(SelectConnection):  # type: ignore[misc]  # pika has no s
             # The instance becomes our subclass: pika's class is untouched.
             transport.__class__ = _FastTransport
             transport._reqrep_held = False
-        super()._proto_connection_made(transport)
+        super()._proto_connection_made(transport)  # type: ignore[misc]  # pika's, in the MRO
 
     def _read_frame(self) -> tuple[int, Any]:
         try:
-            decoded: tuple[int, Any] = super()._read_frame()
+            decoded: tuple[int, Any] = super()._read_frame()  # type: ignore[misc]  # pika's
         except Exception as exc:
             if not self._reqrep_guard:
                 raise
@@ -145,7 +156,7 @@ class ReqrepConnection(SelectConnection):  # type: ignore[misc]  # pika has no s
 
     def _on_data_available(self, data_in: bytes) -> None:
         if not self._reqrep_fast:
-            super()._on_data_available(data_in)
+            super()._on_data_available(data_in)  # type: ignore[misc]  # pika's, in the MRO
             return
         self._frame_buffer += data_in
         while self._frame_buffer:
@@ -154,22 +165,31 @@ class ReqrepConnection(SelectConnection):  # type: ignore[misc]  # pika has no s
                 taken = _take_delivery(self, buf)
                 if taken is not None:
                     end, consumer, delivery = taken
-                    self._trim_frame_buffer(end)
+                    self._trim_frame_buffer(end)  # type: ignore[attr-defined]  # pika's
                     self.frames_received += 3
                     consumer.deliver(delivery)
                     continue
                 confirm = _take_confirm(self, buf)
                 if confirm is not None:
                     end, handler, confirmed = confirm
-                    self._trim_frame_buffer(end)
+                    self._trim_frame_buffer(end)  # type: ignore[attr-defined]  # pika's
                     self.frames_received += 1
                     handler(confirmed)
                     continue
             consumed, frame_value = self._read_frame()
             if not frame_value:
                 return
-            self._trim_frame_buffer(consumed)
-            self._process_frame(frame_value)
+            self._trim_frame_buffer(consumed)  # type: ignore[attr-defined]  # pika's
+            self._process_frame(frame_value)  # type: ignore[attr-defined]  # pika's
+
+
+class ReqrepConnection(ShortRoads, SelectConnection):  # type: ignore[misc]  # pika has no stubs
+    """A ``SelectConnection`` with the guard and the short roads (``ShortRoads``)."""
+
+
+class ReqrepAsyncioConnection(ShortRoads, AsyncioConnection):  # type: ignore[misc]  # pika has no stubs
+    """An ``AsyncioConnection`` (on a caller's event loop) with the guard and the short roads
+    (``ShortRoads``)."""
 
 
 def _stand_in(data_in: bytes, exc: Exception) -> tuple[int, Any] | None:
@@ -253,7 +273,7 @@ def _take_delivery(connection: Any, buf: bytes) -> tuple[int, Consumer, Delivery
 
 
 def _take_confirm(
-    connection: ReqrepConnection, buf: bytes
+    connection: ShortRoads, buf: bytes
 ) -> tuple[int, Callable[[Confirm], None], Confirm] | None:
     """A whole ``basic.ack``/``basic.nack`` at the front of ``buf`` for a registered channel."""
     confirms = connection._reqrep_confirms

@@ -139,6 +139,13 @@ def load_service(spec: str, app_dir: str | None = None) -> Service | PlainServic
     envvar="REQREP_APP_DIR",
     help="Folder to import MODULE from, before the import path  [default: the current one]",
 )
+@click.option(
+    "--native/--no-native",
+    default=False,
+    envvar="REQREP_WORKER_NATIVE",
+    help="Keep the connection on the async handlers' event loop (no I/O thread); a handler "
+    "that blocks the loop then delays the connection's heartbeats too.",
+)
 @click.option("--parent-pid", type=int, default=None, hidden=True)
 def worker_command(
     *,
@@ -154,6 +161,7 @@ def worker_command(
     http_host: str,
     tracing: bool,
     app_dir: str | None,
+    native: bool,
     parent_pid: int | None,
 ) -> None:
     """Serve MODULE:SERVICE (e.g. reqrep.worker.demo:service) until a signal, then drain."""
@@ -174,6 +182,7 @@ def worker_command(
                 prefetch=prefetch,
                 drain_timeout=drain_timeout,
                 ops=ops,
+                native=native,
             )
         )
     try:
@@ -186,6 +195,7 @@ def worker_command(
         concurrency=concurrency,
         prefetch=prefetch,
         drain_timeout=drain_timeout,
+        native=native,
     )
     try:
         ops.serve(worker)  # before connecting: /healthz says 503 until consuming
@@ -206,6 +216,7 @@ def _supervise(
     prefetch: int | None,
     drain_timeout: float,
     ops: Ops,
+    native: bool = False,
 ) -> int:
     argv = [
         sys.executable,
@@ -226,6 +237,8 @@ def _supervise(
     ]
     if prefetch is not None:
         argv += ["--prefetch", str(prefetch)]
+    if native:
+        argv += ["--native"]
     argv += ["--http-host", ops.http_host, "--tracing" if ops.tracing else "--no-tracing"]
 
     def slot_argv(slot: int) -> list[str]:

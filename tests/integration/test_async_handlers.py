@@ -12,7 +12,7 @@ import pytest
 
 from reqrep import CallTimeout, Requestor, Service, Settings, Worker, current
 from reqrep.worker.demo import build
-from tests.support import wait_until
+from tests.support import close_connections, wait_until
 
 
 class Probe:
@@ -71,9 +71,11 @@ def reqrep_service(service_name: str, probe: Probe) -> Service:
     return service
 
 
-@pytest.fixture
-def reqrep_worker_options() -> dict[str, Any]:
-    return {"concurrency": 3}
+@pytest.fixture(params=[False, True], ids=["threaded", "native"])
+def reqrep_worker_options(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Each test of the ``mixed`` worker runs with its connection on an I/O thread, and on the
+    handler loop (``native``)."""
+    return {"concurrency": 3, "native": request.param}
 
 
 @pytest.fixture
@@ -126,8 +128,12 @@ def test_a_handler_that_blocks_the_loop_is_logged(
     assert mixed._handler_loop.blocked == 1
 
 
-def test_stop_drains_async_handlers(settings: Settings, service_name: str) -> None:
-    worker = Worker(build(service_name), settings=settings, concurrency=4).start()
+def test_stop_drains_async_handlers(
+    settings: Settings, service_name: str, worker_native: bool
+) -> None:
+    worker = Worker(
+        build(service_name), settings=settings, concurrency=4, native=worker_native
+    ).start()
     try:
         with Requestor(settings=settings, service=service_name) as requestor:
             futures = [requestor.call_async("nap", {"seconds": 0.5}) for _ in range(4)]
@@ -139,7 +145,7 @@ def test_stop_drains_async_handlers(settings: Settings, service_name: str) -> No
 
 
 def test_two_hundred_async_handlers_run_at_once_on_one_worker(
-    settings: Settings, service_name: str
+    settings: Settings, service_name: str, worker_native: bool
 ) -> None:
     """Each handler waits until all 200 have started: with fewer running at once, none would
     finish before its deadline."""
@@ -158,8 +164,41 @@ def test_two_hundred_async_handlers_run_at_once_on_one_worker(
         return started
 
     with (
-        Worker(service, settings=settings, concurrency=200),
+        Worker(service, settings=settings, concurrency=200, native=worker_native),
         Requestor(settings=settings, service=service_name) as requestor,
     ):
         futures = [requestor.call_async("gather", None, timeout=30) for _ in range(200)]
         assert [f.result(30) for f in futures] == [200] * 200
+
+
+def test_a_worker_that_loses_its_connection_answers_the_redelivery_from_its_cache(
+    settings: Settings, service_name: str, worker_native: bool
+) -> None:
+    """Confirms before acks, and dedupe, whichever thread holds the connection: the reply made
+    while the connection was down is cached, not acked; the redelivered request gets it."""
+    service = Service(service_name)
+    runs, started, release = [0], threading.Event(), threading.Event()
+
+    @service.handler
+    async def work(payload: Any) -> Any:
+        runs[0] += 1
+        started.set()
+        while not release.is_set():
+            await asyncio.sleep(0.01)
+        return payload
+
+    with (
+        Worker(service, settings=settings, concurrency=2, native=worker_native) as worker,
+        Requestor(settings=settings, service=service_name) as rq,
+    ):
+        if worker_native:
+            assert not [t for t in threading.enumerate() if t.name == worker.name]  # no I/O thread
+        future = rq.call_async("work", "once", timeout=30)
+        assert started.wait(10)
+        assert close_connections(worker.name) == 1  # the request goes back to the queue
+        release.set()
+        assert future.result(30) == "once"  # answered from the cache on redelivery
+        assert runs[0] == 1
+        assert worker.reconnects == 1
+        assert worker.stats.stale == 1
+        assert rq.call("work", "again", timeout=10) == "again"

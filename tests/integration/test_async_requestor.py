@@ -16,6 +16,8 @@ from reqrep import (
     BrokerUnreachable,
     CallTimeout,
     ClosedError,
+    ConfigError,
+    ConnectionLost,
     MethodNotFound,
     NoSuchService,
     RemoteError,
@@ -24,7 +26,7 @@ from reqrep import (
     Worker,
     current,
 )
-from tests.support import wait_until
+from tests.support import close_connections, wait_until
 
 
 class Gate:
@@ -65,10 +67,10 @@ def worker(settings: Settings, service_name: str, gate: Gate) -> Iterator[Worker
 
 
 def test_call_returns_results_and_raises_the_requestors_errors(
-    worker: Worker, settings: Settings, service_name: str
+    worker: Worker, settings: Settings, service_name: str, aio_native: bool
 ) -> None:
     async def main() -> None:
-        async with AsyncRequestor(settings=settings, service=service_name) as rq:
+        async with AsyncRequestor(settings=settings, service=service_name, native=aio_native) as rq:
             assert await rq.call("add", {"a": 1, "b": 2}, timeout=5) == 3
             assert await rq.call("echo", {"x": [1]}, idempotent=True) == {"x": [1]}
             with pytest.raises(RemoteError, match="division by zero"):
@@ -84,7 +86,7 @@ def test_call_returns_results_and_raises_the_requestors_errors(
     asyncio.run(main())
 
 
-def test_connecting_does_not_block_the_event_loop(settings: Settings) -> None:
+def test_connecting_does_not_block_the_event_loop(settings: Settings, aio_native: bool) -> None:
     """A broker that accepts TCP but never speaks: connecting takes connect_timeout; the loop
     keeps running meanwhile."""
     with socket.socket() as silent:
@@ -106,7 +108,7 @@ def test_connecting_does_not_block_the_event_loop(settings: Settings) -> None:
                     last = now
 
             ticker = asyncio.create_task(tick())
-            rq = AsyncRequestor(settings=slow, service="any")
+            rq = AsyncRequestor(settings=slow, service="any", native=aio_native)
             with pytest.raises(BrokerUnreachable):
                 await rq.call("echo")
             ticker.cancel()
@@ -118,10 +120,10 @@ def test_connecting_does_not_block_the_event_loop(settings: Settings) -> None:
 
 
 def test_cancelling_the_awaiting_task_forgets_the_call(
-    worker: Worker, settings: Settings, service_name: str, gate: Gate
+    worker: Worker, settings: Settings, service_name: str, gate: Gate, aio_native: bool
 ) -> None:
     async def main() -> None:
-        async with AsyncRequestor(settings=settings, service=service_name) as rq:
+        async with AsyncRequestor(settings=settings, service=service_name, native=aio_native) as rq:
             task = asyncio.create_task(rq.call("gate", "late", timeout=30))
             while not gate.started.is_set():
                 await asyncio.sleep(0.01)
@@ -140,10 +142,10 @@ def test_cancelling_the_awaiting_task_forgets_the_call(
 
 
 def test_a_timeout_ends_the_await_and_makes_the_reply_late(
-    worker: Worker, settings: Settings, service_name: str, gate: Gate
+    worker: Worker, settings: Settings, service_name: str, gate: Gate, aio_native: bool
 ) -> None:
     async def main() -> None:
-        async with AsyncRequestor(settings=settings, service=service_name) as rq:
+        async with AsyncRequestor(settings=settings, service=service_name, native=aio_native) as rq:
             with pytest.raises(CallTimeout, match=r"within 0\.3s"):
                 await rq.call("gate", "slow", timeout=0.3)
             assert rq.stats().pending == 0
@@ -155,12 +157,12 @@ def test_a_timeout_ends_the_await_and_makes_the_reply_late(
 
 
 def test_results_are_delivered_on_the_loop_thread_not_the_io_thread(
-    worker: Worker, settings: Settings, service_name: str
+    worker: Worker, settings: Settings, service_name: str, aio_native: bool
 ) -> None:
     seen: list[str] = []
 
     async def main() -> None:
-        async with AsyncRequestor(settings=settings, service=service_name) as rq:
+        async with AsyncRequestor(settings=settings, service=service_name, native=aio_native) as rq:
             task = asyncio.ensure_future(rq.call("echo", 1))
             task.add_done_callback(lambda _t: seen.append(threading.current_thread().name))
             assert await task == 1
@@ -202,10 +204,10 @@ def test_several_loops_in_several_threads(
 
 @pytest.mark.slow
 def test_ten_thousand_concurrent_awaits_from_one_loop(
-    worker: Worker, settings: Settings, service_name: str
+    worker: Worker, settings: Settings, service_name: str, aio_native: bool
 ) -> None:
     async def main() -> list[Any]:
-        async with AsyncRequestor(settings=settings, service=service_name) as rq:
+        async with AsyncRequestor(settings=settings, service=service_name, native=aio_native) as rq:
             results = await asyncio.gather(*(rq.call("echo", i, timeout=60) for i in range(10_000)))
             assert rq.stats().pending == 0
             return list(results)
@@ -236,3 +238,124 @@ def test_a_closed_loop_does_not_disturb_the_io_thread(
             await rq.close()
 
     assert asyncio.run(again()) == "still fine"
+
+
+def test_a_lost_connection_resends_idempotent_calls_and_fails_the_others(
+    worker: Worker, settings: Settings, service_name: str, gate: Gate, aio_native: bool
+) -> None:
+    async def main() -> None:
+        async with AsyncRequestor(settings=settings, service=service_name, native=aio_native) as rq:
+            kept = asyncio.ensure_future(rq.call("gate", "kept", timeout=30, idempotent=True))
+            lost = asyncio.ensure_future(rq.call("gate", "lost", timeout=30))
+            while rq.stats().pending < 2 or not gate.started.is_set():
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.2)  # both requests are out
+            assert await asyncio.to_thread(close_connections, rq.name) == 1
+            with pytest.raises(ConnectionLost, match="may or may not have been run"):
+                await lost
+            gate.release.set()
+            assert await kept == "kept"  # sent again on the new connection
+            assert rq.reconnects == 1
+            assert await rq.call("echo", "again", timeout=10) == "again"
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_close_fails_pending_calls(
+    worker: Worker, settings: Settings, service_name: str, gate: Gate, aio_native: bool
+) -> None:
+    async def main() -> None:
+        rq = await AsyncRequestor(settings=settings, service=service_name, native=aio_native).open()
+        task = asyncio.ensure_future(rq.call("gate", "x", timeout=30))
+        while not gate.started.is_set():
+            await asyncio.sleep(0.01)
+        await rq.close()
+        with pytest.raises(ClosedError):
+            await task
+        with pytest.raises(ClosedError):
+            await rq.call("echo", 1)
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_the_native_path_has_no_thread_and_serves_one_loop(
+    worker: Worker, settings: Settings, service_name: str
+) -> None:
+    rq = AsyncRequestor(settings=settings, service=service_name, native=True)
+    assert rq.native
+
+    async def main() -> None:
+        before = {t.name for t in threading.enumerate()}
+        await rq.open()
+        assert await rq.call("echo", "here") == "here"
+        with pytest.raises(NoSuchService):  # mandatory: returned at once
+            await rq.call_plain(f"{service_name}-no-such-queue", b"x", timeout=5)
+        gathered = await rq.broadcast("echo", "all", timeout=5, min_replies=1)
+        assert [reply.result for reply in gathered.replies] == ["all"]
+        started = {t.name for t in threading.enumerate()} - before
+        assert not [name for name in started if name.startswith("reqrep-")], started
+
+    async def elsewhere() -> None:
+        with pytest.raises(ConfigError, match="one event loop"):
+            await rq.call("echo", "there")
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(main())
+        other = threading.Thread(target=asyncio.run, args=(elsewhere(),))
+        other.start()
+        other.join(10)
+        loop.run_until_complete(rq.close())
+    finally:
+        loop.close()
+    with pytest.raises(ClosedError):
+        asyncio.run(rq.call("echo", "after"))
+
+
+def test_heartbeats_keep_an_idle_native_connection(
+    worker: Worker, settings: Settings, service_name: str
+) -> None:
+    async def main() -> None:
+        fast = settings.replace(heartbeat=1)
+        async with AsyncRequestor(settings=fast, service=service_name, native=True) as rq:
+            await asyncio.sleep(3.5)  # several heartbeat intervals with nothing else to say
+            assert rq.connected
+            assert rq.reconnects == 0
+            assert await rq.call("echo", "awake") == "awake"
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_a_native_loop_blocked_past_its_heartbeats_loses_the_connection_and_recovers(
+    worker: Worker, settings: Settings, service_name: str
+) -> None:
+    """What the guide warns of: the loop runs the heartbeats. Blocked for several intervals, the
+    connection is closed by the broker; reqrep reconnects and calls work again."""
+
+    async def main() -> None:
+        fast = settings.replace(heartbeat=1)
+        async with AsyncRequestor(settings=fast, service=service_name, native=True) as rq:
+            time.sleep(4)  # blocking the loop is what this test is about
+            deadline = time.monotonic() + 20
+            while rq.reconnects == 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert rq.reconnects >= 1
+            assert await rq.call("echo", "back", timeout=10, idempotent=True) == "back"
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_close_sync_from_another_thread_fails_a_pending_native_call(
+    worker: Worker, settings: Settings, service_name: str, gate: Gate
+) -> None:
+    async def main() -> None:
+        rq = await AsyncRequestor(settings=settings, service=service_name, native=True).open()
+        task = asyncio.ensure_future(rq.call("gate", "x", timeout=30))
+        while not gate.started.is_set():
+            await asyncio.sleep(0.01)
+        await asyncio.to_thread(rq.close_sync)  # the outcome crosses back to the loop
+        with pytest.raises(ClosedError):
+            await task
+        await rq.close()  # waits for the connection, closed on this loop, to end
+
+    asyncio.run(asyncio.wait_for(main(), 30))

@@ -1,4 +1,4 @@
-"""The bench case of AsyncRequestor runs and reports calls (a smoke test, not a measurement)."""
+"""The bench cases of AsyncRequestor, threaded and native, run and report calls (a smoke test)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from reqrep import Settings, Worker
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.parametrize("mode", ["asyncio", "asyncio-native", "asyncio-native-serial"])
 def test_the_asyncio_case_reports_calls(
-    demo_worker: Worker, settings: Settings, service_name: str
+    demo_worker: Worker, settings: Settings, service_name: str, mode: str
 ) -> None:
     env = {
         **os.environ,
@@ -22,7 +25,7 @@ def test_the_asyncio_case_reports_calls(
         "REQREP_QUEUE_PREFIX": settings.queue_prefix,
     }
     argv = [sys.executable, "-m", "bench.cases.reqrep_client", "client", "--queue", service_name]
-    argv += ["--mode", "asyncio", "--outstanding", "8", "--seconds", "1", "--warmup", "0.2"]
+    argv += ["--mode", mode, "--outstanding", "8", "--seconds", "1", "--warmup", "0.2"]
     done = subprocess.run(
         [*argv, "--max-seconds", "60"],
         cwd=ROOT,
@@ -37,4 +40,5 @@ def test_the_asyncio_case_reports_calls(
     assert result["calls"] > 0
     assert result["errors"] == 0
     assert result["unfinished"] == 0
-    assert result["mode"] == "asyncio"
+    assert result["mode"] == mode
+    assert result["outstanding"] == (1 if mode.endswith("serial") else 8)

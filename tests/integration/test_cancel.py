@@ -70,10 +70,10 @@ def _no_warnings(proc: WorkerProcess) -> None:
 
 
 def test_an_async_handler_is_cancelled_when_its_callers_task_is(
-    settings: Settings, sleepy: Sleepy
+    settings: Settings, sleepy: Sleepy, aio_native: bool
 ) -> None:
     async def main() -> float:
-        async with AsyncRequestor(settings=settings, service="sleepy") as rq:
+        async with AsyncRequestor(native=aio_native, settings=settings, service="sleepy") as rq:
             task = asyncio.ensure_future(rq.call("nap", 10, timeout=30))
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(None, lambda: sleepy.proc.wait_for("nap started at"))

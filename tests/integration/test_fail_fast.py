@@ -70,10 +70,10 @@ def test_a_fail_fast_call_raises_at_once_while_the_broker_is_down(
 
 @pytest.mark.broker_restart
 def test_an_async_requestor_tells_its_readiness_and_fails_fast(
-    settings: Settings, service_name: str, broker_restart: threading.Event
+    settings: Settings, service_name: str, broker_restart: threading.Event, aio_native: bool
 ) -> None:
     async def main() -> None:
-        async with AsyncRequestor(settings=settings, service=service_name) as rq:
+        async with AsyncRequestor(native=aio_native, settings=settings, service=service_name) as rq:
             assert await rq.call("echo", "up") == "up"
             assert rq.connected
             assert rq.address.startswith("amqp://")

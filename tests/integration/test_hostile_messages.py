@@ -59,7 +59,7 @@ def test_forged_replies_are_counted_and_never_wake_a_caller(
 
 
 def test_poison_request_is_dead_lettered_and_its_caller_told(
-    amqp_url: str, prefix: str, admin: Admin
+    amqp_url: str, prefix: str, admin: Admin, worker_native: bool
 ) -> None:
     env = {
         "AMQP_URL": amqp_url,
@@ -69,7 +69,10 @@ def test_poison_request_is_dead_lettered_and_its_caller_told(
     # Prefetch 1: a worker holding the poison request holds nothing else, so no bystander is
     # redelivered (and counted) each time it dies.
     proc = WorkerProcess(
-        ["tests.services:crashy", "--processes", "2", "--concurrency", "1", "--prefetch", "1"],
+        [
+            *("tests.services:crashy", "--processes", "2", "--concurrency", "1"),
+            *("--prefetch", "1", "--native" if worker_native else "--no-native"),
+        ],
         env,
     )
     settings = Settings(url=amqp_url, queue_prefix=prefix, timeout=60)

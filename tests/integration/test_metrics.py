@@ -227,7 +227,7 @@ def _healthy(port: int) -> bool:
 
 
 def test_async_requestor_and_async_handlers_are_counted(
-    registry: CollectorRegistry, settings: Settings, service_name: str
+    registry: CollectorRegistry, settings: Settings, service_name: str, aio_native: bool
 ) -> None:
     service = Service(service_name)
 
@@ -237,7 +237,7 @@ def test_async_requestor_and_async_handlers_are_counted(
         return seconds
 
     async def calls() -> None:
-        async with AsyncRequestor(settings=settings, service=service_name) as rq:
+        async with AsyncRequestor(native=aio_native, settings=settings, service=service_name) as rq:
             assert await rq.call("nap", 0) == 0
             assert await rq.call("nap", 0.01) == 0.01
             with pytest.raises(CallTimeout):

@@ -121,10 +121,12 @@ def test_cli_wait_for_workers_waits_out_its_timeout(
 
 
 def test_the_async_requestor_fails_fast_too(
-    settings: Settings, service_name: str, idle_queue: str
+    settings: Settings, service_name: str, idle_queue: str, aio_native: bool
 ) -> None:
     async def main() -> None:
-        async with AsyncRequestor(settings=settings, service=service_name, timeout=30) as rq:
+        async with AsyncRequestor(
+            native=aio_native, settings=settings, service=service_name, timeout=30
+        ) as rq:
             with pytest.raises(NoWorkers):
                 await asyncio.wait_for(rq.call("echo", 1), 5)
 

@@ -1,9 +1,11 @@
 """reqrep leaves pika as it ships: a user's own pika connection in the same process sees plain
-pika, before and after a Requestor and a Worker have run (issue: reqrep used to replace
-``pika.frame.decode_frame`` and private methods of pika's classes for the whole process)."""
+pika, before and after a Requestor, a Worker and a native AsyncRequestor have run (issue: reqrep
+used to replace ``pika.frame.decode_frame`` and private methods of pika's classes for the whole
+process)."""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import sys
 import uuid
@@ -12,7 +14,7 @@ from typing import Any
 import pika
 
 from reqrep.common import Settings
-from reqrep.requestor import Requestor
+from reqrep.requestor import AsyncRequestor, Requestor
 from reqrep.worker import Worker
 from reqrep.worker.demo import build
 
@@ -63,6 +65,12 @@ def test_a_users_pika_is_pikas_own_before_and_after(settings: Settings, service_
         assert [f.result(10) for f in [rq.call_async("echo", i) for i in range(50)]] == list(
             range(50)
         )
+
+        async def native() -> Any:  # a connection hosted on this loop: pika's AsyncioConnection
+            async with AsyncRequestor(settings=settings, service=service_name, native=True) as arq:
+                return await asyncio.gather(*(arq.call("echo", i) for i in range(50)))
+
+        assert asyncio.run(native()) == list(range(50))
         during = _pika_objects()
         assert _plain_pika_round_trip(settings.url)  # beside a running Requestor and Worker
 

@@ -160,14 +160,14 @@ def test_a_plain_handler_gets_text_json_or_bytes_and_its_errors_come_back_typed(
 
 
 def test_a_plain_call_gets_the_tutorial_servers_answer(
-    settings: Settings, tutorial_server: None, caplog: pytest.LogCaptureFixture
+    settings: Settings, tutorial_server: None, caplog: pytest.LogCaptureFixture, aio_native: bool
 ) -> None:
     with Requestor(settings=settings, timeout=10) as rq:
         assert rq.call_plain(tutorials.QUEUE, b"30") == str(FIB_30).encode()
         assert rq.call_plain(tutorials.QUEUE, "10") == b"55"
 
     async def main() -> bytes:
-        async with AsyncRequestor(settings=settings, timeout=10) as arq:
+        async with AsyncRequestor(native=aio_native, settings=settings, timeout=10) as arq:
             return await arq.call_plain(tutorials.QUEUE, b"20")
 
     assert asyncio.run(main()) == b"6765"

@@ -203,7 +203,7 @@ def test_log_lines_about_a_call_carry_its_correlation_id(
 
 
 def test_async_handlers_and_the_async_requestor_continue_the_trace(
-    provider: TracerProvider, settings: Settings, service_name: str
+    provider: TracerProvider, settings: Settings, service_name: str, aio_native: bool
 ) -> None:
     exporter = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -218,11 +218,13 @@ def test_async_handlers_and_the_async_requestor_continue_the_trace(
     @service.handler
     async def outer(_payload: Any) -> dict[str, Any]:
         if not nested:
-            nested.append(AsyncRequestor(settings=settings, service=service_name))
+            nested.append(
+                AsyncRequestor(native=aio_native, settings=settings, service=service_name)
+            )
         return {"mine": current().traceparent, "inner": await nested[0].call("inner")}
 
     async def call() -> dict[str, Any]:
-        async with AsyncRequestor(settings=settings, service=service_name) as rq:
+        async with AsyncRequestor(native=aio_native, settings=settings, service=service_name) as rq:
             result: dict[str, Any] = await rq.call("outer")
             return result
 

@@ -48,9 +48,16 @@ class World:
     """One transport and a broker behind it, with names to use and clean up."""
 
     def __init__(
-        self, kind: str, transport: Transport, url: str, broker: MemoryBroker | None = None
+        self,
+        kind: str,
+        transport: Transport,
+        url: str,
+        broker: MemoryBroker | None = None,
+        *,
+        hosted: bool = False,
     ) -> None:
         self.kind = kind
+        self.hosted = hosted  # connections on an asyncio loop (AsyncioLoop), not the transport's
         self.transport = transport
         self.url = url
         self.settings = Settings(url=url)
@@ -60,7 +67,13 @@ class World:
         self.exchanges: list[str] = []
 
     def client(self, name: str | None = None) -> Client:
-        made = Client(self.transport, self.url, self.settings, name or self.name("client"))
+        made = Client(
+            self.transport,
+            self.url,
+            self.settings,
+            name or self.name("client"),
+            hosted=self.hosted,
+        )
         self.clients.append(made)
         return made
 
@@ -99,13 +112,16 @@ class World:
         assert errors == [], "a callback raised on a loop thread"
 
 
-@pytest.fixture(params=["pika", "memory"])
+@pytest.fixture(params=["pika", "memory", "pika-asyncio", "memory-asyncio"])
 def world(request: pytest.FixtureRequest) -> Iterator[World]:
-    if request.param == "pika":
-        made = World("pika", pika_transport(), request.getfixturevalue("amqp_url"))
+    kind, _, loop = request.param.partition("-")
+    if kind == "pika":
+        made = World(
+            "pika", pika_transport(), request.getfixturevalue("amqp_url"), hosted=bool(loop)
+        )
     else:
         broker = MemoryBroker()  # given the broker's URL too: any URL will do
-        made = World("memory", broker.transport, DEFAULT_URL, broker)
+        made = World("memory", broker.transport, DEFAULT_URL, broker, hosted=bool(loop))
     try:
         yield made
     finally:

@@ -112,10 +112,12 @@ def test_it_ends_at_min_replies_or_says_who_did_not_reply(
 
 
 def test_several_services_and_asyncio(
-    broker: MemoryBroker, settings: Settings, workers: list[Worker]
+    broker: MemoryBroker, settings: Settings, workers: list[Worker], aio_native: bool
 ) -> None:
     async def main() -> int:
-        async with AsyncRequestor(settings=settings, transport=broker.transport) as arq:
+        async with AsyncRequestor(
+            settings=settings, transport=broker.transport, native=aio_native
+        ) as arq:
             gathered = await arq.broadcast("whoami", service=["fleet", "other"], timeout=5)
             return len(gathered.replies)
 
@@ -164,7 +166,7 @@ def test_a_worker_runs_at_most_its_concurrency_in_broadcasts(
 
 
 def test_a_cancelled_await_ends_the_broadcast_at_once(
-    broker: MemoryBroker, settings: Settings
+    broker: MemoryBroker, settings: Settings, aio_native: bool
 ) -> None:
     hold, started = threading.Event(), threading.Event()
 
@@ -173,7 +175,7 @@ def test_a_cancelled_await_ends_the_broadcast_at_once(
 
     async def main() -> None:
         async with AsyncRequestor(
-            settings=settings, service="fleet", transport=broker.transport
+            settings=settings, service="fleet", transport=broker.transport, native=aio_native
         ) as arq:
             task = asyncio.ensure_future(arq.broadcast("stuck", timeout=30))
             while not started.is_set():

@@ -89,9 +89,15 @@ def settings() -> Settings:
 
 @pytest.fixture
 def worker(
-    broker: MemoryBroker, settings: Settings, service: Service, probe: Probe
+    broker: MemoryBroker, settings: Settings, service: Service, probe: Probe, worker_native: bool
 ) -> Iterator[Worker]:
-    with Worker(service, settings=settings, concurrency=1, transport=broker.transport) as w:
+    with Worker(
+        service,
+        settings=settings,
+        concurrency=1,
+        transport=broker.transport,
+        native=worker_native,
+    ) as w:
         yield w
         probe.release.set()
 
@@ -109,11 +115,11 @@ def _in_flight(broker: MemoryBroker, settings: Settings) -> int:
 
 
 def test_cancelling_the_awaiting_task_cancels_the_async_handler(
-    broker: MemoryBroker, settings: Settings, worker: Worker, probe: Probe
+    broker: MemoryBroker, settings: Settings, worker: Worker, probe: Probe, aio_native: bool
 ) -> None:
     async def main() -> None:
         async with AsyncRequestor(
-            settings=settings, service="cancels", transport=broker.transport
+            settings=settings, service="cancels", transport=broker.transport, native=aio_native
         ) as arq:
             task = asyncio.ensure_future(arq.call("nap", "a", timeout=30))
             while not probe.event(probe.started, "a").is_set():
