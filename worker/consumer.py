@@ -58,7 +58,8 @@ class Consumer(LinkOwner):
     """Consumes one service's request queue.
 
     Threads: ``start``, ``stop``, ``reply``, ``skip`` and ``drain`` may be called from any
-    thread (the last three only queue work); ``dispatch``, ``on_closed`` and ``on_setup`` (given
+    thread (the last three only queue work), ``reply_now`` and ``skip_now`` only on the I/O
+    thread; ``dispatch``, ``on_closed`` and ``on_setup`` (given
     by the Worker) are called on the I/O thread and must not block. Everything else runs on the
     I/O thread of the Link this Consumer holds.
     """
@@ -150,6 +151,14 @@ class Consumer(LinkOwner):
         """Publish ``body`` as the reply to ``job`` (and its twins), then ack once confirmed.
         Only a reply that came from running the handler (``ran``) is cached. Any thread."""
         self.link.submit(lambda: self._complete_job(job, body, ran=ran))
+
+    def reply_now(self, job: Job, body: bytes, *, ran: bool = True) -> None:
+        """As ``reply``, at once: the I/O thread only (an inline handler's reply)."""
+        self._complete_job(job, body, ran=ran)
+
+    def skip_now(self, job: Job, reason: str) -> None:
+        """As ``skip``, at once: the I/O thread only (an inline job at pickup)."""
+        self._skip(job, reason)
 
     def skip(self, job: Job, reason: str = "expired") -> None:
         """Acknowledge ``job`` (and its waiting twins) without a reply: it expired before a
