@@ -100,6 +100,7 @@ class Consumer(LinkOwner):
         self._cancelled = False  # the broker confirmed our consumer is cancelled
         self._sweeping = False  # the reply cache's sweep timer runs
         self._running: dict[Hashable, list[Waiter]] = {}  # cache key -> duplicates waiting
+        self._holding = False  # inline replies' writes are held until the loop's turn ends
         self._probe = probe if probe is not None else Probe("worker", service.name, observers=())
         self.stats = ConsumerStats()
         self.link = Link(settings, self, name=name, transport=transport)
@@ -153,8 +154,23 @@ class Consumer(LinkOwner):
         self.link.submit(lambda: self._complete_job(job, body, ran=ran))
 
     def reply_now(self, job: Job, body: bytes, *, ran: bool = True) -> None:
-        """As ``reply``, at once: the I/O thread only (an inline handler's reply)."""
+        """As ``reply``, at once: the I/O thread only (an inline handler's reply). The writes
+        of one turn of the I/O loop (the replies to the requests of one read, their acks) are
+        held and leave in one piece at its end, as a batch of tasks' do."""
+        connection = self.link.connection
+        hold = connection is not None and not self._holding and not self.link.batching
+        if hold and connection is not None:
+            connection.hold_writes()
+            self._holding = True
         self._complete_job(job, body, ran=ran)
+        if hold and connection is not None:
+            # Timers run once the loop has handled what it read; an ack queued above comes
+            # first (flush_acks), and its flush sends the reply along.
+            self.link.call_later(0, lambda: self._release_writes(connection))
+
+    def _release_writes(self, connection: Connection) -> None:
+        self._holding = False
+        connection.flush_writes()
 
     def skip_now(self, job: Job, reason: str) -> None:
         """As ``skip``, at once: the I/O thread only (an inline job at pickup)."""
