@@ -59,9 +59,9 @@ class Consumer(LinkOwner):
 
     Threads: ``start``, ``stop``, ``reply``, ``skip`` and ``drain`` may be called from any
     thread (the last three only queue work), ``reply_now`` and ``skip_now`` only on the I/O
-    thread; ``dispatch``, ``on_closed`` and ``on_setup`` (given
-    by the Worker) are called on the I/O thread and must not block. Everything else runs on the
-    I/O thread of the Link this Consumer holds.
+    thread; ``dispatch``, ``on_closed`` and ``on_setup`` (given by the Worker) are called on
+    the I/O thread and must not block. Everything else runs on the I/O thread of the Link this
+    Consumer holds.
     """
 
     def __init__(
@@ -158,12 +158,14 @@ class Consumer(LinkOwner):
         of one turn of the I/O loop (the replies to the requests of one read, their acks) are
         held and leave in one piece at its end, as a batch of tasks' do."""
         connection = self.link.connection
-        hold = connection is not None and not self._holding and not self.link.batching
-        if hold and connection is not None:
-            connection.hold_writes()
-            self._holding = True
-        self._complete_job(job, body, ran=ran)
-        if hold and connection is not None:
+        if connection is None or self._holding or self.link.batching:
+            self._complete_job(job, body, ran=ran)
+            return
+        connection.hold_writes()
+        self._holding = True
+        try:
+            self._complete_job(job, body, ran=ran)
+        finally:
             # Timers run once the loop has handled what it read; an ack queued above comes
             # first (flush_acks), and its flush sends the reply along.
             self.link.call_later(0, lambda: self._release_writes(connection))
