@@ -196,3 +196,17 @@ def test_an_inline_handler_over_its_budget_is_logged_with_its_stack_and_counted(
         assert sample == 1.0
     finally:
         reqrep.metrics.disable(registry)
+
+
+@pytest.mark.parametrize("persistent", [True, False])
+def test_many_inline_calls_in_flight_are_all_answered_and_acked(
+    serve: Callable[..., Worker], settings: Settings, service_name: str, persistent: bool
+) -> None:
+    service = Service(service_name)
+    service.add("echo", lambda payload: payload, inline=True)
+    worker = serve(service, persistent=persistent, queue_type="classic")
+    with Requestor(settings=settings.replace(persistent=persistent), service=service_name) as rq:
+        futures = [rq.call_async("echo", i) for i in range(300)]
+        assert [future.result(20) for future in futures] == list(range(300))
+    wait_until(lambda: worker.stats.replied == 300, 10, "every reply sent")
+    assert worker.stop(5)  # drained: every request acknowledged
