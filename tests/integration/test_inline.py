@@ -15,9 +15,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 import reqrep.metrics
-from reqrep.common import BadRequest, CallTimeout, RemoteError, Settings
+from reqrep.common import BadRequest, CallTimeout, RemoteError, Settings, tracecontext
 from reqrep.requestor import Requestor
-from reqrep.worker import Service, Worker
+from reqrep.worker import Service, Worker, current
 from reqrep.worker.invoke import HandlerCall
 from tests.support import wait_until
 
@@ -121,6 +121,31 @@ def test_middleware_contracts_and_dedupe_apply_to_inline_handlers(
     assert [method for _, method, _ in seen] == ["norm"] * 3  # not for the dedupe hit
     assert seen[1][2] == {"x": "one"}  # middleware sees the JSON, before the contract
     assert all(name.startswith(IO_THREAD) for name, _, _ in seen)
+
+
+def test_the_callers_trace_and_context_reach_an_inline_handler_and_leave_with_it(
+    serve: Callable[..., Worker], settings: Settings, service_name: str
+) -> None:
+    service = Service(service_name)
+
+    @service.handler("where", inline=True)
+    def where(_payload: Any) -> dict[str, Any]:
+        ctx = current()
+        return {"traceparent": ctx.traceparent, "method": ctx.method, "cid": ctx.correlation_id}
+
+    serve(service)
+    root = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    with Requestor(settings=settings, service=service_name) as rq:
+        token = tracecontext.bind("root", {"traceparent": root})
+        try:
+            traced = rq.call("where")
+        finally:
+            tracecontext.unbind(token)
+        untraced = rq.call("where")  # the I/O thread kept nothing of the call before
+    assert traced["traceparent"].split("-")[1] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert traced["method"] == "where"
+    assert untraced["traceparent"] is None
+    assert untraced["cid"] != traced["cid"]
 
 
 def test_requests_past_their_deadline_when_the_io_thread_gets_to_them_are_not_run(
