@@ -67,6 +67,11 @@ class PrometheusObserver(Observer):
             "Stalled consumers the watchdog replaced (requests ready, none delivered)",
             ("service",),
         )
+        self.inline_overruns = counter(
+            "reqrep_worker_inline_overruns",
+            "Inline handlers that held the worker's I/O thread longer than inline_budget",
+            ("service", "method"),
+        )
         self.in_flight = Gauge(
             "reqrep_worker_requests_in_flight",
             "Requests handed to handler threads and not yet answered",
@@ -155,6 +160,9 @@ class PrometheusObserver(Observer):
 
     def consumer_restarted(self, service: str) -> None:
         self._child(self.restarts, service).inc()
+
+    def inline_overrun(self, service: str, method: str, seconds: float) -> None:
+        self._child(self.inline_overruns, service, method).inc()
 
     def _child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, remembered: prometheus_client's lookup checks and locks

@@ -58,6 +58,7 @@ _ENV_FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "wait_for_workers": ("REQREP_WAIT_FOR_WORKERS", _flag),
     "fail_fast": ("REQREP_FAIL_FAST", _flag),
     "dlq_max_length": ("REQREP_DLQ_MAX_LENGTH", int),
+    "inline_budget": ("REQREP_INLINE_BUDGET", float),
 }
 # Settings whose variable, set and empty, means an empty value rather than the default.
 _EMPTY_IS_A_VALUE = frozenset({"queue_prefix"})
@@ -91,6 +92,8 @@ class Settings:
     connection is down, instead of being held (within their deadline) until it is back.
     ``dlq_max_length`` caps a service's dead-letter queue (the oldest are dropped); like every
     queue argument it takes effect when workers first declare the queue.
+    ``inline_budget`` (seconds) is how long an inline handler (``inline=True``: run on the
+    worker's I/O thread) may run before the worker logs where it is and counts an overrun.
     """
 
     url: str = dataclasses.field(default=DEFAULT_URL, repr=False)
@@ -114,6 +117,7 @@ class Settings:
     wait_for_workers: bool = False
     dlq_max_length: int = topology.DEAD_LETTER_MAX_LENGTH
     fail_fast: bool = False
+    inline_budget: float = 0.010
 
     def __post_init__(self) -> None:
         # A sequence of URLs is kept as the one string AMQP_URL would hold.
@@ -127,6 +131,7 @@ class Settings:
         if not isinstance(self.queue_prefix, str):
             raise ConfigError(f"queue_prefix must be a string, got {self.queue_prefix!r}")
         check_seconds("reconnect_max", self.reconnect_max)
+        check_seconds("inline_budget", self.inline_budget)
         for name in ("max_message_bytes", "max_redeliveries", "max_pending", "dlq_max_length"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -18,7 +18,9 @@ Which thread calls what (see docs/architecture.md):
 - the worker's I/O thread: ``request_received``, ``request_skipped``, ``request_answered``,
   ``request_dispatched``, ``dedupe_hit``, ``poisoned``, ``reply_returned``,
   ``consumer_restarted``, ``reconnected``;
-- handler threads: ``handling`` (around the handler) and ``handler_done``.
+- handler threads: ``handling`` (around the handler) and ``handler_done`` (the worker's I/O
+  thread for inline handlers);
+- the worker's inline watchdog thread: ``inline_overrun``.
 """
 
 from __future__ import annotations
@@ -144,6 +146,10 @@ class Observer:
 
     def consumer_restarted(self, service: str) -> None:
         """The worker's watchdog found its consumer stalled and consumed again."""
+
+    def inline_overrun(self, service: str, method: str, seconds: float) -> None:
+        """An inline handler has held the worker's I/O thread longer than its budget
+        (``seconds`` so far; it still runs). Called on the inline watchdog's thread."""
 
 
 _installed: list[Observer] = []
@@ -283,6 +289,10 @@ class Probe:
 
     def consumer_restarted(self) -> None:
         self._emit("consumer_restarted", self.service)
+
+    def inline_overrun(self, method: str, seconds: float) -> None:
+        if self._observers:
+            self._emit("inline_overrun", self.service, method, seconds)
 
     def handling(
         self,

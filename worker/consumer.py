@@ -68,10 +68,11 @@ class Consumer(LinkOwner):
     """Consumes one service's request queue.
 
     Threads: ``start``, ``stop``, ``reply``, ``skip`` and ``drain`` may be called from any
-    thread (the last three only queue work); ``dispatch``, ``on_closed`` and ``on_setup`` (given
-    by the Worker) are called on the I/O thread and must not block. Everything else runs on the
-    I/O thread of the Link this Consumer holds (with ``host``, on that handler loop's thread,
-    where the Link is hosted: its "I/O thread" below).
+    thread (the last three only queue work), ``reply_now`` and ``skip_now`` only on the I/O
+    thread; ``dispatch``, ``on_closed`` and ``on_setup`` (given by the Worker) are called on
+    the I/O thread and must not block. Everything else runs on the I/O thread of the Link this
+    Consumer holds (with ``host``, on that handler loop's thread, where the Link is hosted: its
+    "I/O thread" below).
     """
 
     def __init__(
@@ -112,6 +113,7 @@ class Consumer(LinkOwner):
         self._cancelled = False  # the broker confirmed our consumer is cancelled
         self._sweeping = False  # the reply cache's sweep timer runs
         self._running: dict[Hashable, list[Waiter]] = {}  # cache key -> duplicates waiting
+        self._holding = False  # inline replies' writes are held until the loop's turn ends
         self._probe = probe if probe is not None else Probe("worker", service.name, observers=())
         self.stats = ConsumerStats()
         self.link = Link(settings, self, name=name, transport=transport)
@@ -171,6 +173,31 @@ class Consumer(LinkOwner):
         """Publish ``body`` as the reply to ``job`` (and its twins), then ack once confirmed.
         Only a reply that came from running the handler (``ran``) is cached. Any thread."""
         self.link.submit(lambda: self._complete_job(job, body, ran=ran))
+
+    def reply_now(self, job: Job, body: bytes, *, ran: bool = True) -> None:
+        """As ``reply``, at once: the I/O thread only (an inline handler's reply). The writes
+        of one turn of the I/O loop (the replies to the requests of one read, their acks) are
+        held and leave in one piece at its end, as a batch of tasks' do."""
+        connection = self.link.connection
+        if connection is None or self._holding or self.link.batching:
+            self._complete_job(job, body, ran=ran)
+            return
+        connection.hold_writes()
+        self._holding = True
+        try:
+            self._complete_job(job, body, ran=ran)
+        finally:
+            # Timers run once the loop has handled what it read; an ack queued above comes
+            # first (flush_acks), and its flush sends the reply along.
+            self.link.call_later(0, lambda: self._release_writes(connection))
+
+    def _release_writes(self, connection: Connection) -> None:
+        self._holding = False
+        connection.flush_writes()
+
+    def skip_now(self, job: Job, reason: str) -> None:
+        """As ``skip``, at once: the I/O thread only (an inline job at pickup)."""
+        self._skip(job, reason)
 
     def skip(self, job: Job, reason: str = "expired") -> None:
         """Acknowledge ``job`` (and its waiting twins) without a reply: it expired before a

@@ -1,6 +1,7 @@
 """The demo service: ``reqrep worker reqrep.worker.demo:service``.
 
-Methods: ``echo`` (returns its payload), ``add`` ({"a", "b"}), ``sleep`` ({"seconds": s}),
+Methods: ``echo`` (returns its payload), ``echo_inline`` (the same, run inline on the
+worker's I/O thread), ``add ({"a", "b"}), ``sleep`` ({"seconds": s}),
 ``nap`` (the same, as an ``async def`` handler that awaits), ``fail`` ({"message": m}: raises
 DemoError(m)), ``fib`` ({"n": n}: CPU-bound) and ``whoami`` ({"seconds": s}: which process
 served the call, after holding it s seconds).
@@ -27,6 +28,10 @@ class DemoError(Exception):
 
 
 def echo(payload: Any) -> Any:
+    return payload
+
+
+def echo_inline(payload: Any) -> Any:
     return payload
 
 
@@ -79,6 +84,7 @@ def build(name: str = "demo") -> Service:
     demo = Service(name)
     for handler in (echo, add, sleep, nap, fail, fib, whoami):
         demo.add(handler.__name__, handler)
+    demo.add("echo_inline", echo_inline, inline=True)
     return demo
 
 

@@ -153,6 +153,9 @@ class PlainService:
     def is_async(self, method: str) -> bool:
         return self._service.is_async(method)
 
+    def is_inline(self, method: str) -> bool:
+        return self._service.is_inline(method)  # never: its handler takes no options
+
     @property
     def has_async(self) -> bool:
         return self._service.has_async

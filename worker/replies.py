@@ -55,7 +55,8 @@ _TOO_LARGE = re.compile(r"message size (\d+) is larger than (?:configured )?max 
 
 @dataclasses.dataclass
 class ConsumerStats:
-    """Counters, written on the I/O thread; reads from elsewhere may be a moment stale."""
+    """Counters, written on the I/O thread (``inline_overruns`` on the inline watchdog's);
+    reads from elsewhere may be a moment stale."""
 
     received: int = 0
     replied: int = 0
@@ -72,6 +73,7 @@ class ConsumerStats:
     replies_too_large: int = 0  # replies over the broker's max_message_size: an error instead
     consumer_restarts: int = 0  # stalled consumers the watchdog replaced
     cancelled: int = 0  # cancelled by their callers: acknowledged, no reply (worker/cancel.py)
+    inline_overruns: int = 0  # inline handlers over their budget (counted by worker/inline.py)
 
 
 @dataclasses.dataclass(frozen=True)

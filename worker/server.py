@@ -27,6 +27,7 @@ from reqrep.worker.consumer import WATCHDOG, Consumer, ConsumerStats, Job
 from reqrep.worker.control import ControlResponder
 from reqrep.worker.dedupe import ReplyCache
 from reqrep.worker.execute import execute, execute_async, handler_ran
+from reqrep.worker.inline import InlineWatch
 from reqrep.worker.invoke import bind
 from reqrep.worker.lifecycle import HOOK_TIMEOUT, Lifecycle, check_resources
 from reqrep.worker.limits import MethodLimits
@@ -45,7 +46,9 @@ class Worker:
     Handlers run on ``concurrency`` pool threads, never on the I/O thread, so a long handler
     cannot starve the connection's heartbeats. ``async def`` handlers run on one event loop
     thread instead, at most ``concurrency`` coroutines at a time; a handler that blocks that loop
-    is logged (``HandlerLoop``). The broker sends at most ``prefetch`` (default: a
+    is logged (``HandlerLoop``). Inline handlers (``inline=True``) run on the I/O thread itself,
+    where their request is delivered; one that overruns ``settings.inline_budget`` is logged
+    with its stack and counted (``InlineWatch``). The broker sends at most ``prefetch`` (default: a
     quarter more than ``concurrency``) unacknowledged requests to this worker, so N workers share
     one queue fairly.
     If the connection drops, the worker reconnects by itself; the broker redelivers what was in
@@ -72,8 +75,9 @@ class Worker:
 
     Threads: ``start``, ``stop`` and ``wait`` run on a controlling thread; ``run`` on the main
     thread (it installs signal handlers). Handlers run on pool threads ``reqrep-handler-N``,
-    async ones on the loop thread ``reqrep-aio-<service>``; every broker call happens on the
-    Consumer's I/O thread (with ``native``, on that loop thread).
+    async ones on the loop thread ``reqrep-aio-<service>``, inline ones on the Consumer's I/O
+    thread, where every broker call happens (with ``native``, that loop's thread), watched by
+    ``reqrep-inline-<service>``.
     """
 
     def __init__(
@@ -109,6 +113,10 @@ class Worker:
         self._signal: str | None = None
         self._pool: HandlerPool[Job] = HandlerPool(concurrency, self._run_job)
         self._handler_loop = HandlerLoop(concurrency, name=f"reqrep-aio-{service.name}")
+        self._inline = InlineWatch(
+            f"reqrep-inline-{service.name}", self.settings.inline_budget, self._on_overrun
+        )
+        self._has_inline = any(service.is_inline(m) for m in service.methods)
         self._lifecycle = Lifecycle(
             service.name,
             self.settings,
@@ -224,6 +232,8 @@ class Worker:
             self._pool.start()
         if self.service.has_async or self._lifecycle.needs_loop or self.native:
             self._handler_loop.start()
+        if self._has_inline:
+            self._inline.start()
         try:
             self._lifecycle.start(self._run_on_loop)  # StartupError: nothing consumed
             self._invokers = self._bind_handlers()
@@ -232,6 +242,7 @@ class Worker:
             self._lifecycle.stop(self._run_on_loop)
             self._pool.shutdown()
             self._handler_loop.stop()
+            self._inline.stop()
             raise
         if not self._control.ready.wait(self.settings.connect_timeout):
             log.warning("control queue not ready: `reqrep ping` may not see this worker yet")
@@ -267,6 +278,7 @@ class Worker:
         self._lifecycle.stop(self._run_on_loop)  # after the drain; idempotent
         self._pool.shutdown()
         self._handler_loop.stop()
+        self._inline.stop()
         self._wake.set()
         return drained
 
@@ -396,7 +408,8 @@ class Worker:
 
     def _dispatch(self, job: Job) -> None:
         """I/O thread: hand a job to a pool thread, or an async one to the handler loop,
-        unless its method is at its concurrency limit (then it waits for a release)."""
+        unless its method is at its concurrency limit (then it waits for a release); run an
+        inline one here and now."""
         self._probe.dispatched(job.method)
         if self._limits.admit(job):
             self._start_job(job)
@@ -408,6 +421,8 @@ class Worker:
             job = dataclasses.replace(job, handler=invoker)
         if self.service.is_async(job.method):
             self._handler_loop.spawn(lambda: self._run_async_job(job))
+        elif self.service.is_inline(job.method):  # no limit: only _dispatch gets here
+            self._run_inline(job)
         else:
             self._pool.submit(job)
 
@@ -416,6 +431,32 @@ class Worker:
         waiting = self._limits.release(job.method)
         if waiting is not None:
             self._start_job(waiting)
+
+    def _run_inline(self, job: Job) -> None:
+        """I/O thread: run an inline job's handler here, watched against the budget; its
+        reply is published at once (no hand-off). ``execute`` turns whatever the handler
+        raises, even a BaseException, into an error reply: the I/O thread goes on."""
+        try:
+            if self._gone(job, here=True):
+                return
+            started = time.monotonic()
+            body = self._inline.run(
+                job.method,
+                lambda: self._execute(
+                    job,
+                    service=self.service.name,
+                    max_bytes=self.settings.max_message_bytes,
+                    probe=self._probe,
+                ),
+            )
+            self._reply(job, body, started, here=True)
+        except Exception:  # ours, not the handler's: as a pool thread would, log it
+            log.exception("unexpected error running %s inline", job.method)
+
+    def _on_overrun(self, method: str, seconds: float) -> None:
+        """The inline watchdog's thread: an inline handler overran its budget."""
+        self._consumer.stats.inline_overruns += 1  # the one writer of this counter
+        self._probe.inline_overrun(method, seconds)
 
     def _run_job(self, job: Job) -> None:
         try:
@@ -462,40 +503,48 @@ class Worker:
         finally:
             self._release(job)
 
-    def _gone(self, job: Job) -> bool:
-        """Pool thread or handler loop, at pickup: a job whose caller has gone is acked, not
-        run, and gets no reply: its caller cancelled it, or it waited here (prefetched behind
-        slow handlers) past its caller's deadline."""
+    def _gone(self, job: Job, *, here: bool = False) -> bool:
+        """Pool thread, handler loop or (``here``) the I/O thread, at pickup: a job whose
+        caller has gone is acked, not run, and gets no reply: its caller cancelled it, or it
+        waited here (prefetched behind slow handlers) past its caller's deadline."""
         if job.cancel is not None and job.cancel.is_set():
-            self._skip(job, "cancelled")
+            self._skip(job, "cancelled", here=here)
         elif job.deadline_ms is not None and time.time() * 1000 > job.deadline_ms:
-            self._skip(job, "expired")
+            self._skip(job, "expired", here=here)
         else:
             return False
         return True
 
-    def _skip(self, job: Job, reason: str) -> None:
+    def _skip(self, job: Job, reason: str, *, here: bool = False) -> None:
+        """Any thread; ``here``: on the I/O thread, settled at once."""
         self._probe.dropped(job.method)  # dispatched, and leaves without a reply
         try:
             if job.answer is not None:  # a broadcast: acked when it came, nothing to settle
                 job.answer(None)
                 return
-            self._consumer.skip(job, reason)
+            if here:
+                self._consumer.skip_now(job, reason)
+            else:
+                self._consumer.skip(job, reason)
         except ReqrepError as exc:
             log.debug("%s job %s not acked (%s); redelivered", reason, job.correlation_id, exc)
 
-    def _reply(self, job: Job, body: bytes, started: float) -> None:
+    def _reply(self, job: Job, body: bytes, started: float, *, here: bool = False) -> None:
+        """Any thread; ``here``: on the I/O thread, published at once."""
         if job.cancel is not None and job.cancel.is_set():
             # Its caller cancelled it while it ran: nobody reads a reply, and a result cut
             # short is no result to cache.
-            self._skip(job, "cancelled")
+            self._skip(job, "cancelled", here=here)
             return
         self._probe.handler_done(job.method, body, time.monotonic() - started)
         try:
             if job.answer is not None:  # a broadcast: its asker gets the reply
                 job.answer(body)
                 return
-            self._consumer.reply(job, body, ran=handler_ran(body))
+            if here:
+                self._consumer.reply_now(job, body, ran=handler_ran(body))
+            else:
+                self._consumer.reply(job, body, ran=handler_ran(body))
         except ReqrepError as exc:
             log.warning(
                 "reply to %s not sent (%s); the broker will redeliver the request",

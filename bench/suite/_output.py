@@ -6,7 +6,13 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import source_note
-from bench.suite._plan import DURABLE_BASELINE, PROTOCOL_PAIR, SERIAL_PAIR, TUNED_BASELINES
+from bench.suite._plan import (
+    DURABLE_BASELINE,
+    PROTOCOL_PAIR,
+    SERIAL_INLINE_PAIR,
+    SERIAL_PAIR,
+    TUNED_BASELINES,
+)
 
 
 def fmt_ms(value: float | None) -> str:
@@ -78,6 +84,13 @@ def render(report: dict[str, Any]) -> None:
         console.print(
             f"serial: reqrep-serial p50 / tutorial p50 = {fmt_ms(a)} / {fmt_ms(b)} ms "
             f"= {ratio:.2f}x"
+        )
+    inline = report["summary"].get("serial_inline_p50_ratio")
+    if inline is not None:
+        a, b = (cases[name]["latency_ms"]["p50"] for name in SERIAL_INLINE_PAIR)
+        console.print(
+            f"serial inline: reqrep-serial-inline p50 / tutorial p50 = {fmt_ms(a)} / "
+            f"{fmt_ms(b)} ms = {inline:.2f}x"
         )
     protocol = report["summary"].get("async_vs_tuned_props")
     if protocol is not None:

@@ -19,6 +19,7 @@ TUNED_BASELINES = (TUNED_BASELINE, TUNED_DURABLE_BASELINE, TUNED_PROPS_BASELINE)
 ASYNC_DURABLE = "reqrep-async-durable"
 PROTOCOL_PAIR = (ASYNC_DURABLE, TUNED_PROPS_BASELINE)
 SERIAL_PAIR = ("reqrep-serial", "tutorial")
+SERIAL_INLINE_PAIR = ("reqrep-serial-inline", "tutorial")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Case:
     module: str | None = None
     durable: bool = False
     mode: str = ""
+    method: str = "echo"  # the demo service's method a reqrep case calls
     extra_args: tuple[str, ...] = ()
     extra: str = ""  # "tuned" or "floors": run only when named (--only) or with --with-<extra>
     exchange_suffixes: tuple[str, ...] = ()  # exchanges the case declares: queue name + suffix
@@ -108,6 +110,13 @@ CASES: tuple[Case, ...] = (
     ),
     Case("tutorial", "RabbitMQ tutorial RPC, one call at a time", "bench.cases.tutorial"),
     Case("reqrep-serial", "call(), one at a time, classic, transient", mode="serial"),
+    Case(
+        "reqrep-serial-inline",
+        "call(), one at a time, to an inline handler (run on the worker's I/O thread), classic, "
+        "transient",
+        mode="serial",
+        method="echo_inline",
+    ),
     Case(
         "reqrep-asyncio-serial",
         "AsyncRequestor, one call at a time, classic, transient",
@@ -223,7 +232,7 @@ def plan_case(case: Case, opts: Options, tag: str) -> Plan:
             client_argv=[
                 *py,
                 *("bench.cases.reqrep_client", "client", "--queue", REQREP_SERVICE),
-                *("--mode", case.mode, *common_args),
+                *("--mode", case.mode, "--method", case.method, *common_args),
             ],
             client_env=env,
             client_limit=client_limit,

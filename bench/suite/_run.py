@@ -31,6 +31,7 @@ from bench.suite._plan import (
     BASELINE,
     DURABLE_BASELINE,
     PROTOCOL_PAIR,
+    SERIAL_INLINE_PAIR,
     SERIAL_PAIR,
     TUNED_BASELINE,
     TUNED_DURABLE_BASELINE,
@@ -202,11 +203,20 @@ def summarize(cases: Sequence[Case], runs: Sequence[dict[str, Any]]) -> dict[str
         ref = by_case.get(tuned, {}).get("calls_per_s")
         mine = entry["calls_per_s"]
         entry["vs_tuned"] = mine / ref if mine is not None and ref else None
-    serial = None
-    a, b = (by_case.get(name, {}).get("latency_ms", {}).get("p50") for name in SERIAL_PAIR)
-    if a is not None and b:
-        serial = a / b
+    serial, serial_inline = (
+        _p50_ratio(by_case, pair) for pair in (SERIAL_PAIR, SERIAL_INLINE_PAIR)
+    )
     # call_async against bare pika carrying the same properties: the library's cost alone.
     mine, ref = (by_case.get(name, {}).get("calls_per_s") for name in PROTOCOL_PAIR)
     protocol = mine / ref if mine is not None and ref else None
-    return {"cases": by_case, "serial_p50_ratio": serial, "async_vs_tuned_props": protocol}
+    return {
+        "cases": by_case,
+        "serial_p50_ratio": serial,
+        "serial_inline_p50_ratio": serial_inline,
+        "async_vs_tuned_props": protocol,
+    }
+
+
+def _p50_ratio(by_case: dict[str, dict[str, Any]], pair: tuple[str, str]) -> float | None:
+    a, b = (by_case.get(name, {}).get("latency_ms", {}).get("p50") for name in pair)
+    return a / b if a is not None and b else None

@@ -6,8 +6,16 @@ from typing import Any
 
 from bench.cases import case_parser
 from bench.suite._cli import parse_args, select_cases
-from bench.suite._plan import CASES, PROTOCOL_PAIR, SERIAL_PAIR, Options, plan_case
+from bench.suite._plan import (
+    CASES,
+    PROTOCOL_PAIR,
+    SERIAL_INLINE_PAIR,
+    SERIAL_PAIR,
+    Options,
+    plan_case,
+)
 from bench.suite._run import run_order, summarize
+from reqrep.worker import demo
 
 
 def _names(argv: list[str]) -> list[str]:
@@ -95,3 +103,20 @@ def test_a_serial_case_overrides_the_calls_in_flight() -> None:
     args = parser.parse_args(plan.client_argv[3:])  # after "python -m MODULE"
     assert (args.role, args.outstanding, args.pattern) == ("client", 1, "request")
     assert args.durable
+
+
+def test_the_inline_case_calls_the_inline_echo_one_at_a_time_beside_the_tutorial() -> None:
+    case = next(case for case in CASES if case.name == SERIAL_INLINE_PAIR[0])
+    argv = plan_case(case, Options(), "tag").client_argv
+    assert argv[argv.index("--mode") + 1] == "serial"
+    assert argv[argv.index("--method") + 1] == "echo_inline"
+    assert demo.service.is_inline("echo_inline")
+    assert "reqrep-serial-inline" in _names([])
+    names = [case.name for case in CASES]
+    assert abs(names.index(SERIAL_INLINE_PAIR[0]) - names.index(SERIAL_INLINE_PAIR[1])) <= 2
+    cases = [case for case in CASES if case.name in SERIAL_INLINE_PAIR]
+    summary = summarize(cases, [_run(name, 1000.0) for name in SERIAL_INLINE_PAIR])
+    assert summary["serial_inline_p50_ratio"] == 1.0
+    plain = next(case for case in CASES if case.name == SERIAL_PAIR[0])
+    argv = plan_case(plain, Options(), "tag").client_argv
+    assert argv[argv.index("--method") + 1] == "echo"

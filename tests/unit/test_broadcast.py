@@ -192,3 +192,23 @@ def test_a_cancelled_await_ends_the_broadcast_at_once(
             asyncio.run(asyncio.wait_for(main(), 10))
         finally:
             hold.set()
+
+
+def test_an_inline_handler_answers_a_broadcast_on_each_workers_io_thread(
+    broker: MemoryBroker, settings: Settings
+) -> None:
+    service = Service("quick")
+
+    @service.handler("where", inline=True)
+    def where(payload: Any) -> str:
+        return threading.current_thread().name
+
+    with ExitStack() as stack:
+        workers = [
+            stack.enter_context(Worker(service, settings=settings, transport=broker.transport))
+            for _ in range(2)
+        ]
+        with Requestor(settings=settings, service="quick", transport=broker.transport) as rq:
+            gathered = rq.broadcast("where", timeout=5)
+    assert {r.worker for r in gathered.replies} == {w.id for w in workers}
+    assert {r.value() for r in gathered.replies} == {w.name for w in workers}

@@ -59,6 +59,11 @@ def test_default_url_is_valid_amqp() -> None:
         ("heartbeat", -1),
         ("queue_type", "stream"),
         ("queue_type", ""),
+        ("inline_budget", 0),
+        ("inline_budget", -0.01),
+        ("inline_budget", math.inf),
+        ("inline_budget", True),
+        ("inline_budget", "10ms"),
     ],
 )
 def test_invalid_values_raise_config_error(field: str, value: Any) -> None:
@@ -122,6 +127,17 @@ def test_from_env_reads_every_variable_with_its_type() -> None:
     assert isinstance(settings.connect_timeout, float)
 
 
+def test_the_inline_budget_defaults_to_10_ms_and_comes_from_the_environment() -> None:
+    assert Settings().inline_budget == 0.010
+    assert Settings.from_env({"REQREP_INLINE_BUDGET": "0.002"}).inline_budget == 0.002
+    assert Settings(inline_budget=1).inline_budget == 1
+
+
+def test_an_inline_budget_error_names_the_setting() -> None:
+    with pytest.raises(ConfigError, match=r"inline_budget.*-1"):
+        Settings(inline_budget=-1)
+
+
 def test_from_env_with_empty_mapping_gives_defaults() -> None:
     assert Settings.from_env({}) == Settings()
 
@@ -150,6 +166,7 @@ def test_from_env_without_mapping_reads_os_environ(monkeypatch: pytest.MonkeyPat
         ("REQREP_CONNECT_TIMEOUT", "ten"),
         ("REQREP_HEARTBEAT", "1.5"),
         ("REQREP_HEARTBEAT", "x"),
+        ("REQREP_INLINE_BUDGET", "10ms"),
     ],
 )
 def test_from_env_unparsable_value_raises_config_error_naming_it(var: str, raw: str) -> None:
@@ -167,6 +184,8 @@ def test_from_env_unparsable_value_raises_config_error_naming_it(var: str, raw: 
         ("REQREP_HEARTBEAT", "-1"),
         ("REQREP_QUEUE_TYPE", "stream"),
         ("AMQP_URL", "http://broker.example/"),
+        ("REQREP_INLINE_BUDGET", "0"),
+        ("REQREP_INLINE_BUDGET", "-1"),
     ],
 )
 def test_from_env_parsable_but_invalid_value_raises_config_error(var: str, raw: str) -> None:

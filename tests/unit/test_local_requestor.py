@@ -155,3 +155,22 @@ def test_bad_payloads_and_closing() -> None:
         slow.result(5)
     with pytest.raises(ClosedError):
         local.call("echo")
+
+
+def test_inline_handlers_run_on_the_workers_io_thread() -> None:
+    service = Service("fast")
+    threads: list[str] = []
+
+    @service.handler("echo", inline=True)
+    def echo(payload: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        if payload == "fail":
+            raise ValueError("failed inline")
+        return payload
+
+    with LocalRequestor(service, settings=Settings(timeout=5.0)) as local:
+        assert local.call("echo", [1, 2]) == [1, 2]
+        with pytest.raises(RemoteError, match="failed inline"):
+            local.call("echo", "fail")
+    assert len(threads) == 2
+    assert all(name.startswith("reqrep-worker-fast-") for name in threads), threads

@@ -192,3 +192,46 @@ def test_async_handlers_are_told_apart() -> None:
     only_async = Service("a")
     only_async.add("coro", coro)
     assert not only_async.has_sync
+
+
+def test_inline_handlers_are_marked_and_need_no_handler_threads() -> None:
+    service = Service("fast")
+
+    @service.handler("lookup", inline=True)
+    def lookup(payload: Any) -> Any:
+        return payload
+
+    service.add("echo", lambda payload: payload, inline=True)
+    assert service.get("lookup") is lookup
+    assert [service.is_inline(m) for m in ("lookup", "echo", "missing")] == [True, True, False]
+    assert not service.has_sync  # inline handlers run on the I/O thread: no pool
+    service.add("slow", lambda payload: payload)
+    assert service.has_sync
+    assert not service.is_inline("slow")
+
+
+def test_an_async_handler_cannot_be_inline() -> None:
+    service = Service("fast")
+
+    async def coro(payload: Any) -> Any:
+        return payload
+
+    with pytest.raises(ConfigError, match=r"'coro'.*async def.*inline"):
+        service.handler("coro", inline=True)(coro)
+
+    class Callable:
+        async def __call__(self, payload: Any) -> Any:
+            return payload
+
+    with pytest.raises(ConfigError, match="async def"):
+        service.add("obj", Callable(), inline=True)
+    assert service.methods == []
+
+
+def test_an_inline_handler_takes_no_concurrency_limit() -> None:
+    service = Service("fast")
+    with pytest.raises(ConfigError, match=r"'echo'.*inline handlers take no concurrency"):
+        service.add("echo", lambda payload: payload, inline=True, concurrency=1)
+    with pytest.raises(ConfigError, match="inline must be True or False"):
+        service.add("echo", lambda payload: payload, inline=1)  # type: ignore[arg-type]
+    assert service.methods == []
