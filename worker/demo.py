@@ -1,10 +1,10 @@
 """The demo service: ``reqrep worker reqrep.worker.demo:service``.
 
 Methods: ``echo`` (returns its payload), ``echo_inline`` (the same, run inline on the
-worker's I/O thread), ``add ({"a", "b"}), ``sleep`` ({"seconds": s}),
-``nap`` (the same, as an ``async def`` handler that awaits), ``fail`` ({"message": m}: raises
-DemoError(m)), ``fib`` ({"n": n}: CPU-bound) and ``whoami`` ({"seconds": s}: which process
-served the call, after holding it s seconds).
+worker's I/O thread), ``echo_async`` (the same, an ``async def`` handler), ``add``
+({"a", "b"}), ``sleep`` ({"seconds": s}), ``nap`` (the same, as an ``async def`` handler that
+awaits), ``fail`` ({"message": m}: raises DemoError(m)), ``fib`` ({"n": n}: CPU-bound) and
+``whoami`` ({"seconds": s}: which process served the call, after holding it s seconds).
 """
 
 from __future__ import annotations
@@ -32,6 +32,10 @@ def echo(payload: Any) -> Any:
 
 
 def echo_inline(payload: Any) -> Any:
+    return payload
+
+
+async def echo_async(payload: Any) -> Any:
     return payload
 
 
@@ -82,7 +86,7 @@ def _fib(n: int) -> int:
 def build(name: str = "demo") -> Service:
     """A demo service under ``name`` (tests run private copies side by side)."""
     demo = Service(name)
-    for handler in (echo, add, sleep, nap, fail, fib, whoami):
+    for handler in (echo, echo_async, add, sleep, nap, fail, fib, whoami):
         demo.add(handler.__name__, handler)
     demo.add("echo_inline", echo_inline, inline=True)
     return demo

@@ -8,8 +8,10 @@ from typing import Any
 from bench.harness import source_note
 from bench.suite._plan import (
     DURABLE_BASELINE,
+    NATIVE_PROTOCOL_PAIR,
     PROTOCOL_PAIR,
     SERIAL_INLINE_PAIR,
+    SERIAL_NATIVE_PAIR,
     SERIAL_PAIR,
     TUNED_BASELINES,
 )
@@ -78,24 +80,7 @@ def render(report: dict[str, Any]) -> None:
         "server process and the broker (beam.smp, which includes any other load on it) "
         "over the measuring window, divided by the calls completed in it"
     )
-    ratio = report["summary"]["serial_p50_ratio"]
-    if ratio is not None:
-        a, b = (cases[name]["latency_ms"]["p50"] for name in SERIAL_PAIR)
-        console.print(
-            f"serial: reqrep-serial p50 / tutorial p50 = {fmt_ms(a)} / {fmt_ms(b)} ms "
-            f"= {ratio:.2f}x"
-        )
-    inline = report["summary"].get("serial_inline_p50_ratio")
-    if inline is not None:
-        a, b = (cases[name]["latency_ms"]["p50"] for name in SERIAL_INLINE_PAIR)
-        console.print(
-            f"serial inline: reqrep-serial-inline p50 / tutorial p50 = {fmt_ms(a)} / "
-            f"{fmt_ms(b)} ms = {inline:.2f}x"
-        )
-    protocol = report["summary"].get("async_vs_tuned_props")
-    if protocol is not None:
-        a, b = PROTOCOL_PAIR
-        console.print(f"same properties: {a} / {b} = {protocol:.2f}x calls/s")
+    _print_ratios(console, report)
     load = report.get("loadavg_start"), report.get("loadavg_end")
     console.print(
         f"broker {report['broker'].get('product')} {report['broker'].get('version')}, "
@@ -176,3 +161,33 @@ def draw_chart(report: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _print_ratios(console: Any, report: dict[str, Any]) -> None:
+    """The summary's ratios, each with the figures it divides."""
+    cases = report["summary"]["cases"]
+    ratio = report["summary"]["serial_p50_ratio"]
+    if ratio is not None:
+        a, b = (cases[name]["latency_ms"]["p50"] for name in SERIAL_PAIR)
+        console.print(
+            f"serial: reqrep-serial p50 / tutorial p50 = {fmt_ms(a)} / {fmt_ms(b)} ms "
+            f"= {ratio:.2f}x"
+        )
+    for key, pair in (
+        ("serial_inline_p50_ratio", SERIAL_INLINE_PAIR),
+        ("serial_native_p50_ratio", SERIAL_NATIVE_PAIR),
+    ):
+        other = report["summary"].get(key)
+        if other is not None:
+            a, b = (cases[name]["latency_ms"]["p50"] for name in pair)
+            console.print(
+                f"serial: {pair[0]} p50 / {pair[1]} p50 = {fmt_ms(a)} / {fmt_ms(b)} ms "
+                f"= {other:.2f}x"
+            )
+    for key, pair in (
+        ("async_vs_tuned_props", PROTOCOL_PAIR),
+        ("native_vs_tuned_props", NATIVE_PROTOCOL_PAIR),
+    ):
+        protocol = report["summary"].get(key)
+        if protocol is not None:
+            console.print(f"same properties: {pair[0]} / {pair[1]} = {protocol:.2f}x calls/s")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from typing import Any
 
 from bench.cases import DEFAULT_URL, DRAIN_SECONDS, READY_TEXT
 from bench.harness import CLIENT_SLACK, READY_TIMEOUT, REQREP_ENV, WORKER_READY_TEXT, base_env
@@ -18,8 +19,13 @@ TUNED_PROPS_BASELINE = "raw-pika-durable-tuned-props"
 TUNED_BASELINES = (TUNED_BASELINE, TUNED_DURABLE_BASELINE, TUNED_PROPS_BASELINE)
 ASYNC_DURABLE = "reqrep-async-durable"
 PROTOCOL_PAIR = (ASYNC_DURABLE, TUNED_PROPS_BASELINE)
+NATIVE_DURABLE = "reqrep-asyncio-native-durable"
+NATIVE_PROTOCOL_PAIR = (NATIVE_DURABLE, TUNED_PROPS_BASELINE)
+# The asyncio-native path end to end: the worker's connection on its handler loop, async echo.
+NATIVE_WORKER: dict[str, Any] = {"method": "echo_async", "worker_args": ("--native",)}
 SERIAL_PAIR = ("reqrep-serial", "tutorial")
 SERIAL_INLINE_PAIR = ("reqrep-serial-inline", "tutorial")
+SERIAL_NATIVE_PAIR = ("reqrep-asyncio-native-serial", "tutorial")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +39,7 @@ class Case:
     durable: bool = False
     mode: str = ""
     method: str = "echo"  # the demo service's method a reqrep case calls
+    worker_args: tuple[str, ...] = ()  # more options for a reqrep case's `reqrep worker`
     extra_args: tuple[str, ...] = ()
     extra: str = ""  # "tuned" or "floors": run only when named (--only) or with --with-<extra>
     exchange_suffixes: tuple[str, ...] = ()  # exchanges the case declares: queue name + suffix
@@ -61,8 +68,10 @@ CASES: tuple[Case, ...] = (
     Case("reqrep-asyncio", "AsyncRequestor, N in flight, classic, transient", mode="asyncio"),
     Case(
         "reqrep-asyncio-native",
-        "AsyncRequestor(native=True), N in flight, classic, transient",
+        "AsyncRequestor(native=True) -> async echo on a worker --native, N in flight, classic, "
+        "transient",
         mode="asyncio-native",
+        **NATIVE_WORKER,
     ),
     Case("reqrep-threads", "N threads calling call(), classic, transient", mode="threads"),
     Case(
@@ -76,6 +85,14 @@ CASES: tuple[Case, ...] = (
         "call_async, N in flight, reqrep defaults (quorum, persistent, confirms)",
         durable=True,
         mode="async",
+    ),
+    Case(
+        NATIVE_DURABLE,
+        "AsyncRequestor(native=True) -> async echo on a worker --native, N in flight, reqrep "
+        "defaults (quorum, persistent, confirms)",
+        durable=True,
+        mode="asyncio-native",
+        **NATIVE_WORKER,
     ),
     Case(
         "reqrep-threads-durable",
@@ -124,8 +141,10 @@ CASES: tuple[Case, ...] = (
     ),
     Case(
         "reqrep-asyncio-native-serial",
-        "AsyncRequestor(native=True), one call at a time, classic, transient",
+        "AsyncRequestor(native=True) -> async echo on a worker --native, one call at a time, "
+        "classic, transient",
         mode="asyncio-native-serial",
+        **NATIVE_WORKER,
     ),
     Case(
         "raw-threaded-serial",
@@ -226,6 +245,7 @@ def plan_case(case: Case, opts: Options, tag: str) -> Plan:
                 *py,
                 *("reqrep", "worker", REQREP_SPEC),
                 *("--concurrency", str(opts.worker_concurrency), "--drain-timeout", "2"),
+                *case.worker_args,
             ],
             server_env={**env, "REQREP_LOG_LEVEL": "INFO"},
             server_ready=WORKER_READY_TEXT,

@@ -30,8 +30,10 @@ from bench.suite._output import fmt_ms
 from bench.suite._plan import (
     BASELINE,
     DURABLE_BASELINE,
+    NATIVE_PROTOCOL_PAIR,
     PROTOCOL_PAIR,
     SERIAL_INLINE_PAIR,
+    SERIAL_NATIVE_PAIR,
     SERIAL_PAIR,
     TUNED_BASELINE,
     TUNED_DURABLE_BASELINE,
@@ -203,17 +205,21 @@ def summarize(cases: Sequence[Case], runs: Sequence[dict[str, Any]]) -> dict[str
         ref = by_case.get(tuned, {}).get("calls_per_s")
         mine = entry["calls_per_s"]
         entry["vs_tuned"] = mine / ref if mine is not None and ref else None
-    serial, serial_inline = (
-        _p50_ratio(by_case, pair) for pair in (SERIAL_PAIR, SERIAL_INLINE_PAIR)
+    serial, serial_inline, serial_native = (
+        _p50_ratio(by_case, pair) for pair in (SERIAL_PAIR, SERIAL_INLINE_PAIR, SERIAL_NATIVE_PAIR)
     )
     # call_async against bare pika carrying the same properties: the library's cost alone.
     mine, ref = (by_case.get(name, {}).get("calls_per_s") for name in PROTOCOL_PAIR)
     protocol = mine / ref if mine is not None and ref else None
+    mine, ref = (by_case.get(name, {}).get("calls_per_s") for name in NATIVE_PROTOCOL_PAIR)
+    native = mine / ref if mine is not None and ref else None
     return {
         "cases": by_case,
         "serial_p50_ratio": serial,
         "serial_inline_p50_ratio": serial_inline,
+        "serial_native_p50_ratio": serial_native,
         "async_vs_tuned_props": protocol,
+        "native_vs_tuned_props": native,
     }
 
 

@@ -8,8 +8,11 @@ from bench.cases import case_parser
 from bench.suite._cli import parse_args, select_cases
 from bench.suite._plan import (
     CASES,
+    NATIVE_DURABLE,
+    NATIVE_PROTOCOL_PAIR,
     PROTOCOL_PAIR,
     SERIAL_INLINE_PAIR,
+    SERIAL_NATIVE_PAIR,
     SERIAL_PAIR,
     Options,
     plan_case,
@@ -120,3 +123,22 @@ def test_the_inline_case_calls_the_inline_echo_one_at_a_time_beside_the_tutorial
     plain = next(case for case in CASES if case.name == SERIAL_PAIR[0])
     argv = plan_case(plain, Options(), "tag").client_argv
     assert argv[argv.index("--method") + 1] == "echo"
+
+
+def test_the_native_cases_run_async_echo_on_a_native_worker_end_to_end() -> None:
+    """The asyncio-native path on both sides: AsyncRequestor(native=True) and a worker whose
+    connection lives on its handler loop, calling an ``async def`` echo; one of them with
+    reqrep's durable defaults, compared with the tuned client carrying the same properties."""
+    by_name = {case.name: case for case in CASES}
+    for name in ("reqrep-asyncio-native", "reqrep-asyncio-native-serial", NATIVE_DURABLE):
+        plan = plan_case(by_name[name], Options(), "tag")
+        assert "--native" in plan.server_argv
+        argv = plan.client_argv
+        assert argv[argv.index("--method") + 1] == "echo_async"
+        assert argv[argv.index("--mode") + 1].startswith("asyncio-native")
+    assert by_name[NATIVE_DURABLE].durable
+    assert demo.service.is_async("echo_async")
+    assert NATIVE_PROTOCOL_PAIR == (NATIVE_DURABLE, "raw-pika-durable-tuned-props")
+    assert SERIAL_NATIVE_PAIR == ("reqrep-asyncio-native-serial", "tutorial")
+    plain = plan_case(by_name["reqrep-asyncio"], Options(), "tag")
+    assert "--native" not in plain.server_argv
