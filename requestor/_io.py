@@ -19,8 +19,10 @@ first fails with CallTimeout saying why.
 
 A nack means the broker did not queue the request. The channel is then replaced (on RabbitMQ
 3.10 a channel that first published to a quorum queue while its leader was down has every later
-publish nacked, while a new channel works), and a retryable call is sent again after a short
-pause, within its deadline; other calls fail with PublishRejected. The callback queue is
+publish nacked, while a new channel works), at most once per ``NACK_CHANNEL_PAUSE``: a nack
+sooner than that gets it replaced when the pause is over. A retryable call is sent again after
+a short pause, or at once on the new channel, within its deadline; other calls fail with
+PublishRejected. The callback queue is
 declared without auto-delete, so it outlives a replaced channel: replies to calls in flight
 still arrive.
 
@@ -118,6 +120,7 @@ class RequestorIO(LinkOwner):
         self._unconfirmed: deque[Call] = deque()  # this channel's calls awaiting a confirm
         self._keep_queue = False  # the channel was replaced: the callback queue lives on
         self._last_replaced = -math.inf  # when the channel was last replaced after a nack
+        self._replacing = False  # a replacement put off after a nack is due
         self._broker_limit: int | None = None  # the broker's max_message_size, once learnt
         self._exchange = topology.request_exchange(settings.queue_prefix)
         self._no_exchange_until = -math.inf  # the exchange was missing: fail calls until then
@@ -277,8 +280,13 @@ class RequestorIO(LinkOwner):
             self._send(call)
 
     def _publish_held(self) -> None:
+        """Send the calls held for a channel, and those waiting out a pause to be sent again
+        after a nack: a new channel is what they waited for (their timers then do nothing)."""
         for call in self._replies.live():
             if call.state is CallState.HELD:
+                self._publish(call)
+            elif call.state is CallState.RETRYING:
+                call.state = CallState.NEW
                 self._publish(call)
 
     def _send(self, call: Call) -> None:
@@ -356,17 +364,32 @@ class RequestorIO(LinkOwner):
                 self._replies.fail(
                     call.correlation_id, PublishRejected("the broker refused the request (nack)")
                 )
-        if now - self._last_replaced >= NACK_CHANNEL_PAUSE:
-            self._last_replaced = now
-            # Confirms of the old channel die with it: send retryable calls again rather than
-            # wait for an answer that may never come (their key makes a duplicate harmless);
-            # the others may have been queued, and wait for their replies.
-            for call in self._unconfirmed:
-                if call.state is CallState.UNCONFIRMED and not self._retry(call, now):
-                    call.state = CallState.SENT
-            self._unconfirmed.clear()  # a late confirm of the closing channel settles nothing
-            self._keep_queue = True
-            self.link.reopen_channel()
+        wait = self._last_replaced + NACK_CHANNEL_PAUSE - now
+        if wait <= 0:
+            self._replace_nacking_channel()
+        elif not self._replacing:
+            # Not now (at most once per pause), but once the pause is over: the channel may
+            # nack all it gets (RabbitMQ 3.10), and a later nack may be a second away.
+            self._replacing = True
+            generation = self.link.generation
+            self.link.call_later(wait, lambda: self._replace_nacking_channel(generation))
+
+    def _replace_nacking_channel(self, generation: int | None = None) -> None:
+        """Replace the channel after a nack (``generation``: only if it is still that one)."""
+        self._replacing = False
+        if generation is not None and (generation != self.link.generation or not self.link.is_open):
+            return  # replaced meanwhile, or the connection went: the new channel is fresh
+        now = time.monotonic()
+        self._last_replaced = now
+        # Confirms of the old channel die with it: send retryable calls again rather than
+        # wait for an answer that may never come (their key makes a duplicate harmless);
+        # the others may have been queued, and wait for their replies.
+        for call in self._unconfirmed:
+            if call.state is CallState.UNCONFIRMED and not self._retry(call, now):
+                call.state = CallState.SENT
+        self._unconfirmed.clear()  # a late confirm of the closing channel settles nothing
+        self._keep_queue = True
+        self.link.reopen_channel()
 
     def _settle(self, tag: int, multiple: bool) -> list[Call]:
         """The calls a confirm of ``tag`` settles (tags are in publishing order)."""

@@ -12,6 +12,9 @@ other two nodes; every rule is removed on exit. The nodes run with ``pause_minor
 cut off from the majority pauses (closes its client connections and listeners) until it can
 see the others again.
 
+When a quorum queue got a leader is read from the nodes' logs (``elected``): the moment the
+broker serves it again, which reqrep's recovery is measured from.
+
 Needs root (to hand the state directory to the rabbitmq user) and ``rabbitmq-server`` on PATH;
 partitions need iptables with the cgroup match and cgroup v2 at ``CGROUP_ROOT``.
 """
@@ -19,6 +22,7 @@ partitions need iptables with the cgroup match and cgroup v2 at ``CGROUP_ROOT``.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import os
 import shutil
@@ -50,6 +54,8 @@ class Node:
         self.dir = base / name
         self.url = f"amqp://guest:guest@{HOST}:{port}/%2F"
         self.cgroup = cgroup  # launched inside it, if given (for partitions)
+        self._log: list[str] = []  # the lines of its log read so far
+        self._log_read = 0  # bytes of its log read so far
 
     def _env(self) -> dict[str, str]:
         return {
@@ -114,6 +120,22 @@ class Node:
         if result.returncode != 0:
             raise ClusterUnavailable(f"{self.node}: rabbitmqctl {' '.join(args)}: {result.stderr}")
         return result.stdout
+
+    def log_lines(self) -> list[str]:
+        """The node's log, as far as it is written: only what was added since the last call is
+        read (callers poll it)."""
+        try:
+            with (self.dir / "log" / f"{self.node}.log").open("rb") as log:
+                if log.seek(0, 2) < self._log_read:  # started afresh: read it from the top
+                    self._log_read = 0
+                log.seek(self._log_read)
+                added = log.read()
+        except OSError:
+            return self._log
+        complete = added[: added.rfind(b"\n") + 1]  # a line still being written waits
+        self._log_read += len(complete)
+        self._log.extend(complete.decode("utf-8", errors="replace").splitlines())
+        return self._log
 
     def pid(self) -> int | None:
         try:
@@ -193,6 +215,24 @@ class Cluster:
                     return next(n for n in self.nodes if n.node == row.get("leader"))
         raise ClusterUnavailable(f"no leader found for {queue}")
 
+    def elected(self, queue: str, after: float) -> float | None:
+        """When the quorum queue ``queue`` first got a leader after ``after`` (both
+        ``time.time()``), from the nodes' logs; None if it has not (or it is not logged yet).
+
+        Ra logs ``queue 'Q' in vhost '/': candidate -> leader in term: N`` on the node that wins
+        an election: from that moment the queue takes consumers and messages again. The log's
+        own timestamp is used, so a line written late (the log is buffered) still gives the
+        moment itself.
+        """
+        marker = f"queue '{queue}' in vhost '/': candidate -> leader"
+        moments = [
+            stamp
+            for node in self.nodes
+            for line in node.log_lines()
+            if marker in line and (stamp := _logged_at(line)) is not None and stamp > after
+        ]
+        return min(moments, default=None)
+
     def restart(self, node: Node) -> None:
         node.launch()
         node.await_startup()
@@ -240,6 +280,15 @@ def _cgroup(name: str) -> Path | None:
     except OSError:
         return None
     return path
+
+
+def _logged_at(line: str) -> float | None:
+    """The ``time.time()`` of a RabbitMQ log line (``2026-12-08 00:38:42.956240+00:00 [...``)."""
+    stamp, _, _rest = line.partition(" [")
+    try:
+        return datetime.datetime.fromisoformat(stamp).timestamp()
+    except ValueError:
+        return None
 
 
 def _alive(pid: int) -> bool:

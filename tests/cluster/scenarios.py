@@ -4,6 +4,7 @@ scenario makes of it (0 lost, 0 hung, every failure typed, calls back by themsel
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
@@ -11,13 +12,45 @@ import pika
 
 from reqrep.common import Settings, topology
 from reqrep.requestor import Requestor
+from reqrep.requestor._io import NACK_CHANNEL_PAUSE
+from reqrep.requestor._presence import RECHECK
 from reqrep.worker import Worker
 from reqrep.worker.demo import build
-from tests.cluster.harness import Node
+from tests.cluster.harness import Cluster, Node
 from tests.cluster.load import Load, Outcome
 from tests.support import wait_until
 
 PREFIX = "cl."
+# Seconds for one call's round trip, and a connection's set-up, on a loaded 2-core machine.
+ROUND_TRIP = 1.0
+
+
+def back_within(settings: Settings) -> float:
+    """How soon a call must succeed once the request queue has a leader again: reqrep's own
+    part of a recovery, as docs/reliability.md ("Failover on a cluster") states it.
+
+    The election itself is RabbitMQ's (Ra's): it is measured (``leader_back``), not bounded
+    here. From it on, a worker whose ``basic.consume`` waited for the leader is served at once;
+    a worker or requestor still reconnecting is back within ``reconnect_max`` (its backoff's
+    cap); the requestor holds a call back at most ``RECHECK`` (the worker check asks again) or
+    ``NACK_CHANNEL_PAUSE`` (a channel the broker nacked is replaced), whichever is longer."""
+    return settings.reconnect_max + max(RECHECK, NACK_CHANNEL_PAUSE) + ROUND_TRIP
+
+
+def leader_back(cluster: Cluster, queue: str, since: float, timeout: float = 30.0) -> float:
+    """The ``time.monotonic()`` at which the quorum queue ``queue`` got a leader after
+    ``since`` (monotonic), from the nodes' logs; waits up to ``timeout`` for it to be logged."""
+    offset = time.time() - time.monotonic()
+    found: list[float] = []
+
+    def logged() -> bool:
+        moment = cluster.elected(queue, after=since + offset)
+        if moment is not None:
+            found.append(moment - offset)
+        return moment is not None
+
+    wait_until(logged, timeout, f"a leader for {queue}")
+    return found[-1]
 
 
 def declare_on(node: Node, settings: Settings, service: str) -> None:

@@ -6,14 +6,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from reqrep.common import ConnectionLost, PublishRejected, Settings
+from reqrep.common._link import State
 from reqrep.common._transport import Confirm, pika_transport
 from reqrep.requestor._calls import CallState, ReplyHandler
-from reqrep.requestor._io import RequestorIO
+from reqrep.requestor._io import NACK_CHANNEL_PAUSE, RequestorIO
 from tests.unit.calls import expect, make_call
 
 
@@ -91,3 +92,47 @@ def test_a_nack_fails_plain_calls_resends_retryable_ones_and_replaces_the_channe
     io._unconfirmed.append(straggler)
     io._on_confirm(Confirm(1, multiple=False, ack=False))  # within a second of the last
     assert replaced == [True]  # the channel is not replaced again
+
+
+def test_a_nack_soon_after_a_replacement_replaces_the_channel_once_the_pause_is_over() -> None:
+    """RabbitMQ 3.10 nacks every publish of a channel that first published while the quorum
+    queue's leader was down. A nack within NACK_CHANNEL_PAUSE of the last replacement must
+    still get the channel replaced when the pause is over, not only at a later nack (which the
+    growing resend pauses put off, up to a second at a time)."""
+    io, replies = _io()
+    futures = _calls(replies, {"plain": (CallState.UNCONFIRMED, 0)})
+    io._unconfirmed.extend(c for c in (replies.get(k) for k in futures) if c is not None)
+    later: list[tuple[float, Callable[[], None]]] = []
+    replaced: list[bool] = []
+    io.link.call_later = lambda delay, fn: later.append((delay, fn))  # type: ignore[method-assign]
+    io.link.reopen_channel = lambda: replaced.append(True)  # type: ignore[method-assign]
+    io.link._state, io.link.channel = State.OPEN, cast(Any, object())  # a channel is open
+    io._last_replaced = time.monotonic() - NACK_CHANNEL_PAUSE / 4
+
+    io._on_confirm(Confirm(1, multiple=False, ack=False))
+    io._on_confirm(Confirm(2, multiple=False, ack=False))  # another nack: one replacement only
+
+    with pytest.raises(PublishRejected):
+        futures["plain"].result(0)
+    assert replaced == []  # not at once: a channel is replaced at most once per pause
+    assert len(later) == 1
+    delay, replace = later[0]
+    assert 0 < delay <= NACK_CHANNEL_PAUSE
+    replace()
+    assert replaced == [True]
+
+
+def test_a_new_channel_gets_the_calls_waiting_to_be_sent_again_at_once() -> None:
+    """A call nacked on the old channel waits out a pause before it is sent again; a new
+    channel (after a nack, or a new connection) is what it waited for: it goes at once."""
+    io, replies = _io()
+    futures = _calls(replies, {"retrying": (CallState.RETRYING, 1), "sent": (CallState.SENT, 0)})
+
+    io.on_recovered()
+
+    retrying, sent = replies.get("retrying"), replies.get("sent")
+    assert retrying is not None
+    assert sent is not None
+    assert retrying.state is CallState.HELD  # sent again: no channel in this test, so held
+    assert sent.state is CallState.SENT
+    assert not futures["retrying"].done()
