@@ -74,6 +74,18 @@ def service(probe: Probe) -> Service:
             probe.release.wait(0.01)
         return key
 
+    @service.handler
+    def outlast(key: str) -> str:
+        """Sees its caller's deadline pass, then holds its reply until released: a reply sent
+        the moment the deadline passed would race the caller's own timeout."""
+        probe.event(probe.started, key).set()
+        while not current().cancelled():
+            if probe.release.wait(0.01):
+                return key
+        probe.event(probe.cancelled, key).set()
+        probe.release.wait(WAIT)
+        return "stopped"
+
     return service
 
 
@@ -191,9 +203,12 @@ def test_a_request_still_in_the_queue_is_skipped_when_it_arrives(
 
 
 def test_a_plain_handler_sees_its_callers_deadline_pass(rq: Requestor, probe: Probe) -> None:
-    with pytest.raises(CallTimeout):
-        rq.call("poll", "a", timeout=0.3)
-    assert probe.event(probe.cancelled, "a").wait(WAIT)
+    try:
+        with pytest.raises(CallTimeout):
+            rq.call("outlast", "a", timeout=0.3)
+        assert probe.event(probe.cancelled, "a").wait(WAIT)
+    finally:
+        probe.release.set()
 
 
 def test_a_call_not_sent_yet_is_not_announced(
