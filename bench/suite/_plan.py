@@ -41,7 +41,9 @@ class Case:
     method: str = "echo"  # the demo service's method a reqrep case calls
     worker_args: tuple[str, ...] = ()  # more options for a reqrep case's `reqrep worker`
     extra_args: tuple[str, ...] = ()
-    extra: str = ""  # "tuned" or "floors": run only when named (--only) or with --with-<extra>
+    # "tuned" or "floors": run only when named (--only) or with --with-<extra>; "paths": only
+    # when named (the asyncio paths taken apart: which side of the native path costs what)
+    extra: str = ""
     exchange_suffixes: tuple[str, ...] = ()  # exchanges the case declares: queue name + suffix
 
     @property
@@ -92,6 +94,29 @@ CASES: tuple[Case, ...] = (
         "defaults (quorum, persistent, confirms)",
         durable=True,
         mode="asyncio-native",
+        **NATIVE_WORKER,
+    ),
+    Case(
+        "paths-native-requestor",
+        "AsyncRequestor(native=True) -> sync echo on the default worker, N in flight, defaults",
+        durable=True,
+        mode="asyncio-native",
+        extra="paths",
+    ),
+    Case(
+        "paths-async-handler",
+        "AsyncRequestor -> async echo on the default worker (handler loop), N in flight, defaults",
+        durable=True,
+        mode="asyncio",
+        method="echo_async",
+        extra="paths",
+    ),
+    Case(
+        "paths-native-worker",
+        "AsyncRequestor -> async echo on a worker --native, N in flight, defaults",
+        durable=True,
+        mode="asyncio",
+        extra="paths",
         **NATIVE_WORKER,
     ),
     Case(

@@ -142,3 +142,28 @@ def test_the_native_cases_run_async_echo_on_a_native_worker_end_to_end() -> None
     assert SERIAL_NATIVE_PAIR == ("reqrep-asyncio-native-serial", "tutorial")
     plain = plan_case(by_name["reqrep-asyncio"], Options(), "tag")
     assert "--native" not in plain.server_argv
+
+
+def test_the_paths_cases_take_the_native_path_apart_and_run_only_when_named() -> None:
+    """Between AsyncRequestor's default path and the native path end to end, each ``paths-``
+    case changes one thing: the requestor, the handler, or the worker."""
+    by_name = {case.name: case for case in CASES}
+
+    def shape(name: str) -> tuple[str, str, bool]:
+        plan = plan_case(by_name[name], Options(), "tag")
+        argv = plan.client_argv
+        return (
+            argv[argv.index("--mode") + 1],
+            argv[argv.index("--method") + 1],
+            "--native" in plan.server_argv,
+        )
+
+    assert shape("reqrep-asyncio-durable") == ("asyncio", "echo", False)
+    assert shape("paths-native-requestor") == ("asyncio-native", "echo", False)
+    assert shape("paths-async-handler") == ("asyncio", "echo_async", False)
+    assert shape("paths-native-worker") == ("asyncio", "echo_async", True)
+    assert shape(NATIVE_DURABLE) == ("asyncio-native", "echo_async", True)
+    paths = {name for name in by_name if name.startswith("paths-")}
+    assert all(by_name[name].durable for name in paths)
+    assert not paths & set(_names(["--with-tuned", "--with-floors"]))
+    assert paths <= set(_names(["--only", *sorted(paths)]))
