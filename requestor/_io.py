@@ -259,6 +259,11 @@ class RequestorIO(LinkOwner):
                 ),
             )
             return
+        # A deadline that passed before this reply was read wins, although the sweep has not
+        # run yet: a call never returns a result after its timeout (the sweep alone would let
+        # a reply up to SWEEP_INTERVAL late through, and a handler that stops when it sees the
+        # deadline pass answers just then). Only the heap's due entries cost anything.
+        self._replies.expire_due(time.monotonic(), self.why_unsent)
         self._replies.resolve(properties.correlation_id, body, properties.type)
 
     # -- publishing ---------------------------------------------------------------------------

@@ -10,9 +10,10 @@ from typing import Any, cast
 
 import pytest
 
-from reqrep.common import ConnectionLost, PublishRejected, Settings
+from reqrep.common import CallTimeout, ConnectionLost, PublishRejected, Settings
 from reqrep.common._link import State
-from reqrep.common._transport import Confirm, pika_transport
+from reqrep.common._transport import Confirm, Delivery, Properties, pika_transport
+from reqrep.common.envelope import success_body
 from reqrep.requestor._calls import CallState, ReplyHandler
 from reqrep.requestor._io import NACK_CHANNEL_PAUSE, RequestorIO
 from tests.unit.calls import expect, make_call
@@ -136,3 +137,22 @@ def test_a_new_channel_gets_the_calls_waiting_to_be_sent_again_at_once() -> None
     assert retrying.state is CallState.HELD  # sent again: no channel in this test, so held
     assert sent.state is CallState.SENT
     assert not futures["retrying"].done()
+
+
+def test_a_reply_read_after_the_deadline_is_late_even_before_the_sweep_runs() -> None:
+    """The sweep runs every SWEEP_INTERVAL; a reply read after a call's deadline but before the
+    next sweep (a handler that stops when it sees the deadline pass answers just then) must not
+    turn a timeout into a result."""
+    io, replies = _io()
+    overdue = expect(replies, "overdue", deadline=time.monotonic() - 0.001, timeout=0.3)
+    in_time = expect(replies, "in-time", deadline=time.monotonic() + 30)
+
+    for cid in ("overdue", "in-time"):
+        reply = Delivery(1, False, "", "cb", Properties(correlation_id=cid), success_body(cid))
+        io._on_reply(reply)
+
+    with pytest.raises(CallTimeout, match=r"within 0\.3s"):
+        overdue.result(0)
+    assert in_time.result(0) == "in-time"
+    stats = replies.stats()
+    assert (stats.resolved, stats.late, stats.pending) == (1, 1, 0)
