@@ -22,9 +22,8 @@ A nack means the broker did not queue the request. The channel is then replaced 
 publish nacked, while a new channel works), at most once per ``NACK_CHANNEL_PAUSE``: a nack
 sooner than that gets it replaced when the pause is over. A retryable call is sent again after
 a short pause, or at once on the new channel, within its deadline; other calls fail with
-PublishRejected. The callback queue is
-declared without auto-delete, so it outlives a replaced channel: replies to calls in flight
-still arrive.
+PublishRejected. The callback queue is declared without auto-delete, so it outlives a replaced
+channel: replies to calls in flight still arrive.
 
 A request over the broker's ``max_message_size`` makes the broker close the channel (406), not
 nack the publish. The channel is replaced and the connection stays: the call that was too large
