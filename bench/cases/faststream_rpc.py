@@ -42,7 +42,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -52,7 +51,6 @@ from faststream.rabbit import Channel, QueueType, RabbitBroker, RabbitQueue
 from faststream.rabbit.annotations import RabbitMessage
 
 from bench.cases import (
-    DRAIN_SECONDS,
     READY_TEXT,
     Window,
     amqp_url,
@@ -61,6 +59,7 @@ from bench.cases import (
     json_payload,
     say,
 )
+from bench.cases._aio import drive
 
 __all__ = ["PATTERNS", "main"]
 
@@ -144,44 +143,13 @@ async def run_client(
 ) -> dict[str, Any]:
     message = {"payload": json_payload(payload_size)}
     broker = RabbitBroker(amqp_url(), logger=None, graceful_timeout=2.0)
-    in_flight = 0
     make = _request_calls if pattern == "request" else _reply_to_calls
     call = make(broker, queue, message, durable)
     await broker.start()
     try:
-
-        async def caller() -> None:
-            nonlocal in_flight
-            while window.running() and window.errors <= MAX_ERRORS:
-                started = time.perf_counter()
-                in_flight += 1
-                try:
-                    await asyncio.wait_for(call(), timeout=CALL_LIMIT)
-                except Exception as exc:  # noqa: BLE001 - counted and reported
-                    window.error(exc)
-                    continue
-                finally:
-                    in_flight -= 1
-                window.done(started, time.perf_counter())
-
-        async def tick() -> None:  # announce the window's edges even if no call ends then
-            while window.running():
-                await asyncio.sleep(0.05)
-
-        window.begin()
-        callers = [asyncio.create_task(caller()) for _ in range(outstanding)]
-        ticker = asyncio.create_task(tick())
-        try:
-            await asyncio.wait_for(
-                asyncio.gather(*callers), timeout=window.warmup + window.seconds + DRAIN_SECONDS
-            )
-        except asyncio.TimeoutError:
-            window.error("calls still in flight when the drain time ran out")
-        finally:
-            ticker.cancel()
-            for task in callers:
-                task.cancel()
-        window.tick()
+        in_flight = await drive(
+            lambda: asyncio.wait_for(call(), timeout=CALL_LIMIT), window, outstanding, MAX_ERRORS
+        )
     finally:
         with contextlib.suppress(Exception):
             await broker.stop()

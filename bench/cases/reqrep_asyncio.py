@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 from typing import Any
 
-from bench.cases import DRAIN_SECONDS, Window
+from bench.cases import Window
+from bench.cases._aio import drive
 from reqrep.requestor import AsyncRequestor
 
 __all__ = ["run_asyncio"]
@@ -28,41 +28,9 @@ MAX_ERRORS = 100
 async def _calls(
     rq: AsyncRequestor, method: str, payload: Any, window: Window, outstanding: int
 ) -> int:
-    in_flight = 0
-
-    async def caller() -> None:
-        nonlocal in_flight
-        while window.running() and window.errors <= MAX_ERRORS:
-            started = time.perf_counter()
-            in_flight += 1
-            try:
-                await rq.call(method, payload, timeout=CALL_TIMEOUT)
-            except Exception as exc:  # noqa: BLE001 - counted and reported
-                window.error(exc)
-                continue
-            finally:
-                in_flight -= 1
-            window.done(started, time.perf_counter())
-
-    async def tick() -> None:  # announce the window's edges even if no call ends then
-        while window.running():
-            await asyncio.sleep(0.05)
-
-    window.begin()
-    callers = [asyncio.create_task(caller()) for _ in range(outstanding)]
-    ticker = asyncio.create_task(tick())
-    try:
-        await asyncio.wait_for(
-            asyncio.gather(*callers), timeout=window.warmup + window.seconds + DRAIN_SECONDS
-        )
-    except asyncio.TimeoutError:
-        window.error("calls still in flight when the drain time ran out")
-    finally:
-        ticker.cancel()
-        for task in callers:
-            task.cancel()
-    window.tick()
-    return in_flight
+    return await drive(
+        lambda: rq.call(method, payload, timeout=CALL_TIMEOUT), window, outstanding, MAX_ERRORS
+    )
 
 
 def run_asyncio(
